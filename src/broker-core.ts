@@ -1,0 +1,508 @@
+// The broker as a pure, synchronous state machine ("sans-I/O"): feed it received messages, clock ticks and send
+// failures; it appends the messages to send to `out`. No sockets, no timers, no clock: every rule is testable
+// deterministically. The transport is a thin loop around it.
+
+import { LRUCacheWithDelete } from 'mnemonist';
+import {
+  C2, EMPTY, Kind, MDPC01, MDPC02, MDPW01, MDPW02, W1, W2, WCmd, cmd, parseInbound,
+  type ClientRequest, type Limits, type Version, type WorkerMessage, DEFAULT_LIMITS,
+} from './codec.js';
+import { ServiceQueue } from './service-queue.js';
+import { IdleList, type IdleNode } from './idle-list.js';
+import { errorBody, isErrorMark, type ErrorCode } from './errors.js';
+
+export interface CoreOptions {
+  /** Milliseconds between heartbeats, both ways. */
+  heartbeatInterval: number;
+  /** A worker silent for this many intervals is dead. */
+  heartbeatLiveness: number;
+  /** A worker holding one request longer than this (without PARTIAL progress) is expired. */
+  busyTimeout: number;
+  /** Dispatches per request before the client gets `failed`. */
+  maxAttempts: number;
+  /** Milliseconds a request may wait in a queue for a worker. */
+  requestTtl: number;
+  /** Requests one service queue may hold. */
+  maxQueue: number;
+  limits: Limits;
+}
+
+export const DEFAULT_CORE_OPTIONS: CoreOptions = {
+  heartbeatInterval: 2500,
+  heartbeatLiveness: 3,
+  busyTimeout: 60000,
+  maxAttempts: 3,
+  requestTtl: 30000,
+  maxQueue: 100000,
+  limits: DEFAULT_LIMITS,
+};
+
+export type LogLevel = 'debug' | 'info' | 'warn';
+export type LogFn = (level: LogLevel, msg: string, fields?: Record<string, unknown>) => void;
+
+/** Why a send failed, as the transport saw it. */
+export type SendFailure = 'unreachable' | 'full';
+
+type Key = number | string;
+
+/** Routing ids that libzmq generates are 5 bytes, 0x00 + uint32; a number key is ~5x cheaper than a string. */
+export function peerKey(id: Buffer): Key {
+  return id.length === 5 && id[0] === 0 ? id.readUInt32BE(1) : id.toString('latin1');
+}
+
+function bytesEqual(a: Buffer, b: Buffer): boolean {
+  const n = a.length;
+  if (n !== b.length) return false;
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function isMmi(name: Buffer): boolean {
+  return name.length >= 4 && name[0] === 0x6d && name[1] === 0x6d && name[2] === 0x69 && name[3] === 0x2e;
+}
+
+class Request {
+  attempts = 0;
+  constructor(
+    /** The client's message as received; the prefix before headerAt is echoed in front of the reply. */
+    readonly frames: Buffer[],
+    readonly headerAt: number,
+    readonly bodyAt: number,
+    readonly version: Version,
+    readonly clientKey: Key,
+    readonly service: Service,
+    public deadline: number,
+  ) {}
+}
+
+class Service {
+  readonly queue = new ServiceQueue<Request>();
+  readonly idle = new IdleList<Worker>();
+  workers = 0;
+  constructor(
+    readonly name: string,
+    /** Interned copy of the name frame, reused on every reply. */
+    readonly frame: Buffer,
+  ) {}
+}
+
+class Worker implements IdleNode {
+  idlePrev: IdleNode | null = null;
+  idleNext: IdleNode | null = null;
+  idleIn: IdleList<IdleNode> | null = null;
+  current: Request | null = null;
+  busySince = 0;
+  constructor(
+    readonly id: Buffer,
+    readonly key: Key,
+    readonly version: Version,
+    readonly delimited: boolean,
+    readonly service: Service,
+    public expiry: number,
+    public lastSent: number,
+  ) {}
+}
+
+export interface CoreStats {
+  requests: number;
+  replies: number;
+  partials: number;
+  mmi: number;
+  malformed: number;
+  unexpected: number;
+  requeued: number;
+  workersRegistered: number;
+  workersExpired: number;
+  workersDisconnected: number;
+  workersUnreachable: number;
+  droppedClientGone: number;
+  droppedReplies: number;
+  /** Sends that failed to a peer that is not a registered worker (a client gone or too slow, a departed worker). */
+  undeliverable: number;
+  errors: Record<ErrorCode, number>;
+}
+
+export interface CoreSnapshot {
+  services: number;
+  workers: number;
+  idleWorkers: number;
+  busyWorkers: number;
+  queued: number;
+}
+
+export class BrokerCore {
+  /** Messages to send, each [routing id, ...frames]. The transport drains it after every call. */
+  readonly out: Buffer[][] = [];
+  readonly stats: CoreStats = {
+    requests: 0, replies: 0, partials: 0, mmi: 0, malformed: 0, unexpected: 0, requeued: 0,
+    workersRegistered: 0, workersExpired: 0, workersDisconnected: 0, workersUnreachable: 0,
+    droppedClientGone: 0, droppedReplies: 0, undeliverable: 0,
+    errors: { expired: 0, overloaded: 0, failed: 0, invalid: 0, shutdown: 0 },
+  };
+  readonly opts: CoreOptions;
+  private readonly services = new Map<string, Service>();
+  private readonly workers = new Map<Key, Worker>();
+  /** Clients a send has failed to: their queued requests are dropped when they come up. Bounded. */
+  private readonly goneClients = new LRUCacheWithDelete<Key, true>(65536);
+  /** Workers told DISCONNECT (or that said it): anything but a fresh READY from them is ignored. Bounded. */
+  private readonly disconnected = new LRUCacheWithDelete<Key, true>(65536);
+  private stopping = false;
+  private readonly workerTtl: number;
+
+  constructor(opts: Partial<CoreOptions> = {}, private readonly log: LogFn = () => {}) {
+    this.opts = { ...DEFAULT_CORE_OPTIONS, ...opts, limits: { ...DEFAULT_LIMITS, ...opts.limits } };
+    this.workerTtl = this.opts.heartbeatInterval * this.opts.heartbeatLiveness;
+  }
+
+  /** One message received on the ROUTER socket (frames[0] is the routing id). */
+  handle(frames: Buffer[], now: number): void {
+    const m = parseInbound(frames, this.opts.limits);
+    if (m.kind === Kind.ClientRequest) this.onRequest(frames, m, now);
+    else if (m.kind === Kind.Worker) this.onWorker(frames, m, now);
+    else {
+      this.stats.malformed++;
+      this.log('debug', 'malformed message dropped', { reason: m.reason, frames: frames.length });
+      if (m.request) this.replyError(frames, m.request.headerAt, m.request.version, m.request.service, 'invalid', m.reason);
+    }
+  }
+
+  /** Clock tick: heartbeats, dead workers, expired requests. Call at least every heartbeatInterval / 2. */
+  tick(now: number): void {
+    const interval = this.opts.heartbeatInterval;
+    for (const w of this.workers.values()) {
+      if (now >= w.expiry) {
+        this.stats.workersExpired++;
+        this.log('info', 'worker expired: no heartbeat', { service: w.service.name, busy: w.current !== null });
+        this.sendDisconnect(w.id, w.version, w.delimited);
+        this.deleteWorker(w, now);
+      } else if (w.current !== null && now - w.busySince >= this.opts.busyTimeout) {
+        this.stats.workersExpired++;
+        this.log('warn', 'worker expired: busy timeout', { service: w.service.name });
+        this.sendDisconnect(w.id, w.version, w.delimited);
+        this.deleteWorker(w, now);
+      } else if (now - w.lastSent >= interval) {
+        this.out.push(this.workerFrames(w, w.version === 1 ? W1.HEARTBEAT : W2.HEARTBEAT));
+        w.lastSent = now;
+      }
+    }
+    for (const svc of this.services.values()) {
+      // A full scan, not a look at the head: requeued requests go to the front with fresh deadlines, so the
+      // queue is not ordered by deadline. O(queued) once per tick, not per request.
+      if (svc.queue.size > 0) {
+        svc.queue.removeWhere((r) => {
+          if (r.deadline > now) return false;
+          this.expire(r);
+          return true;
+        });
+      }
+      this.maybeForget(svc);
+    }
+  }
+
+  /** A send to `id` failed: the peer is gone (ROUTER mandatory) or its pipe is full. */
+  sendFailed(id: Buffer, why: SendFailure, now: number): void {
+    const key = peerKey(id);
+    const w = this.workers.get(key);
+    if (w) {
+      this.stats.workersUnreachable++;
+      this.log('info', 'worker unreachable', { service: w.service.name, why });
+      this.deleteWorker(w, now);
+      return;
+    }
+    if (why === 'unreachable') this.goneClients.set(key, true);
+    this.stats.undeliverable++;
+    this.log('debug', 'message to a client or departed peer not delivered', { why });
+  }
+
+  /** Stops taking work: queued requests fail with `shutdown`, idle workers are told DISCONNECT. */
+  beginShutdown(now: number): void {
+    this.stopping = true;
+    for (const svc of this.services.values()) {
+      for (let r = svc.queue.shift(); r; r = svc.queue.shift()) this.failRequest(r, 'shutdown', 'broker is shutting down');
+      for (let w = svc.idle.shift(); w; w = svc.idle.shift()) {
+        this.sendDisconnect(w.id, w.version, w.delimited);
+        this.deleteWorker(w, now);
+      }
+    }
+  }
+
+  /** Ends the shutdown: requests still held by workers fail with `shutdown`, every worker is told DISCONNECT. */
+  finishShutdown(now: number): void {
+    this.stopping = true;
+    for (const w of this.workers.values()) {
+      const r = w.current;
+      w.current = null;
+      if (r) this.failRequest(r, 'shutdown', 'broker shut down before the worker replied');
+      this.sendDisconnect(w.id, w.version, w.delimited);
+      this.deleteWorker(w, now);
+    }
+    for (const svc of this.services.values()) {
+      for (let r = svc.queue.shift(); r; r = svc.queue.shift()) this.failRequest(r, 'shutdown', 'broker is shutting down');
+    }
+  }
+
+  snapshot(): CoreSnapshot {
+    let idle = 0;
+    let queued = 0;
+    for (const svc of this.services.values()) {
+      idle += svc.idle.size;
+      queued += svc.queue.size;
+    }
+    return { services: this.services.size, workers: this.workers.size, idleWorkers: idle, busyWorkers: this.workers.size - idle, queued };
+  }
+
+  /** Names of services with at least one worker. */
+  servedServices(): string[] {
+    const names: string[] = [];
+    for (const svc of this.services.values()) if (svc.workers > 0) names.push(svc.name);
+    return names;
+  }
+
+  // ---- clients ----
+
+  private onRequest(frames: Buffer[], m: ClientRequest, now: number): void {
+    this.stats.requests++;
+    if (isMmi(m.service)) return this.onMmi(frames, m);
+    if (this.stopping) return this.replyError(frames, m.headerAt, m.version, m.service, 'shutdown', 'broker is shutting down');
+    const clientKey = peerKey(frames[0]);
+    if (this.goneClients.size > 0) this.goneClients.delete(clientKey);
+    const name = m.service.toString('latin1');
+    let svc = this.services.get(name);
+    if (svc === undefined) {
+      svc = new Service(name, Buffer.from(m.service));
+      this.services.set(name, svc);
+    } else if (svc.queue.size >= this.opts.maxQueue) {
+      return this.replyError(frames, m.headerAt, m.version, m.service, 'overloaded', `queue for ${name} holds ${svc.queue.size} requests`);
+    }
+    const r = new Request(frames, m.headerAt, m.bodyAt, m.version, clientKey, svc, now + this.opts.requestTtl);
+    svc.queue.push(r);
+    this.dispatch(svc, now);
+  }
+
+  private onMmi(frames: Buffer[], m: ClientRequest): void {
+    this.stats.mmi++;
+    const name = m.service.toString('latin1');
+    let body: Buffer[];
+    if (name === 'mmi.service') {
+      const q = frames[m.bodyAt];
+      const svc = q === undefined ? undefined : this.services.get(q.toString('latin1'));
+      body = [Buffer.from(svc !== undefined && svc.workers > 0 ? '200' : '404')];
+    } else if (name === 'mmi.services') {
+      body = [];
+      for (const svc of this.services.values()) if (svc.workers > 0) body.push(svc.frame);
+    } else {
+      body = [Buffer.from('501')];
+    }
+    this.reply(frames, m.headerAt, m.version, C2.FINAL, m.service, body, 0);
+  }
+
+  private dispatch(svc: Service, now: number): void {
+    while (svc.idle.size > 0 && svc.queue.size > 0) {
+      const r = svc.queue.shift() as Request;
+      if (r.deadline <= now) {
+        this.expire(r);
+        continue;
+      }
+      if (this.goneClients.size > 0 && this.goneClients.has(r.clientKey)) {
+        this.stats.droppedClientGone++;
+        continue;
+      }
+      const w = svc.idle.shift() as Worker;
+      r.attempts++;
+      w.current = r;
+      w.busySince = now;
+      w.lastSent = now;
+      const f = r.frames;
+      const msg: Buffer[] = [w.id];
+      if (w.delimited) msg.push(EMPTY);
+      msg.push(w.version === 1 ? MDPW01 : MDPW02, cmd(W1.REQUEST), f[0], EMPTY);
+      for (let i = r.bodyAt; i < f.length; i++) msg.push(f[i]);
+      this.out.push(msg);
+    }
+  }
+
+  private expire(r: Request): void {
+    this.failRequest(r, 'expired', `no worker for ${r.service.name} within ${this.opts.requestTtl} ms`);
+  }
+
+  private failRequest(r: Request, code: ErrorCode, why: string): void {
+    if (this.goneClients.size > 0 && this.goneClients.has(r.clientKey)) {
+      this.stats.droppedClientGone++;
+      return;
+    }
+    this.replyError(r.frames, r.headerAt, r.version, r.service.frame, code, why);
+  }
+
+  private replyError(frames: Buffer[], headerAt: number, version: Version, service: Buffer, code: ErrorCode, why: string): void {
+    this.stats.errors[code]++;
+    this.reply(frames, headerAt, version, C2.FINAL, service, errorBody(code, why), 0);
+  }
+
+  /** Sends [prefix of `client`] + client header + service + body[from..] to the client that sent `client`. */
+  private reply(client: Buffer[], headerAt: number, version: Version, v2cmd: number, service: Buffer, body: Buffer[], from: number): void {
+    const msg: Buffer[] = [];
+    for (let i = 0; i < headerAt; i++) msg.push(client[i]);
+    if (version === 1) msg.push(MDPC01);
+    else msg.push(MDPC02, cmd(v2cmd));
+    msg.push(service);
+    for (let i = from; i < body.length; i++) msg.push(body[i]);
+    this.out.push(msg);
+  }
+
+  // ---- workers ----
+
+  private onWorker(frames: Buffer[], m: WorkerMessage, now: number): void {
+    const key = peerKey(frames[0]);
+    const w = this.workers.get(key);
+    if (w === undefined) return this.onUnknownWorker(frames[0], key, m, now);
+    if (m.version !== w.version || m.delimited !== w.delimited) {
+      this.stats.malformed++;
+      this.log('debug', 'worker changed protocol version mid-session; dropped', { service: w.service.name });
+      return;
+    }
+    w.expiry = now + this.workerTtl;
+    switch (m.command) {
+      case WCmd.Heartbeat:
+        return;
+      case WCmd.Disconnect:
+        this.stats.workersDisconnected++;
+        this.log('info', 'worker disconnected', { service: w.service.name });
+        return this.deleteWorker(w, now);
+      case WCmd.Ready:
+        return this.rejectWorker(w, now, 'second READY');
+      case WCmd.Partial:
+      case WCmd.Final: {
+        const r = w.current;
+        if (r === null) return this.rejectWorker(w, now, 'reply while holding no request');
+        if (!bytesEqual(m.client, r.frames[0])) {
+          this.stats.malformed++;
+          this.log('debug', 'reply with wrong client address dropped', { service: w.service.name });
+          return;
+        }
+        if (m.bodyAt < frames.length && isErrorMark(frames[m.bodyAt])) {
+          // A worker must not be able to forge a broker error; the request ends as failed, the worker stays.
+          this.stats.malformed++;
+          w.current = null;
+          this.failRequest(r, 'failed', 'worker reply began with the reserved error frame');
+          return this.workerIdle(w, now);
+        }
+        if (m.command === WCmd.Partial) {
+          w.busySince = now;
+          if (r.version === 2) {
+            this.stats.partials++;
+            this.deliver(r, C2.PARTIAL, frames, m.bodyAt);
+          }
+          return;
+        }
+        w.current = null;
+        this.stats.replies++;
+        this.deliver(r, C2.FINAL, frames, m.bodyAt);
+        return this.workerIdle(w, now);
+      }
+      default:
+        return;
+    }
+  }
+
+  private deliver(r: Request, v2cmd: number, frames: Buffer[], bodyAt: number): void {
+    if (this.goneClients.size > 0 && this.goneClients.has(r.clientKey)) {
+      this.stats.droppedReplies++;
+      return;
+    }
+    this.reply(r.frames, r.headerAt, r.version, v2cmd, r.service.frame, frames, bodyAt);
+  }
+
+  private onUnknownWorker(id: Buffer, key: Key, m: WorkerMessage, now: number): void {
+    if (m.command === WCmd.Disconnect) return;
+    if (m.command !== WCmd.Ready) {
+      // A worker we told DISCONNECT (or that said it) hears nothing more from us.
+      if (this.disconnected.has(key)) return;
+      this.stats.unexpected++;
+      this.log('info', 'command before READY; worker told DISCONNECT', { command: m.command });
+      this.disconnected.set(key, true);
+      return this.sendDisconnect(id, m.version, m.delimited);
+    }
+    if (this.disconnected.size > 0) this.disconnected.delete(key);
+    if (isMmi(m.service) || this.stopping) {
+      this.stats.unexpected++;
+      this.log('info', this.stopping ? 'READY during shutdown refused' : 'worker for reserved mmi.* service refused', {
+        service: m.service.toString('latin1'),
+      });
+      this.disconnected.set(key, true);
+      return this.sendDisconnect(id, m.version, m.delimited);
+    }
+    if (m.service.length > this.opts.limits.maxServiceName) {
+      this.stats.malformed++;
+      this.disconnected.set(key, true);
+      return this.sendDisconnect(id, m.version, m.delimited);
+    }
+    const name = m.service.toString('latin1');
+    let svc = this.services.get(name);
+    if (svc === undefined) {
+      svc = new Service(name, Buffer.from(m.service));
+      this.services.set(name, svc);
+    }
+    // The routing id frame may be a view into a larger received block; keep a copy of our own.
+    const w = new Worker(Buffer.from(id), key, m.version, m.delimited, svc, now + this.workerTtl, now);
+    this.workers.set(key, w);
+    svc.workers++;
+    this.stats.workersRegistered++;
+    this.log('info', 'worker ready', { service: name, version: m.version });
+    this.workerIdle(w, now);
+  }
+
+  private workerIdle(w: Worker, now: number): void {
+    if (this.stopping) {
+      this.sendDisconnect(w.id, w.version, w.delimited);
+      return this.deleteWorker(w, now);
+    }
+    w.service.idle.push(w);
+    this.dispatch(w.service, now);
+  }
+
+  /** A valid but unexpected command: DISCONNECT, forget the worker, and say nothing more to it. */
+  private rejectWorker(w: Worker, now: number, why: string): void {
+    this.stats.unexpected++;
+    this.log('info', `unexpected command (${why}); worker told DISCONNECT`, { service: w.service.name });
+    this.sendDisconnect(w.id, w.version, w.delimited);
+    this.deleteWorker(w, now);
+  }
+
+  private deleteWorker(w: Worker, now: number): void {
+    const svc = w.service;
+    this.workers.delete(w.key);
+    this.disconnected.set(w.key, true);
+    svc.idle.remove(w);
+    svc.workers--;
+    const r = w.current;
+    w.current = null;
+    if (r !== null) {
+      if (this.stopping) this.failRequest(r, 'shutdown', 'broker shut down before the worker replied');
+      else if (r.attempts >= this.opts.maxAttempts) {
+        this.failRequest(r, 'failed', `workers for ${svc.name} died holding this request ${r.attempts} times`);
+      } else {
+        this.stats.requeued++;
+        r.deadline = now + this.opts.requestTtl;
+        svc.queue.unshift(r);
+        this.dispatch(svc, now);
+      }
+    }
+    this.maybeForget(svc);
+  }
+
+  private maybeForget(svc: Service): void {
+    if (svc.workers === 0 && svc.queue.size === 0 && this.services.get(svc.name) === svc) this.services.delete(svc.name);
+  }
+
+  private sendDisconnect(id: Buffer, version: Version, delimited: boolean): void {
+    const msg: Buffer[] = [id];
+    if (delimited) msg.push(EMPTY);
+    if (version === 1) msg.push(MDPW01, cmd(W1.DISCONNECT));
+    else msg.push(MDPW02, cmd(W2.DISCONNECT));
+    this.out.push(msg);
+  }
+
+  private workerFrames(w: Worker, command: number): Buffer[] {
+    return w.delimited ? [w.id, EMPTY, w.version === 1 ? MDPW01 : MDPW02, cmd(command)] : [w.id, MDPW02, cmd(command)];
+  }
+}

@@ -1,0 +1,139 @@
+#!/usr/bin/env node
+// mdbroker command line: parse flags, run a Broker, log structured JSON (pino), stop cleanly on SIGINT/SIGTERM.
+
+import { parseArgs } from 'node:util';
+import { readFileSync } from 'node:fs';
+import { pino } from 'pino';
+import { Broker, DEFAULT_BROKER_OPTIONS } from './broker.js';
+import { DEFAULT_LIMITS } from './codec.js';
+import type { LogFn } from './broker-core.js';
+
+const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+
+const d = DEFAULT_BROKER_OPTIONS;
+const HELP = `mdbroker ${pkg.version}: a Majordomo (MDP/0.1, MDP/0.2, MMI) broker for ZeroMQ
+
+Usage: mdbroker [options]
+
+  --bind ENDPOINT            endpoint to bind; repeatable (default ${d.bind[0]})
+  --heartbeat-interval MS    heartbeat period, both ways (default ${d.heartbeatInterval})
+  --heartbeat-liveness N     worker dead after N silent intervals (default ${d.heartbeatLiveness})
+  --busy-timeout MS          expire a worker holding one request this long (default ${d.busyTimeout})
+  --max-attempts N           dispatches per request before 'failed' (default ${d.maxAttempts})
+  --request-ttl MS           how long a request may wait for a worker (default ${d.requestTtl})
+  --max-queue N              requests one service may queue (default ${d.maxQueue})
+  --max-frames N             frames per message (default ${DEFAULT_LIMITS.maxFrames})
+  --max-frame-bytes N        bytes per frame (default ${DEFAULT_LIMITS.maxFrameBytes})
+  --max-service-name N       bytes per service name (default ${DEFAULT_LIMITS.maxServiceName})
+  --hwm N                    ZeroMQ send/receive high-water mark per peer (default ${d.sendHighWaterMark})
+  --shutdown-grace MS        on SIGINT/SIGTERM, time busy workers get to reply (default ${d.shutdownGrace})
+  --log-level LEVEL          debug, info, warn, error or silent (default info)
+  -h, --help                 this text
+  -v, --version              the version
+
+Logs are JSON lines on stdout. SIGINT/SIGTERM: stop taking requests, let busy workers finish
+(--shutdown-grace), tell every worker DISCONNECT, exit 0.
+`;
+
+const spec = {
+  bind: { type: 'string', multiple: true },
+  'heartbeat-interval': { type: 'string' },
+  'heartbeat-liveness': { type: 'string' },
+  'busy-timeout': { type: 'string' },
+  'max-attempts': { type: 'string' },
+  'request-ttl': { type: 'string' },
+  'max-queue': { type: 'string' },
+  'max-frames': { type: 'string' },
+  'max-frame-bytes': { type: 'string' },
+  'max-service-name': { type: 'string' },
+  hwm: { type: 'string' },
+  'shutdown-grace': { type: 'string' },
+  'log-level': { type: 'string', default: 'info' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean', short: 'v' },
+} as const;
+
+class UsageError extends Error {}
+
+function int(values: Record<string, unknown>, name: string, fallback: number, min = 1): number {
+  const raw = values[name];
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer >= ${min}, got '${String(raw)}'`);
+  return n;
+}
+
+function main(argv: string[]): void {
+  let values: Record<string, unknown>;
+  try {
+    values = parseArgs({ args: argv, options: spec, strict: true, allowPositionals: false }).values;
+  } catch (err) {
+    return usage((err as Error).message);
+  }
+  if (values.help) {
+    process.stdout.write(HELP);
+    return;
+  }
+  if (values.version) {
+    process.stdout.write(`${pkg.version}\n`);
+    return;
+  }
+  const level = String(values['log-level']);
+  if (!['debug', 'info', 'warn', 'error', 'silent'].includes(level)) return usage(`--log-level must be debug, info, warn, error or silent, got '${level}'`);
+  let broker: Broker;
+  const logger = pino({ level, base: { name: 'mdbroker' } });
+  const log: LogFn = (lvl, msg, fields) => logger[lvl](fields ?? {}, msg);
+  try {
+    broker = new Broker({
+      bind: (values.bind as string[] | undefined) ?? d.bind,
+      heartbeatInterval: int(values, 'heartbeat-interval', d.heartbeatInterval),
+      heartbeatLiveness: int(values, 'heartbeat-liveness', d.heartbeatLiveness),
+      busyTimeout: int(values, 'busy-timeout', d.busyTimeout),
+      maxAttempts: int(values, 'max-attempts', d.maxAttempts),
+      requestTtl: int(values, 'request-ttl', d.requestTtl),
+      maxQueue: int(values, 'max-queue', d.maxQueue),
+      limits: {
+        ...DEFAULT_LIMITS,
+        maxFrames: int(values, 'max-frames', DEFAULT_LIMITS.maxFrames, 3),
+        maxFrameBytes: int(values, 'max-frame-bytes', DEFAULT_LIMITS.maxFrameBytes),
+        maxServiceName: int(values, 'max-service-name', DEFAULT_LIMITS.maxServiceName),
+      },
+      sendHighWaterMark: int(values, 'hwm', d.sendHighWaterMark, 0),
+      receiveHighWaterMark: int(values, 'hwm', d.receiveHighWaterMark, 0),
+      shutdownGrace: int(values, 'shutdown-grace', d.shutdownGrace, 0),
+      log,
+    });
+  } catch (err) {
+    if (err instanceof UsageError) return usage(err.message);
+    throw err;
+  }
+  broker.start().then(
+    () => logger.info({ endpoints: broker.endpoints, version: pkg.version, pid: process.pid }, 'mdbroker listening'),
+    (err: unknown) => {
+      logger.error({ err: String(err) }, 'cannot bind; is another broker on that endpoint?');
+      process.exit(1);
+    },
+  );
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) {
+      logger.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    broker.close().then(() => {
+      logger.info({ stats: broker.core.stats }, 'stopped');
+      process.exit(0);
+    });
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+function usage(msg: string): void {
+  process.stderr.write(`mdbroker: ${msg}\nTry 'mdbroker --help'.\n`);
+  process.exitCode = 2;
+}
+
+main(process.argv.slice(2));

@@ -1,0 +1,58 @@
+import { FixedDeque } from 'mnemonist';
+
+// A request queue with O(1) push, shift and unshift (requeue at the front). mnemonist's FixedDeque is a ring buffer
+// of fixed capacity; this grows it by doubling and shrinks it back when it drains, so an idle service holds a small
+// ring and a burst costs amortised O(1) per request. Array#shift is O(n) and is never used.
+
+const MIN_CAPACITY = 16;
+
+export class ServiceQueue<T> {
+  private ring: FixedDeque<T>;
+
+  constructor() {
+    this.ring = new FixedDeque<T>(Array, MIN_CAPACITY);
+  }
+
+  get size(): number {
+    return this.ring.size;
+  }
+
+  push(item: T): void {
+    if (this.ring.size === this.ring.capacity) this.resize(this.ring.capacity * 2);
+    this.ring.push(item);
+  }
+
+  /** Puts an item back at the front, ahead of everything queued. */
+  unshift(item: T): void {
+    if (this.ring.size === this.ring.capacity) this.resize(this.ring.capacity * 2);
+    this.ring.unshift(item);
+  }
+
+  shift(): T | undefined {
+    const item = this.ring.shift();
+    const cap = this.ring.capacity;
+    if (cap > MIN_CAPACITY && this.ring.size < cap >>> 3) this.resize(cap >>> 1);
+    return item;
+  }
+
+  peek(): T | undefined {
+    return this.ring.peekFirst();
+  }
+
+  /** Removes every item for which `drop` returns true, keeping the order of the rest. O(n). */
+  removeWhere(drop: (item: T) => boolean): number {
+    let removed = 0;
+    for (let i = this.ring.size; i > 0; i--) {
+      const item = this.ring.shift() as T;
+      if (drop(item)) removed++;
+      else this.ring.push(item);
+    }
+    return removed;
+  }
+
+  private resize(capacity: number): void {
+    const next = new FixedDeque<T>(Array, Math.max(MIN_CAPACITY, capacity));
+    for (let item = this.ring.shift(); item !== undefined; item = this.ring.shift()) next.push(item);
+    this.ring = next;
+  }
+}

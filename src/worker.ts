@@ -1,0 +1,189 @@
+// MDP worker: READY, then serve one request at a time, heartbeating all the while (also while the handler runs).
+// When the broker goes silent or says DISCONNECT, the session opens a new socket and sends READY again, with
+// exponential back-off. `concurrency: n` runs n independent sessions, each its own MDP worker on its own socket.
+
+import { Dealer } from 'zeromq';
+import { EMPTY, MDPW01, MDPW02, W1, W2, cmd, type Version } from './codec.js';
+import { MdpError } from './errors.js';
+import { Sender, toFrames, type Frame } from './sender.js';
+
+export interface RequestContext {
+  /** The client address frame the broker sent (opaque). */
+  client: Buffer;
+  /** MDP/0.2 workers only: send a PARTIAL reply before the final one. */
+  partial(body: Frame | readonly Frame[]): void;
+}
+
+export type Handler = (body: Buffer[], ctx: RequestContext) => Promise<Frame | readonly Frame[]> | Frame | readonly Frame[];
+
+export interface WorkerOptions {
+  endpoint: string;
+  service: string;
+  handler: Handler;
+  version?: Version;
+  /** Milliseconds between heartbeats (default 2500); must match the broker's. */
+  heartbeatInterval?: number;
+  /** Broker presumed dead after this many silent intervals (default 3). */
+  heartbeatLiveness?: number;
+  /** Reconnect back-off bounds in ms (default 100 .. 5000). */
+  reconnectMin?: number;
+  reconnectMax?: number;
+  /** Independent MDP workers (sockets) to run (default 1). */
+  concurrency?: number;
+  /** Called when a handler throws; the session then disconnects so the broker retries the request elsewhere. */
+  onError?: (err: unknown) => void;
+  socketOptions?: ConstructorParameters<typeof Dealer>[0];
+}
+
+export class Worker {
+  private readonly sessions: Session[] = [];
+
+  constructor(opts: WorkerOptions) {
+    if (opts.service.startsWith('mmi.')) throw new MdpError('mmi.* services are reserved for the broker');
+    const n = Math.max(1, opts.concurrency ?? 1);
+    for (let i = 0; i < n; i++) this.sessions.push(new Session(opts));
+  }
+
+  /** Requests served so far, over all sessions. */
+  get served(): number {
+    return this.sessions.reduce((a, s) => a + s.served, 0);
+  }
+
+  /** Finishes the requests in hand, tells the broker DISCONNECT, closes the sockets. */
+  async close(): Promise<void> {
+    await Promise.all(this.sessions.map((s) => s.close()));
+  }
+}
+
+class Session {
+  served = 0;
+  private sock!: Dealer;
+  private sender!: Sender;
+  private readonly version: Version;
+  private readonly header: Buffer;
+  private readonly interval: number;
+  private readonly liveness: number;
+  private lastHeard = 0;
+  private backoff: number;
+  private timer: NodeJS.Timeout | null = null;
+  private busy: Promise<void> | null = null;
+  private closing = false;
+  private reconnecting = false;
+
+  constructor(private readonly opts: WorkerOptions) {
+    this.version = opts.version ?? 1;
+    this.header = this.version === 1 ? MDPW01 : MDPW02;
+    this.interval = opts.heartbeatInterval ?? 2500;
+    this.liveness = opts.heartbeatLiveness ?? 3;
+    this.backoff = opts.reconnectMin ?? 100;
+    this.connect();
+    this.timer = setInterval(() => this.onTimer(), this.interval);
+  }
+
+  private frames(command: number, ...rest: Buffer[]): Buffer[] {
+    return this.version === 1 ? [EMPTY, MDPW01, cmd(command), ...rest] : [MDPW02, cmd(command), ...rest];
+  }
+
+  private connect(): void {
+    const sock = new Dealer({ linger: 0, ...this.opts.socketOptions });
+    sock.connect(this.opts.endpoint);
+    this.sock = sock;
+    if (this.sender) this.sender.reset(sock);
+    else this.sender = new Sender(sock);
+    this.lastHeard = Date.now();
+    this.sender.send(this.frames(W1.READY, Buffer.from(this.opts.service)));
+    void this.receiveLoop(sock);
+  }
+
+  private async reconnect(): Promise<void> {
+    if (this.reconnecting || this.closing) return;
+    this.reconnecting = true;
+    this.sock.close();
+    await new Promise((r) => setTimeout(r, this.backoff));
+    this.backoff = Math.min(this.backoff * 2, this.opts.reconnectMax ?? 5000);
+    this.reconnecting = false;
+    if (!this.closing) this.connect();
+  }
+
+  private onTimer(): void {
+    // Heartbeats go on while close() waits for the handler, so the broker does not expire us mid-request.
+    if (this.reconnecting) return;
+    if (Date.now() - this.lastHeard > this.interval * this.liveness) {
+      if (!this.closing) void this.reconnect();
+      return;
+    }
+    this.sender.send(this.frames(this.version === 1 ? W1.HEARTBEAT : W2.HEARTBEAT));
+  }
+
+  private async receiveLoop(sock: Dealer): Promise<void> {
+    while (!sock.closed) {
+      let frames: Buffer[];
+      try {
+        frames = await sock.receive();
+      } catch {
+        if (sock.closed) return;
+        continue;
+      }
+      if (sock !== this.sock) return;
+      this.onMessage(sock, frames);
+    }
+  }
+
+  private onMessage(sock: Dealer, frames: Buffer[]): void {
+    let at = 0;
+    if (this.version === 1) {
+      if (frames[0]?.length !== 0) return;
+      at = 1;
+    } else if (frames[0]?.length === 0) at = 1; // tolerate the delimited 0.2 variant
+    if (!frames[at]?.equals(this.header) || frames[at + 1]?.length !== 1) return;
+    this.lastHeard = Date.now();
+    this.backoff = this.opts.reconnectMin ?? 100;
+    const c = frames[at + 1][0];
+    if (c === (this.version === 1 ? W1.DISCONNECT : W2.DISCONNECT)) {
+      void this.reconnect();
+    } else if (c === W1.REQUEST && frames.length >= at + 4 && !this.closing) {
+      // Not while closing: our DISCONNECT crosses this REQUEST, and the broker requeues it for another worker.
+      const client = frames[at + 2];
+      const body = frames.slice(at + 4);
+      this.busy = this.serve(sock, client, body);
+    }
+  }
+
+  private async serve(sock: Dealer, client: Buffer, body: Buffer[]): Promise<void> {
+    const ctx: RequestContext = {
+      client,
+      partial: (b) => {
+        if (this.version !== 2) throw new MdpError('partial() needs an MDP/0.2 worker');
+        if (sock === this.sock) this.sender.send(this.frames(W2.PARTIAL, client, EMPTY, ...toFrames(b)));
+      },
+    };
+    try {
+      const reply = toFrames(await this.opts.handler(body, ctx));
+      // A reply for a socket we replaced is void: the broker already gave that request to someone else.
+      if (sock === this.sock) this.sender.send(this.frames(this.version === 1 ? W1.REPLY : W2.FINAL, client, EMPTY, ...reply));
+      this.served++;
+    } catch (err) {
+      this.opts.onError?.(err);
+      if (sock === this.sock && !sock.closed) {
+        this.sender.send(this.frames(this.version === 1 ? W1.DISCONNECT : W2.DISCONNECT));
+        await this.sender.drained();
+        void this.reconnect();
+      }
+    } finally {
+      this.busy = null;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    if (this.busy) await this.busy;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    if (!this.sock.closed) {
+      this.sender.send(this.frames(this.version === 1 ? W1.DISCONNECT : W2.DISCONNECT));
+      await this.sender.drained();
+      this.sock.linger = 500;
+      this.sock.close();
+    }
+  }
+}
