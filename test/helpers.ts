@@ -1,0 +1,65 @@
+// Shared helpers for socket-level tests: a broker on an OS-chosen port, and raw peers that speak frames.
+import { Dealer, Request } from 'zeromq';
+import { Broker, type BrokerOptions } from '../src/broker.js';
+
+export const B = (s: string | number[]) => (typeof s === 'string' ? Buffer.from(s, 'latin1') : Buffer.from(s));
+export const E = Buffer.alloc(0);
+
+export async function startBroker(opts: Partial<BrokerOptions> = {}): Promise<{ broker: Broker; endpoint: string }> {
+  const broker = new Broker({ bind: ['tcp://127.0.0.1:*'], shutdownGrace: 200, ...opts });
+  await broker.start();
+  return { broker, endpoint: broker.endpoints[0] };
+}
+
+/** A DEALER (or REQ) that receives with a deadline, for golden frame sequences. */
+export class RawPeer {
+  readonly sock: Dealer | Request;
+  constructor(endpoint: string, kind: 'dealer' | 'req' = 'dealer') {
+    this.sock = kind === 'dealer' ? new Dealer({ linger: 0 }) : new Request({ linger: 0 });
+    this.sock.connect(endpoint);
+  }
+  send(frames: (Buffer | string | number[])[]): Promise<void> {
+    return this.sock.send(frames.map((f) => (Buffer.isBuffer(f) ? f : B(f))));
+  }
+  /** Next message, or null if none arrives within `ms`. */
+  async recv(ms = 2000): Promise<Buffer[] | null> {
+    this.sock.receiveTimeout = ms;
+    try {
+      return await this.sock.receive();
+    } catch (err) {
+      if ((err as { code?: string }).code === 'EAGAIN') return null;
+      throw err;
+    }
+  }
+  /** Next message that is not a HEARTBEAT from the broker (workers get those at any time). */
+  async recvSkippingHeartbeats(ms = 2000): Promise<Buffer[] | null> {
+    const until = Date.now() + ms;
+    for (;;) {
+      const m = await this.recv(Math.max(1, until - Date.now()));
+      if (m === null) return null;
+      const hb = (m[0].length === 0 && m[1]?.toString() === 'MDPW01' && m[2]?.[0] === 4) || (m[0].toString() === 'MDPW02' && m[1]?.[0] === 5);
+      if (!hb) return m;
+    }
+  }
+  close(): void {
+    this.sock.close();
+  }
+}
+
+export function show(m: Buffer[]): string[];
+export function show(m: Buffer[] | null): string[] | null;
+export function show(m: Buffer[] | null): string[] | null {
+  return m === null ? null : m.map((f) => f.toString('latin1'));
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `cond` until true or `ms` pass; returns whether it became true. */
+export async function until(cond: () => boolean, ms = 3000): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (cond()) return true;
+    await sleep(10);
+  }
+  return cond();
+}

@@ -1,0 +1,164 @@
+// Client and Worker libraries against a real broker: pipelining, errors, retries, failover, streaming,
+// reconnects, draining, and workers that die.
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { Router } from 'zeromq';
+import { Client } from '../src/client.js';
+import { Worker } from '../src/worker.js';
+import { Broker } from '../src/broker.js';
+import { BrokerError, TimeoutError } from '../src/errors.js';
+import { startBroker, until } from './helpers.js';
+
+const HB = { heartbeatInterval: 100, heartbeatLiveness: 3 };
+
+/** An endpoint nobody listens on: bind to a free port, then let it go. */
+async function deadEndpoint(): Promise<string> {
+  const r = new Router();
+  await r.bind('tcp://127.0.0.1:*');
+  const ep = r.lastEndpoint as string;
+  r.close();
+  return ep;
+}
+
+function cleanup(t: TestContext, ...items: { close(): unknown }[]): void {
+  t.after(async () => {
+    for (const i of items) await i.close();
+  });
+}
+
+test('10,000 pipelined requests over 4 workers: every one answered exactly once, with its own reply', async (t) => {
+  const { broker, endpoint } = await startBroker(HB);
+  const workers = Array.from({ length: 4 }, () => new Worker({ endpoint, service: 'echo', ...HB, handler: (body) => body }));
+  const client = new Client({ endpoints: endpoint, timeout: 30000 });
+  cleanup(t, client, ...workers, broker);
+  assert.ok(await until(() => broker.core.snapshot().workers === 4));
+  const N = 10000;
+  const seen = new Uint8Array(N);
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: N }, async (_, i) => {
+      const reply = await client.request('echo', [`req-${i}`, 'payload']);
+      assert.equal(reply[0].toString(), `req-${i}`);
+      seen[i]++;
+    }),
+  );
+  const secs = (performance.now() - t0) / 1000;
+  assert.ok(seen.every((n) => n === 1), 'each request answered exactly once');
+  assert.equal(broker.core.stats.replies, N);
+  assert.equal(workers.reduce((a, w) => a + w.served, 0), N);
+  t.diagnostic(`10000 requests in ${secs.toFixed(2)} s = ${Math.round(N / secs)} req/s (broker, client and 4 workers in one process)`);
+});
+
+test('a broker error reply becomes a typed BrokerError', async (t) => {
+  const { broker, endpoint } = await startBroker({ ...HB, requestTtl: 100 });
+  const client = new Client({ endpoints: endpoint, timeout: 5000 });
+  cleanup(t, client, broker);
+  await assert.rejects(client.request('nobody', 'x'), (err: unknown) => {
+    assert.ok(err instanceof BrokerError);
+    assert.equal(err.code, 'expired');
+    assert.equal(err.service, 'nobody');
+    return true;
+  });
+});
+
+test('no broker: TimeoutError after the retries', async (t) => {
+  const client = new Client({ endpoints: await deadEndpoint(), timeout: 100, retries: 2 });
+  cleanup(t, client);
+  const t0 = Date.now();
+  await assert.rejects(client.request('echo', 'x'), TimeoutError);
+  assert.ok(Date.now() - t0 >= 300, 'three attempts of 100 ms');
+});
+
+test('failover: a dead first endpoint, the request is served through the second', async (t) => {
+  const { broker, endpoint } = await startBroker(HB);
+  const worker = new Worker({ endpoint, service: 'echo', ...HB, handler: (b) => b });
+  const client = new Client({ endpoints: [await deadEndpoint(), endpoint], timeout: 200, retries: 2 });
+  cleanup(t, client, worker, broker);
+  const reply = await client.request('echo', 'hi');
+  assert.equal(reply[0].toString(), 'hi');
+});
+
+test('MDP/0.2 streaming: the client iterates PARTIALs, then the FINAL', async (t) => {
+  const { broker, endpoint } = await startBroker(HB);
+  const worker = new Worker({
+    endpoint, service: 'count', version: 2, ...HB,
+    handler: async (body, ctx) => {
+      const n = Number(body[0].toString());
+      for (let i = 1; i <= n; i++) ctx.partial(String(i));
+      return 'done';
+    },
+  });
+  const client = new Client({ endpoints: endpoint, version: 2 });
+  cleanup(t, client, worker, broker);
+  const chunks: string[] = [];
+  for await (const c of client.stream('count', '3')) chunks.push(`${c.final ? 'F' : 'P'}:${c.body[0].toString()}`);
+  assert.deepEqual(chunks, ['P:1', 'P:2', 'P:3', 'F:done']);
+  // A 0.1 client on the same 0.2 worker gets only the final reply.
+  const v1 = new Client({ endpoints: endpoint });
+  cleanup(t, v1);
+  assert.deepEqual((await v1.request('count', '2')).map(String), ['done']);
+});
+
+test('a handler that throws: the worker disconnects and the request is served by another', async (t) => {
+  const { broker, endpoint } = await startBroker(HB);
+  let thrown = 0;
+  const bad = new Worker({ endpoint, service: 'flaky', ...HB, onError: () => thrown++, handler: () => { throw new Error('boom'); } });
+  const client = new Client({ endpoints: endpoint, timeout: 5000 });
+  cleanup(t, client, bad, broker);
+  assert.ok(await until(() => broker.core.snapshot().workers === 1));
+  const pending = client.request('flaky', 'x');
+  assert.ok(await until(() => thrown === 1));
+  await bad.close();
+  const good = new Worker({ endpoint, service: 'flaky', ...HB, handler: () => 'ok' });
+  cleanup(t, good);
+  assert.deepEqual((await pending).map(String), ['ok']);
+});
+
+test('close() drains: the request in hand is answered, then the worker leaves', async (t) => {
+  const { broker, endpoint } = await startBroker(HB);
+  const worker = new Worker({ endpoint, service: 'slow', ...HB, handler: async () => { await new Promise((r) => setTimeout(r, 300)); return 'finished'; } });
+  const client = new Client({ endpoints: endpoint });
+  cleanup(t, client, broker);
+  assert.ok(await until(() => broker.core.snapshot().workers === 1));
+  const reply = client.request('slow', 'x');
+  assert.ok(await until(() => broker.core.snapshot().busyWorkers === 1));
+  await worker.close();
+  assert.deepEqual((await reply).map(String), ['finished']);
+  assert.ok(await until(() => broker.core.snapshot().workers === 0), 'broker heard DISCONNECT');
+});
+
+test('workers re-register when the broker restarts on the same endpoint', async (t) => {
+  const first = await startBroker(HB);
+  const endpoint = first.endpoint;
+  const worker = new Worker({ endpoint, service: 'echo', ...HB, reconnectMin: 50, reconnectMax: 200, handler: (b) => b });
+  cleanup(t, worker);
+  assert.ok(await until(() => first.broker.core.snapshot().workers === 1));
+  await first.broker.close();
+  const second = new Broker({ bind: [endpoint], ...HB });
+  await second.start();
+  const client = new Client({ endpoints: endpoint, timeout: 3000 });
+  cleanup(t, client, second);
+  assert.ok(await until(() => second.core.snapshot().workers === 1, 5000), 'worker came back');
+  assert.deepEqual((await client.request('echo', 'again')).map(String), ['again']);
+});
+
+test('a worker process killed with SIGKILL mid-request: another worker answers it', async (t) => {
+  const { broker, endpoint } = await startBroker(HB);
+  const script = fileURLToPath(new URL('./fixtures/hanging-worker.js', import.meta.url));
+  const child = spawn(process.execPath, [script, endpoint, 'job'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.after(() => child.kill('SIGKILL'));
+  const client = new Client({ endpoints: endpoint, timeout: 10000 });
+  cleanup(t, client, broker);
+  assert.ok(await until(() => broker.core.snapshot().workers === 1, 5000));
+  let gotRequest = false;
+  child.stdout.on('data', (d: Buffer) => { if (d.toString().includes('got')) gotRequest = true; });
+  const reply = client.request('job', 'precious');
+  assert.ok(await until(() => gotRequest, 5000), 'child took the request');
+  child.kill('SIGKILL');
+  const rescuer = new Worker({ endpoint, service: 'job', ...HB, handler: (b) => [`rescued:${b[0].toString()}`] });
+  cleanup(t, rescuer);
+  assert.deepEqual((await reply).map(String), ['rescued:precious']);
+  assert.equal(broker.core.stats.requeued, 1);
+});
