@@ -366,7 +366,7 @@ export class BrokerCore {
         return;
       case WCmd.Disconnect:
         this.stats.workersDisconnected++;
-        this.log('info', 'worker disconnected', { service: w.service.name });
+        this.log('debug', 'worker disconnected', { service: w.service.name });
         return this.deleteWorker(w, now);
       case WCmd.Ready:
         return this.rejectWorker(w, now, 'second READY');
@@ -447,7 +447,7 @@ export class BrokerCore {
     this.workers.set(key, w);
     svc.workers++;
     this.stats.workersRegistered++;
-    this.log('info', 'worker ready', { service: name, version: m.version });
+    this.log('debug', 'worker ready', { service: name, version: m.version });
     this.workerIdle(w, now);
   }
 

@@ -1,0 +1,86 @@
+// What one benchmark run is: the simulated load, and the broker flags it runs against.
+
+export interface LoadSpec {
+  /** Simulated MDP workers (each its own socket), spread over the services. */
+  workers: number;
+  /** Simulated clients (each its own socket). */
+  clients: number;
+  /** Closed loop: requests each client keeps in flight. */
+  window: number;
+  /** Services named svc-0 .. svc-(n-1); clients cycle through them. */
+  services: number;
+  /** Request body bytes (16 .. 65536); replies echo it. */
+  size: number;
+  /** closed: as fast as the windows allow. open: a fixed offered rate, latency from the intended send time. */
+  mode: 'closed' | 'open';
+  /** open loop: requests per second, all clients together. */
+  rate: number;
+  /** Worker service time in ms (0 = echo at once). */
+  serviceTimeMs: number;
+  /** MDP version of the simulated clients and workers. */
+  version: 1 | 2;
+  warmupMs: number;
+  durationMs: number;
+  /** Heartbeat interval the simulated workers use (must match the broker's). */
+  heartbeatInterval: number;
+}
+
+export interface RunConfig extends LoadSpec {
+  name: string;
+  /** Extra broker flags, e.g. { "max-queue": 1000 }. */
+  broker: Record<string, string | number>;
+  /** Also run the same load through the zero-logic proxy, for the ratio (default true). */
+  baseline: boolean;
+}
+
+export const DEFAULT_RUN: Omit<RunConfig, 'name'> = {
+  workers: 10,
+  clients: 10,
+  window: 16,
+  services: 1,
+  size: 100,
+  mode: 'closed',
+  rate: 5000,
+  serviceTimeMs: 0,
+  version: 1,
+  warmupMs: 1000,
+  durationMs: 4000,
+  heartbeatInterval: 2500,
+  broker: {},
+  baseline: true,
+};
+
+/** Where the generator connects: one endpoint for an MDP broker, two for the raw proxy. */
+export interface Target {
+  kind: 'mdp' | 'raw';
+  clients: string;
+  workers: string;
+}
+
+export interface LoadResult {
+  /** Replies received inside the measured window. */
+  replies: number;
+  windowMs: number;
+  throughput: number;
+  /** Latency percentiles in microseconds. */
+  p50: number;
+  p99: number;
+  p999: number;
+  max: number;
+  mean: number;
+  sent: number;
+  answered: number;
+  errors: Record<string, number>;
+  lost: number;
+  duplicates: number;
+  /** Generator's own CPU time per reply, microseconds. */
+  generatorCpuUsPerReq: number;
+}
+
+export type LoadMessage =
+  | { type: 'ready' }
+  | { type: 'window-start' }
+  | { type: 'window-end' }
+  | { type: 'progress'; phase: 'warmup' | 'measure' | 'drain'; elapsedMs: number; totalMs: number; replies: number }
+  | { type: 'result'; result: LoadResult }
+  | { type: 'error'; message: string };

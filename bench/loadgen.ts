@@ -1,0 +1,277 @@
+// The load generator: a child process (never inside the broker's) that simulates MDP workers and clients.
+// Forked by bench/run.ts with a JSON spec as argv[2]; reports progress and the result over IPC.
+//
+// Every request carries a 16-byte header frame in its body: send time (float64, ms, performance.now()), the
+// request's sequence number and the client index. Workers echo the body, so latency is measured from the body.
+// In open-loop mode the send time written is the *intended* one, so a late send counts against latency (no
+// coordinated omission). Against our broker and the raw proxy the sequence number also travels in a one-frame
+// envelope (our pipelining extension), so even error replies, which replace the body, are matched to a request.
+
+import { Context, Dealer } from 'zeromq';
+import * as hdr from 'hdr-histogram-js';
+import { receiveLoop } from '../src/receive-loop.js';
+import type { LoadMessage, LoadResult, LoadSpec, Target } from './load-config.js';
+
+interface Args extends LoadSpec {
+  target: Target;
+  /** Send the sequence number as an envelope frame (ours and raw proxy: yes; external brokers: no). */
+  envelope: boolean;
+}
+
+const args = JSON.parse(process.argv[2] ?? '{}') as Args;
+const send = (m: LoadMessage) => process.send?.(m);
+
+const EMPTY = Buffer.alloc(0);
+const MDPC01 = Buffer.from('MDPC01');
+const MDPC02 = Buffer.from('MDPC02');
+const MDPW01 = Buffer.from('MDPW01');
+const MDPW02 = Buffer.from('MDPW02');
+const B = (n: number) => Buffer.from([n]);
+const C2_REQUEST = B(1);
+const W_READY = B(1);
+const W1_REPLY = B(3);
+const W2_FINAL = B(4);
+const W1_HEARTBEAT = B(4);
+const W2_HEARTBEAT = B(5);
+const HEADER_BYTES = 16;
+// The rest of every body: one shared buffer, never written after creation (zeromq sends >128 B without copying).
+const PAD = Buffer.alloc(Math.max(0, args.size - HEADER_BYTES), 0x61);
+
+const ctx = new Context({ maxSockets: args.workers + args.clients + 64, blocky: false });
+const sockets: Dealer[] = [];
+let stopping = false;
+
+function dealer(endpoint: string): Dealer {
+  const s = new Dealer({ context: ctx, linger: 0, sendTimeout: 0, sendHighWaterMark: 0, receiveHighWaterMark: 0 });
+  s.connect(endpoint);
+  sockets.push(s);
+  return s;
+}
+
+function fail(err: unknown): void {
+  send({ type: 'error', message: String((err as Error)?.stack ?? err) });
+  process.exit(1);
+}
+
+let sendErrors = 0;
+function fire(sock: Dealer, msg: Buffer[]): void {
+  try {
+    sock.send(msg).catch(() => sendErrors++);
+  } catch {
+    sendErrors++;
+  }
+}
+
+// ---- workers ----
+
+function startWorker(i: number): void {
+  const service = Buffer.from(`svc-${i % args.services}`);
+  const sock = dealer(args.target.workers);
+  if (args.target.kind === 'raw') {
+    // Zero-logic peer behind the raw proxy: echo [client id, ...frames] as received.
+    void receiveLoop(sock, (frames) => reply(sock, frames), fail, false);
+    return;
+  }
+  const v1 = args.version === 1;
+  fire(sock, v1 ? [EMPTY, MDPW01, W_READY, service] : [MDPW02, W_READY, service]);
+  void receiveLoop(sock, (f) => {
+    const at = v1 ? 1 : 0;
+    const c = f[at + 1]?.[0];
+    if (c !== 2) return; // heartbeats need no answer; any command we send counts as one
+    const body = f.slice(at + 4);
+    const msg = v1 ? [EMPTY, MDPW01, W1_REPLY, f[at + 2], EMPTY, ...body] : [MDPW02, W2_FINAL, f[at + 2], EMPTY, ...body];
+    reply(sock, msg);
+  }, fail, false);
+}
+
+function reply(sock: Dealer, msg: Buffer[]): void {
+  if (args.serviceTimeMs > 0) setTimeout(() => fire(sock, msg), args.serviceTimeMs);
+  else fire(sock, msg);
+}
+
+// ---- clients ----
+
+let seqNext = 0;
+/** Per sequence number: 1 sent, 2 answered. Grows by doubling. */
+let state = new Uint8Array(1 << 16);
+let answered = 0;
+let duplicates = 0;
+let unmatchedErrors = 0;
+const errors: Record<string, number> = {};
+const histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 });
+let recording = false;
+let windowReplies = 0;
+let totalReplies = 0;
+
+interface SimClient {
+  sock: Dealer;
+  index: number;
+  inflight: number;
+  nextService: number;
+}
+const clients: SimClient[] = [];
+const serviceFrames = Array.from({ length: args.services }, (_, i) => Buffer.from(`svc-${i}`));
+
+function sendRequest(c: SimClient, at: number): void {
+  const seq = seqNext++;
+  if (seq >= state.length) {
+    const bigger = new Uint8Array(state.length * 2);
+    bigger.set(state);
+    state = bigger;
+  }
+  state[seq] = 1;
+  const head = Buffer.allocUnsafe(HEADER_BYTES);
+  head.writeDoubleLE(at, 0);
+  head.writeUInt32LE(seq, 8);
+  head.writeUInt32LE(c.index, 12);
+  const svc = serviceFrames[c.nextService];
+  c.nextService = (c.nextService + 1) % args.services;
+  const msg: Buffer[] = [];
+  if (args.envelope) {
+    const env = Buffer.allocUnsafe(4);
+    env.writeUInt32BE(seq);
+    msg.push(env, EMPTY);
+  } else if (args.version === 1) msg.push(EMPTY);
+  if (args.version === 1) msg.push(MDPC01, svc, head);
+  else msg.push(MDPC02, C2_REQUEST, svc, head);
+  if (PAD.length > 0) msg.push(PAD);
+  c.inflight++;
+  fire(c.sock, msg);
+}
+
+function onReply(c: SimClient, f: Buffer[]): void {
+  let at = 0;
+  let seq = -1;
+  if (args.envelope) {
+    seq = f[0].readUInt32BE(0);
+    at = 2;
+  } else if (args.version === 1) at = 1;
+  // header [cmd] service body...
+  const bodyAt = at + (args.version === 1 ? 2 : 3);
+  const first = f[bodyAt];
+  if (args.version === 2 && f[at + 1]?.[0] === 2) return; // PARTIAL: not expected from echo workers
+  c.inflight--;
+  totalReplies++;
+  const isError = first !== undefined && first.length === 6 && first[0] === 0 && f.length === bodyAt + 3;
+  if (isError) {
+    const code = f[bodyAt + 1].toString();
+    errors[code] = (errors[code] ?? 0) + 1;
+    if (seq < 0) unmatchedErrors++;
+  } else {
+    if (seq < 0) seq = first.readUInt32LE(8);
+    if (recording) {
+      windowReplies++;
+      const us = Math.max(1, Math.round((performance.now() - first.readDoubleLE(0)) * 1000));
+      histogram.recordValue(us);
+    }
+  }
+  if (seq >= 0) {
+    if (state[seq] === 2) duplicates++;
+    else if (state[seq] === 1) {
+      state[seq] = 2;
+      answered++;
+    }
+  }
+  if (!stopping && args.mode === 'closed') sendRequest(c, performance.now());
+}
+
+function startClient(i: number): void {
+  const c: SimClient = { sock: dealer(args.target.clients), index: i, inflight: 0, nextService: i % args.services };
+  clients.push(c);
+  void receiveLoop(c.sock, (f) => onReply(c, f), fail, true);
+}
+
+// ---- run ----
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function main(): Promise<void> {
+  for (let i = 0; i < args.workers; i++) startWorker(i);
+  let heartbeat: NodeJS.Timeout | null = null;
+  if (args.target.kind === 'mdp') {
+    const frame = args.version === 1 ? [EMPTY, MDPW01, W1_HEARTBEAT] : [MDPW02, W2_HEARTBEAT];
+    heartbeat = setInterval(() => {
+      for (let i = 0; i < args.workers; i++) fire(sockets[i], frame);
+    }, args.heartbeatInterval);
+  }
+  for (let i = 0; i < args.clients; i++) startClient(i);
+  // Let connections and READYs settle before load starts (1,000 workers take a moment).
+  await sleep(200 + args.workers / 2);
+  send({ type: 'ready' });
+
+  const t0 = performance.now();
+  let openTimer: NodeJS.Timeout | null = null;
+  if (args.mode === 'closed') {
+    for (const c of clients) for (let k = 0; k < args.window; k++) sendRequest(c, performance.now());
+  } else {
+    let issued = 0;
+    let rr = 0;
+    const interval = 1000 / args.rate;
+    openTimer = setInterval(() => {
+      const now = performance.now();
+      const due = Math.floor((now - t0) / interval);
+      while (issued < due && !stopping) {
+        sendRequest(clients[rr], t0 + issued * interval);
+        rr = (rr + 1) % clients.length;
+        issued++;
+      }
+    }, 1);
+  }
+  const total = args.warmupMs + args.durationMs;
+  const progress = setInterval(() => {
+    const el = performance.now() - t0;
+    send({ type: 'progress', phase: el < args.warmupMs ? 'warmup' : 'measure', elapsedMs: el, totalMs: total, replies: totalReplies });
+  }, 250);
+
+  await sleep(args.warmupMs);
+  send({ type: 'window-start' });
+  const cpu0 = process.cpuUsage();
+  const w0 = performance.now();
+  recording = true;
+  await sleep(args.durationMs);
+  recording = false;
+  const windowMs = performance.now() - w0;
+  const cpu = process.cpuUsage(cpu0);
+  send({ type: 'window-end' });
+  stopping = true;
+  if (openTimer) clearInterval(openTimer);
+  clearInterval(progress);
+
+  // Drain: everything sent must come back (a reply or an error reply) before we call anything lost.
+  const drainUntil = performance.now() + Math.max(5000, args.serviceTimeMs * 4);
+  while (answered + unmatchedErrors < seqNext && performance.now() < drainUntil) {
+    send({ type: 'progress', phase: 'drain', elapsedMs: total, totalMs: total, replies: totalReplies });
+    await sleep(50);
+  }
+  if (heartbeat) clearInterval(heartbeat);
+  let unanswered = 0;
+  for (let s = 0; s < seqNext; s++) if (state[s] === 1) unanswered++;
+  // Without the envelope an error reply cannot name its request; it still accounts for one.
+  const lost = Math.max(0, unanswered - unmatchedErrors);
+
+  const result: LoadResult = {
+    replies: windowReplies,
+    windowMs,
+    throughput: (windowReplies * 1000) / windowMs,
+    p50: histogram.getValueAtPercentile(50),
+    p99: histogram.getValueAtPercentile(99),
+    p999: histogram.getValueAtPercentile(99.9),
+    max: histogram.maxValue,
+    mean: histogram.mean,
+    sent: seqNext,
+    answered: answered + unmatchedErrors,
+    errors: sendErrors > 0 ? { ...errors, 'send-failed': sendErrors } : errors,
+    lost,
+    duplicates,
+    generatorCpuUsPerReq: windowReplies > 0 ? (cpu.user + cpu.system) / windowReplies : 0,
+  };
+  send({ type: 'result', result });
+  for (const s of sockets) s.close();
+  process.disconnect?.();
+}
+
+process.on('disconnect', () => process.exit(0));
+main().catch((err: unknown) => {
+  send({ type: 'error', message: String((err as Error)?.stack ?? err) });
+  process.exit(1);
+});

@@ -1,0 +1,324 @@
+// npm run bench: runs each config of a matrix against a fresh broker process and against the zero-logic proxy,
+// with the load generator in its own process, and prints one comparison table.
+
+import { parseArgs } from 'node:util';
+import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import os from 'node:os';
+import * as zmq from 'zeromq';
+import { DEFAULT_RUN, type LoadMessage, type LoadResult, type RunConfig, type Target } from './load-config.js';
+import { cpuSeconds, peakRssBytes } from './procstat.js';
+import {
+  renderCharts, renderCompare, renderConditions, renderHtml, renderTable,
+  type BenchReport, type ConfigResult, type Measurement,
+} from './report.js';
+
+const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
+const ROOT = here('../../');
+const CONFIG_DIR = `${ROOT}bench/configs`;
+const CLI = here('../src/cli.js');
+const LOADGEN = here('./loadgen.js');
+const RAW_PROXY = here('./raw-proxy.js');
+const pkg = JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8')) as { version: string };
+
+const HELP = `npm run bench -- [options]
+
+Runs a matrix of load configs against the mdbroker broker (a fresh process per run) and against a zero-logic
+ROUTER-DEALER proxy under the same load, and prints msgs/s, latency percentiles, broker CPU and memory.
+
+  --config NAME       bench/configs/NAME.json, or a path to a JSON file (default: default)
+  --list              list the configs
+  --duration MS       override every run's measured window
+  --repeat N          run each config N times; report medians (default 1)
+  --target ENDPOINT   bench an external MDP broker at ENDPOINT instead of starting ours
+  --no-baseline       skip the raw-proxy runs
+  --json FILE         write results as JSON; '-' writes to stdout and prints nothing else
+  --html FILE         write a self-contained HTML report with charts
+  --compare A B       compare two saved --json results and exit
+  -h, --help
+`;
+
+interface ConfigFile {
+  description?: string;
+  runs: (Partial<RunConfig> & { name: string })[];
+}
+
+const children = new Set<ChildProcess>();
+let quiet = false;
+let progressLine = false;
+
+function killAll(): void {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+}
+process.on('exit', killAll);
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(sig, () => {
+    killAll();
+    if (progressLine) process.stderr.write('\n');
+    process.stderr.write(`bench: interrupted (${sig}); every process it started was stopped\n`);
+    process.exit(130);
+  });
+}
+
+function progress(text: string): void {
+  if (quiet || !process.stderr.isTTY) return;
+  process.stderr.write(`\r\x1b[K${text}`);
+  progressLine = true;
+}
+function say(text: string): void {
+  if (quiet) return;
+  if (progressLine) process.stderr.write('\r\x1b[K');
+  progressLine = false;
+  process.stdout.write(`${text}\n`);
+}
+
+function loadConfigFile(name: string): { file: string; runs: RunConfig[] } {
+  const file = existsSync(name) ? name : `${CONFIG_DIR}/${name}.json`;
+  if (!existsSync(file)) throw new Error(`no config '${name}' (looked for ${file}); try --list`);
+  const parsed = JSON.parse(readFileSync(file, 'utf8')) as ConfigFile;
+  if (!Array.isArray(parsed.runs) || parsed.runs.length === 0) throw new Error(`${file}: needs a non-empty "runs" array`);
+  return { file, runs: parsed.runs.map((r) => ({ ...DEFAULT_RUN, ...r, broker: { ...DEFAULT_RUN.broker, ...r.broker } })) };
+}
+
+function validate(r: RunConfig): void {
+  const bad = (what: string) => { throw new Error(`config ${r.name}: ${what}`); };
+  if (!(r.workers >= 1 && r.workers <= 10000)) bad('workers must be 1..10000');
+  if (!(r.clients >= 1 && r.clients <= 10000)) bad('clients must be 1..10000');
+  if (!(r.size >= 16 && r.size <= 65536)) bad('size must be 16..65536');
+  if (!(r.window >= 1)) bad('window must be >= 1');
+  if (!(r.services >= 1)) bad('services must be >= 1');
+  if (r.mode !== 'closed' && r.mode !== 'open') bad("mode must be 'closed' or 'open'");
+  if (r.mode === 'open' && !(r.rate > 0)) bad('open loop needs rate > 0');
+  if (!(r.durationMs > 0 && r.durationMs <= 600000)) bad('durationMs must be 1..600000');
+}
+
+/** Starts the broker CLI on a free port; resolves with its process and endpoint. */
+function startBroker(cfg: RunConfig): Promise<{ proc: ChildProcess; endpoint: string }> {
+  const flags = ['--bind', 'tcp://127.0.0.1:*', '--log-level', 'info', '--heartbeat-interval', String(cfg.heartbeatInterval)];
+  for (const [k, v] of Object.entries(cfg.broker)) flags.push(`--${k}`, String(v));
+  const proc = spawn(process.execPath, [CLI, ...flags], { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(proc);
+  let stderr = '';
+  proc.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('broker did not start within 10 s')), 10000);
+    const rl = createInterface({ input: proc.stdout as NodeJS.ReadableStream });
+    rl.on('line', (line) => {
+      try {
+        const rec = JSON.parse(line) as { msg?: string; endpoints?: string[] };
+        if (rec.msg === 'mdbroker listening' && rec.endpoints) {
+          clearTimeout(timer);
+          resolve({ proc, endpoint: rec.endpoints[0] });
+        }
+      } catch {
+        // not a log line
+      }
+    });
+    proc.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`broker exited with ${code}: ${stderr.trim()}`));
+    });
+  });
+}
+
+function startRawProxy(): Promise<{ proc: ChildProcess; frontend: string; backend: string }> {
+  const proc = fork(RAW_PROXY, [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  children.add(proc);
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('raw proxy did not start within 10 s')), 10000);
+    proc.once('message', (m: { frontend: string; backend: string }) => {
+      clearTimeout(timer);
+      resolve({ proc, frontend: m.frontend, backend: m.backend });
+    });
+    proc.on('exit', (code) => reject(new Error(`raw proxy exited with ${code}`)));
+  });
+}
+
+async function stop(proc: ChildProcess | null): Promise<void> {
+  if (!proc || proc.exitCode !== null) return;
+  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  proc.kill('SIGTERM');
+  const t = setTimeout(() => proc.kill('SIGKILL'), 8000);
+  await exited;
+  clearTimeout(t);
+  children.delete(proc);
+}
+
+/** One measured run of `cfg` against the broker, the raw proxy, or an external target. */
+async function measure(cfg: RunConfig, kind: 'broker' | 'raw' | 'external', external: string, label: string): Promise<Measurement> {
+  let server: ChildProcess | null = null;
+  let target: Target;
+  if (kind === 'broker') {
+    const b = await startBroker(cfg);
+    server = b.proc;
+    target = { kind: 'mdp', clients: b.endpoint, workers: b.endpoint };
+  } else if (kind === 'raw') {
+    const p = await startRawProxy();
+    server = p.proc;
+    target = { kind: 'raw', clients: p.frontend, workers: p.backend };
+  } else {
+    target = { kind: 'mdp', clients: external, workers: external };
+  }
+  const spec = { ...cfg, target, envelope: kind !== 'external' };
+  const gen = fork(LOADGEN, [JSON.stringify(spec)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  children.add(gen);
+  const pid = server?.pid ?? null;
+  let cpu0: number | null = null;
+  let cpu1: number | null = null;
+  let t0 = 0;
+  let t1 = 0;
+  try {
+    const result = await new Promise<LoadResult>((resolve, reject) => {
+      gen.on('message', (m: LoadMessage) => {
+        if (m.type === 'window-start') {
+          t0 = performance.now();
+          cpu0 = pid === null ? null : cpuSeconds(pid);
+        } else if (m.type === 'window-end') {
+          t1 = performance.now();
+          cpu1 = pid === null ? null : cpuSeconds(pid);
+        } else if (m.type === 'progress') {
+          progress(`${label}  ${m.phase.padEnd(7)} ${(m.elapsedMs / 1000).toFixed(1)}/${(m.totalMs / 1000).toFixed(1)} s  ${m.replies.toLocaleString('en-US')} replies`);
+        } else if (m.type === 'result') resolve(m.result);
+        else if (m.type === 'error') reject(new Error(`load generator: ${m.message}`));
+      });
+      gen.on('exit', (code) => reject(new Error(`load generator exited with ${code} before reporting`)));
+    });
+    const cpu = cpu0 !== null && cpu1 !== null ? (cpu1 as number) - (cpu0 as number) : null;
+    const windowS = (t1 - t0) / 1000;
+    return {
+      ...result,
+      serverCpuPct: cpu === null ? null : (cpu / windowS) * 100,
+      serverCpuUsPerReq: cpu === null || result.replies === 0 ? null : (cpu * 1e6) / result.replies,
+      serverPeakRssBytes: pid === null ? null : peakRssBytes(pid),
+    };
+  } finally {
+    await stop(gen);
+    await stop(server);
+  }
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+function medianOf(ms: Measurement[]): Measurement {
+  if (ms.length === 1) return ms[0];
+  const med = (f: (m: Measurement) => number | null) => {
+    const xs = ms.map(f).filter((x): x is number => x !== null);
+    return xs.length ? median(xs) : null;
+  };
+  const errors: Record<string, number> = {};
+  for (const m of ms) for (const [k, v] of Object.entries(m.errors)) errors[k] = (errors[k] ?? 0) + v;
+  return {
+    replies: med((m) => m.replies) as number, windowMs: med((m) => m.windowMs) as number,
+    throughput: med((m) => m.throughput) as number, p50: med((m) => m.p50) as number, p99: med((m) => m.p99) as number,
+    p999: med((m) => m.p999) as number, max: Math.max(...ms.map((m) => m.max)), mean: med((m) => m.mean) as number,
+    sent: ms.reduce((a, m) => a + m.sent, 0), answered: ms.reduce((a, m) => a + m.answered, 0), errors,
+    lost: ms.reduce((a, m) => a + m.lost, 0), duplicates: ms.reduce((a, m) => a + m.duplicates, 0),
+    generatorCpuUsPerReq: med((m) => m.generatorCpuUsPerReq) as number,
+    serverCpuPct: med((m) => m.serverCpuPct), serverCpuUsPerReq: med((m) => m.serverCpuUsPerReq),
+    serverPeakRssBytes: med((m) => m.serverPeakRssBytes),
+  };
+}
+
+async function main(): Promise<number> {
+  const { values, positionals } = parseArgs({
+    options: {
+      config: { type: 'string', default: 'default' }, list: { type: 'boolean' }, duration: { type: 'string' },
+      repeat: { type: 'string', default: '1' }, target: { type: 'string' }, 'no-baseline': { type: 'boolean' },
+      json: { type: 'string' }, html: { type: 'string' }, compare: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+    },
+    allowPositionals: true,
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (values.list) {
+    for (const f of readdirSync(CONFIG_DIR).filter((f) => f.endsWith('.json')).sort()) {
+      const c = JSON.parse(readFileSync(`${CONFIG_DIR}/${f}`, 'utf8')) as ConfigFile;
+      process.stdout.write(`${f.replace(/\.json$/, '').padEnd(14)} ${c.runs.length} run(s)  ${c.description ?? ''}\n`);
+    }
+    return 0;
+  }
+  if (values.compare) {
+    if (positionals.length !== 2) throw new Error('--compare needs two JSON files: --compare A.json B.json');
+    const [a, b] = positionals.map((p) => JSON.parse(readFileSync(p, 'utf8')) as BenchReport);
+    process.stdout.write(`${renderCompare(a, b, positionals[0], positionals[1])}\n`);
+    return 0;
+  }
+  quiet = values.json === '-';
+  const repeat = Number(values.repeat);
+  if (!Number.isInteger(repeat) || repeat < 1) throw new Error(`--repeat must be a positive integer, got '${values.repeat}'`);
+  const { file, runs } = loadConfigFile(String(values.config));
+  if (values.duration !== undefined) {
+    const d = Number(values.duration);
+    if (!(d > 0)) throw new Error(`--duration must be a positive number of ms, got '${values.duration}'`);
+    for (const r of runs) r.durationMs = d;
+  }
+  runs.forEach(validate);
+  const external = values.target;
+  const baseline = !values['no-baseline'];
+
+  const results: ConfigResult[] = [];
+  for (let i = 0; i < runs.length; i++) {
+    const cfg = runs[i];
+    const reps: { broker: Measurement; raw: Measurement | null }[] = [];
+    for (let k = 0; k < repeat; k++) {
+      const tag = `[${i + 1}/${runs.length}${repeat > 1 ? ` #${k + 1}` : ''}] ${cfg.name}`;
+      const broker = await measure(cfg, external ? 'external' : 'broker', external ?? '', `${tag} ${external ? 'target' : 'broker'}`);
+      const raw = baseline && cfg.baseline ? await measure(cfg, 'raw', '', `${tag} raw proxy`) : null;
+      reps.push({ broker, raw });
+    }
+    const ratios = reps.filter((r) => r.raw && r.raw.throughput > 0).map((r) => r.broker.throughput / (r.raw as Measurement).throughput);
+    const res: ConfigResult = {
+      config: cfg,
+      broker: medianOf(reps.map((r) => r.broker)),
+      raw: reps.some((r) => r.raw) ? medianOf(reps.flatMap((r) => (r.raw ? [r.raw] : []))) : null,
+      ratio: ratios.length ? median(ratios) : null,
+      repeats: reps,
+    };
+    results.push(res);
+    say(`${cfg.name}: ${Math.round(res.broker.throughput).toLocaleString('en-US')} msgs/s, p99 ${(res.broker.p99 / 1000).toFixed(2)} ms` +
+      (res.ratio !== null ? `, ${res.ratio.toFixed(2)} x raw proxy` : ''));
+  }
+
+  const report: BenchReport = {
+    tool: 'mdbroker-bench', version: pkg.version, date: new Date().toISOString(), node: process.version,
+    libzmq: zmq.version, cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.cpus().length,
+    configFile: file.replace(ROOT, ''), target: external ?? 'mdbroker (spawned)', repeat, results,
+  };
+  say('');
+  say(renderConditions(report));
+  say(renderTable(report));
+  say('');
+  say(renderCharts(report, process.stdout.isTTY === true));
+  if (values.json === '-') process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  else if (values.json) writeFileSync(values.json, `${JSON.stringify(report, null, 2)}\n`);
+  if (values.html) writeFileSync(values.html, renderHtml(report));
+
+  const lost = results.reduce((a, r) => a + r.broker.lost + (r.raw?.lost ?? 0), 0);
+  const dups = results.reduce((a, r) => a + r.broker.duplicates + (r.raw?.duplicates ?? 0), 0);
+  if (lost > 0 || dups > 0) {
+    process.stderr.write(`\n!!! ${lost} request(s) LOST and ${dups} answered more than once. This is a bug. !!!\n`);
+    return 1;
+  }
+  return 0;
+}
+
+main().then(
+  (code) => {
+    killAll();
+    process.exit(code);
+  },
+  (err: unknown) => {
+    killAll();
+    if (progressLine) process.stderr.write('\n');
+    process.stderr.write(`bench: ${(err as Error).message ?? String(err)}\n`);
+    process.exit(2);
+  },
+);
