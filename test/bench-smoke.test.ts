@@ -1,0 +1,45 @@
+// The benchmark harness end to end with tiny counts: it runs, accounts for every request, and writes its JSON.
+// Timings are not asserted: this machine is shared and noisy.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { BenchReport } from '../bench/report.js';
+
+const RUN = fileURLToPath(new URL('../bench/run.js', import.meta.url));
+
+test('npm run bench -- --config smoke --json: every request answered, the report complete', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'mdbench-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const json = join(dir, 'out.json');
+  const html = join(dir, 'out.html');
+  const r = spawnSync(process.execPath, [RUN, '--config', 'smoke', '--json', json, '--html', html], { encoding: 'utf8', timeout: 60000 });
+  assert.equal(r.status, 0, r.stderr + r.stdout);
+  assert.match(r.stdout, /config\s+msgs\/s\s+p50 ms\s+p99 ms\s+p99\.9 ms/);
+  const report = JSON.parse(readFileSync(json, 'utf8')) as BenchReport;
+  assert.equal(report.results.length, 1);
+  const [res] = report.results;
+  assert.equal(res.config.name, 'smoke');
+  assert.ok(res.broker.replies > 0, 'the broker answered during the window');
+  assert.ok(res.raw && res.raw.replies > 0, 'the raw proxy ran too');
+  assert.equal(res.broker.lost, 0);
+  assert.equal(res.broker.duplicates, 0);
+  assert.equal(res.broker.answered, res.broker.sent, 'every request sent was answered');
+  assert.ok(typeof res.ratio === 'number' && res.ratio > 0);
+  assert.ok(res.broker.serverCpuUsPerReq !== null && res.broker.serverPeakRssBytes !== null);
+  assert.ok(report.node && report.libzmq && report.cpu && report.date);
+  assert.match(readFileSync(html, 'utf8'), /<svg[\s\S]*smoke/);
+
+  const cmp = spawnSync(process.execPath, [RUN, '--compare', json, json], { encoding: 'utf8', timeout: 10000 });
+  assert.equal(cmp.status, 0, cmp.stderr);
+  assert.match(cmp.stdout, /smoke\s+[\d,]+\s+[\d,]+\s+1\.00/);
+});
+
+test('bench: a bad option or config fails with a readable message', () => {
+  const r = spawnSync(process.execPath, [RUN, '--config', 'no-such-config'], { encoding: 'utf8', timeout: 10000 });
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /no config 'no-such-config'/);
+});
