@@ -162,3 +162,24 @@ test('a worker process killed with SIGKILL mid-request: another worker answers i
   assert.deepEqual((await reply).map(String), ['rescued:precious']);
   assert.equal(broker.core.stats.requeued, 1);
 });
+
+test('plain mode: no envelope on the wire, requests go one at a time and still all get their replies', async (t) => {
+  const { broker, endpoint } = await startBroker(HB);
+  let concurrent = 0;
+  let maxConcurrent = 0;
+  const worker = new Worker({
+    endpoint, service: 'echo', ...HB, concurrency: 3,
+    handler: async (b) => {
+      maxConcurrent = Math.max(maxConcurrent, ++concurrent);
+      await new Promise((r) => setTimeout(r, 5));
+      concurrent--;
+      return b;
+    },
+  });
+  const client = new Client({ endpoints: endpoint, plain: true });
+  cleanup(t, client, worker, broker);
+  assert.ok(await until(() => broker.core.snapshot().workers === 3));
+  const replies = await Promise.all(['a', 'b', 'c', 'd'].map((x) => client.request('echo', x)));
+  assert.deepEqual(replies.map((r) => r[0].toString()), ['a', 'b', 'c', 'd']);
+  assert.equal(maxConcurrent, 1, 'one request in flight at a time');
+});
