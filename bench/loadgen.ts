@@ -16,6 +16,11 @@ interface Args extends LoadSpec {
   target: Target;
   /** Send the sequence number as an envelope frame (ours and raw proxy: yes; external brokers: no). */
   envelope: boolean;
+  /** The simulated workers this process runs: indices [workerFrom, workerTo). */
+  workerFrom: number;
+  workerTo: number;
+  /** False for a helper process that only runs workers (a process has ~20,000 file descriptors here: 2 per socket). */
+  withClients: boolean;
 }
 
 const args = JSON.parse(process.argv[2] ?? '{}') as Args;
@@ -37,7 +42,9 @@ const HEADER_BYTES = 16;
 // The rest of every body: one shared buffer, never written after creation (zeromq sends >128 B without copying).
 const PAD = Buffer.alloc(Math.max(0, args.size - HEADER_BYTES), 0x61);
 
-const ctx = new Context({ maxSockets: args.workers + args.clients + 64, blocky: false });
+const myWorkers = args.workerTo - args.workerFrom;
+const myClients = args.withClients ? args.clients : 0;
+const ctx = new Context({ maxSockets: myWorkers + myClients + 64, blocky: false });
 const sockets: Dealer[] = [];
 let stopping = false;
 
@@ -186,18 +193,19 @@ function startClient(i: number): void {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function main(): Promise<void> {
-  for (let i = 0; i < args.workers; i++) startWorker(i);
+  for (let i = args.workerFrom; i < args.workerTo; i++) startWorker(i);
   let heartbeat: NodeJS.Timeout | null = null;
   if (args.target.kind === 'mdp') {
     const frame = args.version === 1 ? [EMPTY, MDPW01, W1_HEARTBEAT] : [MDPW02, W2_HEARTBEAT];
     heartbeat = setInterval(() => {
-      for (let i = 0; i < args.workers; i++) fire(sockets[i], frame);
+      for (let i = 0; i < myWorkers; i++) fire(sockets[i], frame);
     }, args.heartbeatInterval);
   }
-  for (let i = 0; i < args.clients; i++) startClient(i);
+  for (let i = 0; i < myClients; i++) startClient(i);
   // Let connections and READYs settle before load starts (1,000 workers take a moment).
-  await sleep(200 + args.workers / 2);
+  await sleep(200 + myWorkers / 2);
   send({ type: 'ready' });
+  if (!args.withClients) return; // a workers-only helper serves until the orchestrator disconnects
 
   const t0 = performance.now();
   let openTimer: NodeJS.Timeout | null = null;

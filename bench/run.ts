@@ -21,6 +21,7 @@ const CONFIG_DIR = `${ROOT}bench/configs`;
 const CLI = here('../src/cli.js');
 const LOADGEN = here('./loadgen.js');
 const RAW_PROXY = here('./raw-proxy.js');
+const WORKERS_PER_PROCESS = 4000;
 const pkg = JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8')) as { version: string };
 
 const HELP = `npm run bench -- [options]
@@ -161,7 +162,24 @@ async function measure(cfg: RunConfig, kind: 'broker' | 'raw' | 'external', exte
   } else {
     target = { kind: 'mdp', clients: external, workers: external };
   }
-  const spec = { ...cfg, target, envelope: kind !== 'external' };
+  // Each process holds at most WORKERS_PER_PROCESS simulated workers (2 file descriptors per socket, ~20,000 allowed):
+  // helpers take the first chunks, the main generator the rest plus every client.
+  const helpers: ChildProcess[] = [];
+  const base = { ...cfg, target, envelope: kind !== 'external' };
+  let from = 0;
+  while (cfg.workers - from > WORKERS_PER_PROCESS) {
+    const h = fork(LOADGEN, [JSON.stringify({ ...base, workerFrom: from, workerTo: from + WORKERS_PER_PROCESS, withClients: false })], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    children.add(h);
+    helpers.push(h);
+    await new Promise<void>((resolve, reject) => {
+      h.on('message', (m: LoadMessage) => (m.type === 'ready' ? resolve() : m.type === 'error' ? reject(new Error(m.message)) : undefined));
+      h.on('exit', (code) => reject(new Error(`load generator helper exited with ${code}`)));
+    });
+    from += WORKERS_PER_PROCESS;
+  }
+  const spec = { ...base, workerFrom: from, workerTo: cfg.workers, withClients: true };
   const gen = fork(LOADGEN, [JSON.stringify(spec)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   children.add(gen);
   const pid = server?.pid ?? null;
@@ -195,6 +213,7 @@ async function measure(cfg: RunConfig, kind: 'broker' | 'raw' | 'external', exte
     };
   } finally {
     await stop(gen);
+    for (const h of helpers) await stop(h);
     await stop(server);
   }
 }
