@@ -10,6 +10,7 @@ import {
 import { ServiceQueue } from './service-queue.js';
 import { IdleList, type IdleNode } from './idle-list.js';
 import { errorBody, isErrorMark, type ErrorCode } from './errors.js';
+import { StatsRecorder, snapshotHistogram, type ServiceStats, type StatsSnapshot } from './stats.js';
 
 export interface CoreOptions {
   /** Milliseconds between heartbeats, both ways. */
@@ -25,6 +26,8 @@ export interface CoreOptions {
   /** Requests one service queue may hold. */
   maxQueue: number;
   limits: Limits;
+  /** Which services' requests need a --validate verdict before queueing (asked once per service); null: none. */
+  validates: ((service: string) => boolean) | null;
 }
 
 export const DEFAULT_CORE_OPTIONS: CoreOptions = {
@@ -35,6 +38,7 @@ export const DEFAULT_CORE_OPTIONS: CoreOptions = {
   requestTtl: 30000,
   maxQueue: 100000,
   limits: DEFAULT_LIMITS,
+  validates: null,
 };
 
 export type LogLevel = 'debug' | 'info' | 'warn';
@@ -61,8 +65,18 @@ function isMmi(name: Buffer): boolean {
   return name.length >= 4 && name[0] === 0x6d && name[1] === 0x6d && name[2] === 0x69 && name[3] === 0x2e;
 }
 
-class Request {
+/** A request waiting for its --validate verdict (see BrokerCore.toValidate / admit). */
+export interface Admission {
+  readonly serviceName: string;
+  /** False for a request that waits only to keep arrival order behind one that is checked. */
+  readonly needsCheck: boolean;
+  body(): Buffer[];
+}
+
+class Request implements Admission {
   attempts = 0;
+  enqueuedAt: number;
+  dispatchedAt = 0;
   constructor(
     /** The client's message as received; the prefix before headerAt is echoed in front of the reply. */
     readonly frames: Buffer[],
@@ -72,18 +86,40 @@ class Request {
     readonly clientKey: Key,
     readonly service: Service,
     public deadline: number,
-  ) {}
+    now: number,
+  ) {
+    this.enqueuedAt = now;
+  }
+  get serviceName(): string {
+    return this.service.name;
+  }
+  get needsCheck(): boolean {
+    return this.service.needsCheck;
+  }
+  body(): Buffer[] {
+    return this.frames.slice(this.bodyAt);
+  }
 }
 
 class Service {
   readonly queue = new ServiceQueue<Request>();
   readonly idle = new IdleList<Worker>();
   workers = 0;
+  /** Requests of this service waiting for a validation verdict: the service is not forgotten meanwhile. */
+  awaitingVerdict = 0;
   constructor(
     readonly name: string,
     /** Interned copy of the name frame, reused on every reply. */
     readonly frame: Buffer,
+    readonly stats: ServiceStats,
+    readonly needsCheck: boolean,
   ) {}
+}
+
+/** Microseconds between two ms clock readings, clamped to what the histograms hold. */
+function micros(from: number, to: number): number {
+  const us = Math.round((to - from) * 1000);
+  return us < 0 ? 0 : us > 600_000_000 ? 600_000_000 : us;
 }
 
 class Worker implements IdleNode {
@@ -133,11 +169,14 @@ export interface CoreSnapshot {
 export class BrokerCore {
   /** Messages to send, each [routing id, ...frames]. The transport drains it after every call. */
   readonly out: Buffer[][] = [];
+  /** Requests waiting for a --validate verdict, in arrival order. The shell drains it and answers with admit(). */
+  readonly toValidate: Admission[] = [];
+  private awaitingVerdict = 0;
   readonly stats: CoreStats = {
     requests: 0, replies: 0, partials: 0, mmi: 0, malformed: 0, unexpected: 0, requeued: 0,
     workersRegistered: 0, workersExpired: 0, workersDisconnected: 0, workersUnreachable: 0,
     droppedClientGone: 0, droppedReplies: 0, undeliverable: 0,
-    errors: { expired: 0, overloaded: 0, failed: 0, invalid: 0, shutdown: 0 },
+    errors: { expired: 0, overloaded: 0, failed: 0, invalid: 0, shutdown: 0, rejected: 0 },
   };
   readonly opts: CoreOptions;
   private readonly services = new Map<string, Service>();
@@ -148,6 +187,10 @@ export class BrokerCore {
   private readonly disconnected = new LRUCacheWithDelete<Key, true>(65536);
   private stopping = false;
   private readonly workerTtl: number;
+  readonly recorder = new StatsRecorder();
+  /** mmi.stats answers: the whole broker, and per service; set by the shell after each aggregation. */
+  private statsReply: Buffer | null = null;
+  private statsByService = new Map<string, Buffer>();
 
   constructor(opts: Partial<CoreOptions> = {}, private readonly log: LogFn = () => {}) {
     this.opts = { ...DEFAULT_CORE_OPTIONS, ...opts, limits: { ...DEFAULT_LIMITS, ...opts.limits } };
@@ -241,6 +284,37 @@ export class BrokerCore {
     }
   }
 
+  /** Raw stats for aggregation: counters and copies of the histogram counts. Once per stats interval. */
+  statsSnapshot(wallNow: number, uptimeMs: number): StatsSnapshot {
+    const services: StatsSnapshot['services'] = [];
+    const add = (name: string, st: ServiceStats) => {
+      const live = this.services.get(name);
+      services.push({
+        name, requests: st.requests, replies: st.replies, requeued: st.requeued, errors: { ...st.errors },
+        queued: live?.queue.size ?? 0, workers: live?.workers ?? 0, idle: live?.idle.size ?? 0,
+        wait: snapshotHistogram(st.wait), service: snapshotHistogram(st.service),
+      });
+    };
+    for (const [name, st] of this.recorder.entries()) add(name, st);
+    const other = this.recorder.otherEntry();
+    if (other) add('_other', other);
+    const { errors, ...counters } = this.stats;
+    const global: Record<string, number> = { ...counters };
+    for (const [k, v] of Object.entries(errors)) global[`errors_${k}`] = v;
+    const snap = this.snapshot();
+    global.services = snap.services;
+    global.workers = snap.workers;
+    global.busyWorkers = snap.busyWorkers;
+    global.queued = snap.queued;
+    return { at: wallNow, uptimeMs, global, services };
+  }
+
+  /** Installs the answers to mmi.stats, rendered off the hot path. */
+  setStatsReplies(overall: Buffer, perService: Map<string, Buffer>): void {
+    this.statsReply = overall;
+    this.statsByService = perService;
+  }
+
   snapshot(): CoreSnapshot {
     let idle = 0;
     let queued = 0;
@@ -268,15 +342,47 @@ export class BrokerCore {
     if (this.goneClients.size > 0) this.goneClients.delete(clientKey);
     const name = m.service.toString('latin1');
     let svc = this.services.get(name);
-    if (svc === undefined) {
-      svc = new Service(name, Buffer.from(m.service));
-      this.services.set(name, svc);
-    } else if (svc.queue.size >= this.opts.maxQueue) {
-      return this.replyError(frames, m.headerAt, m.version, m.service, 'overloaded', `queue for ${name} holds ${svc.queue.size} requests`);
+    if (svc === undefined) svc = this.newService(name, m.service);
+    svc.stats.requests++;
+    const r = new Request(frames, m.headerAt, m.bodyAt, m.version, clientKey, svc, now + this.opts.requestTtl, now);
+    // Everything waits behind a request under validation, so no client's requests are reordered.
+    if (svc.needsCheck || this.awaitingVerdict > 0) {
+      // Requests awaiting a verdict count against their service's queue limit.
+      const held = svc.queue.size + svc.awaitingVerdict;
+      if (held >= this.opts.maxQueue) return this.failRequest(r, 'overloaded', `queue for ${name} holds ${held} requests`);
+      this.awaitingVerdict++;
+      svc.awaitingVerdict++;
+      this.toValidate.push(r);
+      return;
     }
-    const r = new Request(frames, m.headerAt, m.bodyAt, m.version, clientKey, svc, now + this.opts.requestTtl);
+    this.enqueue(r, now);
+  }
+
+  /** Verdicts for requests taken from toValidate, in the same order: null admits, a string rejects (the reason). */
+  admit(batch: readonly Admission[], verdicts: readonly (string | null)[], now: number): void {
+    for (let i = 0; i < batch.length; i++) {
+      const r = batch[i] as Request;
+      this.awaitingVerdict--;
+      r.service.awaitingVerdict--;
+      const verdict = verdicts[i];
+      if (this.stopping) this.failRequest(r, 'shutdown', 'broker is shutting down');
+      else if (verdict !== null) this.failRequest(r, 'rejected', verdict);
+      else this.enqueue(r, now);
+      this.maybeForget(r.service);
+    }
+  }
+
+  private enqueue(r: Request, now: number): void {
+    const svc = r.service;
+    if (svc.queue.size >= this.opts.maxQueue) return this.failRequest(r, 'overloaded', `queue for ${svc.name} holds ${svc.queue.size} requests`);
     svc.queue.push(r);
     this.dispatch(svc, now);
+  }
+
+  private newService(name: string, frame: Buffer): Service {
+    const svc = new Service(name, Buffer.from(frame), this.recorder.service(name), this.opts.validates?.(name) ?? false);
+    this.services.set(name, svc);
+    return svc;
   }
 
   private onMmi(frames: Buffer[], m: ClientRequest): void {
@@ -290,6 +396,11 @@ export class BrokerCore {
     } else if (name === 'mmi.services') {
       body = [];
       for (const svc of this.services.values()) if (svc.workers > 0) body.push(svc.frame);
+    } else if (name === 'mmi.stats') {
+      // Extension: the latest aggregated report as one JSON frame; with a service name, that service's only.
+      const q = frames[m.bodyAt];
+      const report = q === undefined ? this.statsReply : this.statsByService.get(q.toString('latin1'));
+      body = [report ?? Buffer.from(q === undefined ? '{}' : '404')];
     } else {
       body = [Buffer.from('501')];
     }
@@ -309,6 +420,8 @@ export class BrokerCore {
       }
       const w = svc.idle.shift() as Worker;
       r.attempts++;
+      r.dispatchedAt = now;
+      svc.stats.wait.recordValue(micros(r.enqueuedAt, now));
       w.current = r;
       w.busySince = now;
       w.lastSent = now;
@@ -326,6 +439,7 @@ export class BrokerCore {
   }
 
   private failRequest(r: Request, code: ErrorCode, why: string): void {
+    r.service.stats.errors[code]++;
     if (this.goneClients.size > 0 && this.goneClients.has(r.clientKey)) {
       this.stats.droppedClientGone++;
       return;
@@ -396,6 +510,8 @@ export class BrokerCore {
         }
         w.current = null;
         this.stats.replies++;
+        r.service.stats.replies++;
+        r.service.stats.service.recordValue(micros(r.dispatchedAt, now));
         this.deliver(r, C2.FINAL, frames, m.bodyAt);
         return this.workerIdle(w, now);
       }
@@ -438,10 +554,7 @@ export class BrokerCore {
     }
     const name = m.service.toString('latin1');
     let svc = this.services.get(name);
-    if (svc === undefined) {
-      svc = new Service(name, Buffer.from(m.service));
-      this.services.set(name, svc);
-    }
+    if (svc === undefined) svc = this.newService(name, m.service);
     // The routing id frame may be a view into a larger received block; keep a copy of our own.
     const w = new Worker(Buffer.from(id), key, m.version, m.delimited, svc, now + this.workerTtl, now);
     this.workers.set(key, w);
@@ -482,7 +595,9 @@ export class BrokerCore {
         this.failRequest(r, 'failed', `workers for ${svc.name} died holding this request ${r.attempts} times`);
       } else {
         this.stats.requeued++;
+        svc.stats.requeued++;
         r.deadline = now + this.opts.requestTtl;
+        r.enqueuedAt = now;
         svc.queue.unshift(r);
         this.dispatch(svc, now);
       }
@@ -491,7 +606,9 @@ export class BrokerCore {
   }
 
   private maybeForget(svc: Service): void {
-    if (svc.workers === 0 && svc.queue.size === 0 && this.services.get(svc.name) === svc) this.services.delete(svc.name);
+    if (svc.workers === 0 && svc.queue.size === 0 && svc.awaitingVerdict === 0 && this.services.get(svc.name) === svc) {
+      this.services.delete(svc.name);
+    }
   }
 
   private sendDisconnect(id: Buffer, version: Version, delimited: boolean): void {

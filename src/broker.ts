@@ -1,11 +1,18 @@
-// A running broker: one ROUTER socket bound to one or more endpoints, the core, the tick timer and shutdown.
+// A running broker: one ROUTER socket bound to one or more endpoints, the core, the tick timer, stats, the
+// --validate admission pump, the optional metrics endpoint, and shutdown.
 
 import { Router } from 'zeromq';
-import { BrokerCore, DEFAULT_CORE_OPTIONS, type CoreOptions, type LogFn } from './broker-core.js';
+import { BrokerCore, DEFAULT_CORE_OPTIONS, type CoreOptions, type CoreSnapshot, type CoreStats, type LogFn } from './broker-core.js';
 import { RouterTransport } from './transport.js';
 import { DEFAULT_LIMITS, type Limits } from './codec.js';
+import { Offload, type OffloadMode } from './offload.js';
+import { AdmissionPump } from './admission.js';
+import { appliesTo, parseValidateFlags } from './validation.js';
+import { MetricsServer } from './metrics-server.js';
+import type { AggregateOutput } from './stats-report.js';
+import type { StatsSnapshot } from './stats.js';
 
-export interface BrokerOptions extends Omit<CoreOptions, 'limits'> {
+export interface BrokerOptions extends Omit<CoreOptions, 'limits' | 'validates'> {
   /** Endpoints to bind, e.g. tcp://127.0.0.1:5555. tcp://127.0.0.1:* picks a free port. */
   bind: string[];
   limits: Limits;
@@ -14,6 +21,16 @@ export interface BrokerOptions extends Omit<CoreOptions, 'limits'> {
   receiveHighWaterMark: number;
   /** On close, how long busy workers get to finish before their requests fail with `shutdown`. */
   shutdownGrace: number;
+  /** What runs in the piscina pool: nothing, stats aggregation, validation, or both. */
+  offload: OffloadMode;
+  offloadThreads: number;
+  /** --validate flags (see validation.ts). */
+  validate: string[];
+  /** Milliseconds between stats aggregations (and log lines); 0 turns the periodic line off. */
+  statsInterval: number;
+  /** Serve Prometheus text on this port (0 = any free port); null = no endpoint. */
+  metricsPort: number | null;
+  metricsHost: string;
   log: LogFn;
 }
 
@@ -24,24 +41,44 @@ export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
   sendHighWaterMark: 100000,
   receiveHighWaterMark: 100000,
   shutdownGrace: 5000,
+  offload: 'none',
+  offloadThreads: 1,
+  validate: [],
+  statsInterval: 10000,
+  metricsPort: null,
+  metricsHost: '127.0.0.1',
   log: () => {},
 };
+
+/** How fresh the stats behind a /metrics scrape must be. */
+const METRICS_MAX_AGE_MS = 1000;
 
 export class Broker {
   readonly core: BrokerCore;
   readonly opts: BrokerOptions;
   private readonly sock: Router;
   private readonly transport: RouterTransport;
+  private readonly offload: Offload;
+  private readonly admission: AdmissionPump;
+  private readonly metrics: MetricsServer | null;
   private timer: NodeJS.Timeout | null = null;
+  private statsTimer: NodeJS.Timeout | null = null;
   private closing: Promise<void> | null = null;
   private readonly t0 = performance.now();
+  private prevStats: StatsSnapshot[] | null = null;
+  private lastStats: { at: number; out: AggregateOutput } | null = null;
+  private aggregating: Promise<AggregateOutput> | null = null;
   /** The endpoints actually bound (wildcard ports resolved). */
   endpoints: string[] = [];
+  /** The metrics port actually bound, when --metrics-port is set. */
+  metricsPort: number | null = null;
 
   constructor(opts: Partial<BrokerOptions> = {}) {
     this.opts = { ...DEFAULT_BROKER_OPTIONS, ...opts, limits: { ...DEFAULT_LIMITS, ...opts.limits } };
     const o = this.opts;
-    this.core = new BrokerCore(o, o.log);
+    const rules = parseValidateFlags(o.validate);
+    this.core = new BrokerCore({ ...o, validates: rules.length > 0 ? (name) => appliesTo(rules, name) : null }, o.log);
+    this.offload = new Offload(o.offload, rules, o.offloadThreads);
     this.sock = new Router({
       // Without mandatory, ROUTER drops messages to unknown or full peers without a word.
       mandatory: true,
@@ -51,9 +88,11 @@ export class Broker {
       maxMessageSize: o.limits.maxFrameBytes,
       linger: 1000,
     });
-    this.transport = new RouterTransport(this.sock, this.core, () => this.now(), (err) =>
-      o.log('warn', 'socket error', { err: String(err) }),
-    );
+    const now = () => this.now();
+    this.transport = new RouterTransport(this.sock, this.core, now, (err) => o.log('warn', 'socket error', { err: String(err) }));
+    this.admission = new AdmissionPump(this.core, this.offload, now, () => this.transport.flush());
+    if (rules.length > 0) this.transport.afterHandle = () => this.admission.pump();
+    this.metrics = o.metricsPort === null ? null : new MetricsServer(() => this.prometheus());
   }
 
   now(): number {
@@ -61,6 +100,7 @@ export class Broker {
   }
 
   async start(): Promise<void> {
+    await this.offload.init();
     for (const ep of this.opts.bind) {
       await this.sock.bind(ep);
       this.endpoints.push(this.sock.lastEndpoint ?? ep);
@@ -71,6 +111,53 @@ export class Broker {
       this.core.tick(this.now());
       this.transport.flush();
     }, period);
+    if (this.metrics) this.metricsPort = await this.metrics.listen(this.opts.metricsPort as number, this.opts.metricsHost);
+    // A first (empty) report so mmi.stats and /metrics answer from the start.
+    await this.aggregateStats();
+    if (this.opts.statsInterval > 0) {
+      this.statsTimer = setInterval(() => {
+        this.aggregateStats().then(
+          (out) => this.opts.log('info', `stats: ${out.line}`),
+          (err: unknown) => this.opts.log('warn', 'stats aggregation failed', { err: String(err) }),
+        );
+      }, this.opts.statsInterval);
+    }
+  }
+
+  /** Registered workers, queued requests and so on, now. */
+  snapshot(): CoreSnapshot {
+    return this.core.snapshot();
+  }
+
+  /** The broker's counters, now. */
+  stats(): CoreStats {
+    return this.core.stats;
+  }
+
+  /** Aggregates the stats now (inline or in the pool) and installs the mmi.stats answers. */
+  aggregateStats(): Promise<AggregateOutput> {
+    if (this.aggregating) return this.aggregating;
+    const current = [this.core.statsSnapshot(Date.now(), this.now())];
+    const run = this.offload.aggregate({ current, previous: this.prevStats }).then((out) => {
+      this.prevStats = current;
+      this.lastStats = { at: Date.now(), out };
+      const per = new Map<string, Buffer>();
+      for (const [k, v] of Object.entries(out.mmiPerService)) per.set(k, Buffer.from(v));
+      this.core.setStatsReplies(Buffer.from(out.mmiOverall), per);
+      return out;
+    });
+    this.aggregating = run;
+    const clear = () => {
+      this.aggregating = null;
+    };
+    run.then(clear, clear);
+    return run;
+  }
+
+  private async prometheus(): Promise<string> {
+    const last = this.lastStats;
+    if (last && Date.now() - last.at < METRICS_MAX_AGE_MS) return last.out.prometheus;
+    return (await this.aggregateStats()).prometheus;
   }
 
   /** Graceful stop: no new work, busy workers get shutdownGrace ms to reply, every worker is told DISCONNECT. */
@@ -80,14 +167,20 @@ export class Broker {
   }
 
   private async doClose(): Promise<void> {
+    if (this.statsTimer) clearInterval(this.statsTimer);
     this.core.beginShutdown(this.now());
     this.transport.flush();
     const until = Date.now() + this.opts.shutdownGrace;
     while (this.core.snapshot().busyWorkers > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    // Requests still under validation are answered (with `shutdown`) when their verdicts come back.
+    await Promise.race([this.admission.idle(), new Promise((r) => setTimeout(r, Math.max(0, until - Date.now())))]);
     this.core.finishShutdown(this.now());
     this.transport.flush();
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    await this.aggregating?.catch(() => undefined);
+    await this.metrics?.close();
     await this.transport.close();
+    await this.offload.close();
   }
 }

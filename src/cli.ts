@@ -7,6 +7,7 @@ import { pino } from 'pino';
 import { Broker, DEFAULT_BROKER_OPTIONS } from './broker.js';
 import { DEFAULT_LIMITS } from './codec.js';
 import type { LogFn } from './broker-core.js';
+import { OFFLOAD_MODES, type OffloadMode } from './offload.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -27,6 +28,13 @@ Usage: mdbroker [options]
   --max-service-name N       bytes per service name (default ${DEFAULT_LIMITS.maxServiceName})
   --hwm N                    ZeroMQ send/receive high-water mark per peer (default ${d.sendHighWaterMark})
   --shutdown-grace MS        on SIGINT/SIGTERM, time busy workers get to reply (default ${d.shutdownGrace})
+  --stats-interval MS        stats aggregation and a summary log line every MS; 0 = no line (default ${d.statsInterval})
+  --metrics-port PORT        serve Prometheus metrics on http://HOST:PORT/metrics (0 = any free port)
+  --metrics-host HOST        address for the metrics endpoint (default ${d.metricsHost})
+  --validate CHECK           check request bodies before queueing; repeatable:
+                             utf8[@SERVICE], json[@SERVICE], max-body=N[@SERVICE], module=PATH
+  --offload MODE             none, stats, validation or all: what runs in the worker-thread pool (default ${d.offload})
+  --offload-threads N        threads in that pool (default ${d.offloadThreads})
   --log-level LEVEL          debug, info, warn, error or silent (default info)
   -h, --help                 this text
   -v, --version              the version
@@ -48,6 +56,12 @@ const spec = {
   'max-service-name': { type: 'string' },
   hwm: { type: 'string' },
   'shutdown-grace': { type: 'string' },
+  'stats-interval': { type: 'string' },
+  'metrics-port': { type: 'string' },
+  'metrics-host': { type: 'string' },
+  validate: { type: 'string', multiple: true },
+  offload: { type: 'string' },
+  'offload-threads': { type: 'string' },
   'log-level': { type: 'string', default: 'info' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean', short: 'v' },
@@ -61,6 +75,12 @@ function int(values: Record<string, unknown>, name: string, fallback: number, mi
   const n = Number(raw);
   if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer >= ${min}, got '${String(raw)}'`);
   return n;
+}
+
+function offloadMode(raw: unknown): OffloadMode {
+  if (raw === undefined) return d.offload;
+  if (!OFFLOAD_MODES.includes(raw as OffloadMode)) throw new UsageError(`--offload must be one of ${OFFLOAD_MODES.join(', ')}, got '${String(raw)}'`);
+  return raw as OffloadMode;
 }
 
 function main(argv: string[]): void {
@@ -101,14 +121,20 @@ function main(argv: string[]): void {
       sendHighWaterMark: int(values, 'hwm', d.sendHighWaterMark, 0),
       receiveHighWaterMark: int(values, 'hwm', d.receiveHighWaterMark, 0),
       shutdownGrace: int(values, 'shutdown-grace', d.shutdownGrace, 0),
+      statsInterval: int(values, 'stats-interval', d.statsInterval, 0),
+      metricsPort: values['metrics-port'] === undefined ? null : int(values, 'metrics-port', 0, 0),
+      metricsHost: (values['metrics-host'] as string | undefined) ?? d.metricsHost,
+      validate: (values.validate as string[] | undefined) ?? [],
+      offload: offloadMode(values.offload),
+      offloadThreads: int(values, 'offload-threads', d.offloadThreads),
       log,
     });
   } catch (err) {
-    if (err instanceof UsageError) return usage(err.message);
+    if (err instanceof UsageError || /^--validate/.test((err as Error).message)) return usage((err as Error).message);
     throw err;
   }
   broker.start().then(
-    () => logger.info({ endpoints: broker.endpoints, version: pkg.version, pid: process.pid }, 'mdbroker listening'),
+    () => logger.info({ endpoints: broker.endpoints, metricsPort: broker.metricsPort ?? undefined, version: pkg.version, pid: process.pid }, 'mdbroker listening'),
     (err: unknown) => {
       logger.error({ err: String(err) }, 'cannot bind; is another broker on that endpoint?');
       process.exit(1);

@@ -19,9 +19,11 @@ export type ErrorCode =
   /** The request broke a limit (frames, frame size, service name) and was not queued. */
   | 'invalid'
   /** The broker is shutting down and took no new work. */
-  | 'shutdown';
+  | 'shutdown'
+  /** A --validate check refused the request body (the message says which). */
+  | 'rejected';
 
-export const ERROR_CODES: readonly ErrorCode[] = ['expired', 'overloaded', 'failed', 'invalid', 'shutdown'];
+export const ERROR_CODES: readonly ErrorCode[] = ['expired', 'overloaded', 'failed', 'invalid', 'shutdown', 'rejected'];
 
 /** True when a reply body is a broker error reply. */
 export function isErrorReply(body: readonly Buffer[]): boolean {

@@ -10,6 +10,8 @@ import { errorCode, receiveLoop } from './receive-loop.js';
 export class RouterTransport {
   private closed = false;
   private loopDone: Promise<void> | null = null;
+  /** Runs after the core handled each message, before the flush (the --validate admission pump). */
+  afterHandle: (() => void) | null = null;
 
   constructor(
     private readonly sock: Router,
@@ -26,6 +28,7 @@ export class RouterTransport {
 
   private onMessage(frames: Buffer[]): void {
     this.core.handle(frames, this.now());
+    if (this.afterHandle !== null) this.afterHandle();
     this.flush();
   }
 

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
-import { RawPeer, show } from './helpers.js';
+import { RawPeer, modeFlags, show } from './helpers.js';
 
 const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url));
 
@@ -14,7 +14,7 @@ function run(args: string[]) {
 
 /** Starts the broker and resolves with its bound endpoint, read from its first log line. */
 function startCli(args: string[]): Promise<{ child: ChildProcessWithoutNullStreams; endpoint: string; lines: string[] }> {
-  const child = spawn(process.execPath, [CLI, '--bind', 'tcp://127.0.0.1:*', ...args]);
+  const child = spawn(process.execPath, [CLI, '--bind', 'tcp://127.0.0.1:*', ...modeFlags(), ...args]);
   const lines: string[] = [];
   return new Promise((resolve, reject) => {
     const rl = createInterface({ input: child.stdout });

@@ -5,8 +5,35 @@ import { Broker, type BrokerOptions } from '../src/broker.js';
 export const B = (s: string | number[]) => (typeof s === 'string' ? Buffer.from(s, 'latin1') : Buffer.from(s));
 export const E = Buffer.alloc(0);
 
+/**
+ * The whole suite runs again with MDBROKER_TEST_OFFLOAD=all (stats and a pass-through --validate rule in the
+ * piscina pool, so every request goes through pool validation) and MDBROKER_TEST_SHARDS=2.
+ */
+export function modeOptions(): Partial<BrokerOptions> {
+  const o: Partial<BrokerOptions> = {};
+  const offload = process.env.MDBROKER_TEST_OFFLOAD;
+  if (offload === 'all' || offload === 'validation' || offload === 'stats') {
+    o.offload = offload;
+    if (offload !== 'stats') o.validate = ['max-body=4294967295'];
+  }
+  const shards = Number(process.env.MDBROKER_TEST_SHARDS ?? 1);
+  if (shards > 1) (o as Record<string, unknown>).shards = shards;
+  return o;
+}
+
+/** The same, as mdbroker command-line flags. */
+export function modeFlags(): string[] {
+  const o = modeOptions();
+  const f: string[] = [];
+  if (o.offload) f.push('--offload', o.offload);
+  for (const v of o.validate ?? []) f.push('--validate', v);
+  const shards = (o as Record<string, unknown>).shards;
+  if (shards) f.push('--shards', String(shards));
+  return f;
+}
+
 export async function startBroker(opts: Partial<BrokerOptions> = {}): Promise<{ broker: Broker; endpoint: string }> {
-  const broker = new Broker({ bind: ['tcp://127.0.0.1:*'], shutdownGrace: 200, ...opts });
+  const broker = new Broker({ bind: ['tcp://127.0.0.1:*'], shutdownGrace: 200, ...modeOptions(), ...opts });
   await broker.start();
   return { broker, endpoint: broker.endpoints[0] };
 }
