@@ -50,9 +50,6 @@ export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
   log: () => {},
 };
 
-/** How fresh the stats behind a /metrics scrape must be. */
-const METRICS_MAX_AGE_MS = 1000;
-
 export class Broker {
   readonly core: BrokerCore;
   readonly opts: BrokerOptions;
@@ -66,7 +63,6 @@ export class Broker {
   private closing: Promise<void> | null = null;
   private readonly t0 = performance.now();
   private prevStats: StatsSnapshot[] | null = null;
-  private lastStats: { at: number; out: AggregateOutput } | null = null;
   private aggregating: Promise<AggregateOutput> | null = null;
   /** The endpoints actually bound (wildcard ports resolved). */
   endpoints: string[] = [];
@@ -140,7 +136,6 @@ export class Broker {
     const current = [this.core.statsSnapshot(Date.now(), this.now())];
     const run = this.offload.aggregate({ current, previous: this.prevStats }).then((out) => {
       this.prevStats = current;
-      this.lastStats = { at: Date.now(), out };
       const per = new Map<string, Buffer>();
       for (const [k, v] of Object.entries(out.mmiPerService)) per.set(k, Buffer.from(v));
       this.core.setStatsReplies(Buffer.from(out.mmiOverall), per);
@@ -154,9 +149,8 @@ export class Broker {
     return run;
   }
 
+  /** Every scrape aggregates afresh (coalesced with one already running), so /metrics is never stale. */
   private async prometheus(): Promise<string> {
-    const last = this.lastStats;
-    if (last && Date.now() - last.at < METRICS_MAX_AGE_MS) return last.out.prometheus;
     return (await this.aggregateStats()).prometheus;
   }
 

@@ -1,0 +1,86 @@
+// Stats: Prometheus text on /metrics, mmi.stats over MDP, shard merging, under each place aggregation can run.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { get } from 'node:http';
+import { Client } from '../src/client.js';
+import { Worker } from '../src/worker.js';
+import { aggregate } from '../src/stats-report.js';
+import { newHistogram, snapshotHistogram, type StatsSnapshot } from '../src/stats.js';
+import { startBroker, until } from './helpers.js';
+
+const HB = { heartbeatInterval: 100, heartbeatLiveness: 3 };
+
+function fetchText(url: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    get(url, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    }).on('error', reject);
+  });
+}
+
+for (const offload of ['none', 'stats'] as const) {
+  test(`/metrics shows per-service series and mmi.stats answers over MDP (aggregation: ${offload === 'none' ? 'inline' : 'pool'})`, async (t) => {
+    const { broker, endpoint } = await startBroker({ ...HB, offload, metricsPort: 0, statsInterval: 0 });
+    const worker = new Worker({ endpoint, service: 'echo', ...HB, handler: async (b) => { await new Promise((r) => setTimeout(r, 2)); return b; } });
+    const client = new Client({ endpoints: endpoint });
+    t.after(async () => {
+      client.close();
+      await worker.close();
+      await broker.close();
+    });
+    assert.ok(await until(() => broker.snapshot().workers === 1));
+    await Promise.all(Array.from({ length: 20 }, (_, i) => client.request('echo', String(i))));
+    await assert.rejects(client.request('nobody', 'x', { timeout: 50, retries: 0 })); // queued, never served
+
+    const { status, body } = await fetchText(`http://127.0.0.1:${broker.metricsPort}/metrics`);
+    assert.equal(status, 200);
+    assert.match(body, /^mdbroker_requests_total\{service="echo"\} 20$/m);
+    assert.match(body, /^mdbroker_replies_total\{service="echo"\} 20$/m);
+    assert.match(body, /^mdbroker_requests_total\{service="nobody"\} 1$/m);
+    assert.match(body, /^mdbroker_queue_depth\{service="nobody"\} 1$/m);
+    assert.match(body, /^mdbroker_workers\{service="echo",state="idle"\} 1$/m);
+    assert.match(body, /^mdbroker_service_time_seconds_count\{service="echo"\} 20$/m);
+    const p99 = /^mdbroker_service_time_seconds\{service="echo",quantile="0.99"\} ([\d.e-]+)$/m.exec(body);
+    assert.ok(p99 && Number(p99[1]) >= 0.002, `service time p99 reflects the 2 ms handler: ${p99?.[1]}`);
+    assert.equal((await fetchText(`http://127.0.0.1:${broker.metricsPort}/nope`)).status, 404);
+
+    const all = JSON.parse((await client.request('mmi.stats'))[0].toString()) as { services: Record<string, { requests: number; replies: number }> };
+    assert.equal(all.services.echo.requests, 20);
+    assert.equal(all.services.echo.replies, 20);
+    const one = JSON.parse((await client.request('mmi.stats', 'echo'))[0].toString()) as { service: string; replies: number };
+    assert.equal(one.service, 'echo');
+    assert.equal(one.replies, 20);
+    assert.deepEqual((await client.request('mmi.stats', 'no-such-service')).map(String), ['404']);
+  });
+}
+
+test('aggregation merges shard snapshots: counters add up, percentiles come from the merged histogram', async () => {
+  const shard = (name: string, values: number[], requests: number): StatsSnapshot => {
+    const wait = newHistogram();
+    const svc = newHistogram();
+    for (const v of values) svc.recordValue(v);
+    return {
+      at: 1000, uptimeMs: 1000, global: { requests, replies: values.length },
+      services: [{
+        name, requests, replies: values.length, requeued: 0,
+        errors: { expired: 0, overloaded: 0, failed: 1, invalid: 0, shutdown: 0, rejected: 0 },
+        queued: 0, workers: 2, idle: 1, wait: snapshotHistogram(wait), service: snapshotHistogram(svc),
+      }],
+    };
+  };
+  // Two shards that each saw the "_other" bucket, and one service per shard.
+  const a = shard('_other', Array.from({ length: 99 }, () => 1000), 100);
+  const b = shard('_other', [500_000], 1);
+  const out = await aggregate({ current: [a, b], previous: null });
+  const other = out.report.services._other;
+  assert.equal(other.requests, 101);
+  assert.equal(other.replies, 100);
+  assert.equal(other.errors.failed, 2);
+  assert.equal(other.workers, 4);
+  assert.equal(out.report.global.requests, 101);
+  assert.ok(Math.abs(other.serviceTimeMs.p50 - 1) < 0.02, `p50 ${other.serviceTimeMs.p50}`);
+  assert.ok(other.serviceTimeMs.max >= 499, `max ${other.serviceTimeMs.max}`);
+  assert.match(out.prometheus, /mdbroker_errors_total\{service="_other",reason="failed"\} 2/);
+});
