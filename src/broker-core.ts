@@ -4,7 +4,7 @@
 
 import { LRUCacheWithDelete } from 'mnemonist';
 import {
-  C2, EMPTY, Kind, MDPC01, MDPC02, MDPW01, MDPW02, W1, W2, WCmd, cmd, parseInbound,
+  C2, EMPTY, Kind, MDPW01, MDPW02, W1, W2, WCmd, clientReply, cmd, parseInbound,
   type ClientRequest, type Limits, type Version, type WorkerMessage, DEFAULT_LIMITS,
 } from './codec.js';
 import { ServiceQueue } from './service-queue.js';
@@ -158,6 +158,15 @@ export interface CoreStats {
   errors: Record<ErrorCode, number>;
 }
 
+export function emptyStats(): CoreStats {
+  return {
+    requests: 0, replies: 0, partials: 0, mmi: 0, malformed: 0, unexpected: 0, requeued: 0,
+    workersRegistered: 0, workersExpired: 0, workersDisconnected: 0, workersUnreachable: 0,
+    droppedClientGone: 0, droppedReplies: 0, undeliverable: 0,
+    errors: { expired: 0, overloaded: 0, failed: 0, invalid: 0, shutdown: 0, rejected: 0 },
+  };
+}
+
 export interface CoreSnapshot {
   services: number;
   workers: number;
@@ -169,15 +178,12 @@ export interface CoreSnapshot {
 export class BrokerCore {
   /** Messages to send, each [routing id, ...frames]. The transport drains it after every call. */
   readonly out: Buffer[][] = [];
+  /** Told the routing id of each worker the core forgets (the sharded broker keeps its routing table with it). */
+  departed: ((id: Buffer) => void) | null = null;
   /** Requests waiting for a --validate verdict, in arrival order. The shell drains it and answers with admit(). */
   readonly toValidate: Admission[] = [];
   private awaitingVerdict = 0;
-  readonly stats: CoreStats = {
-    requests: 0, replies: 0, partials: 0, mmi: 0, malformed: 0, unexpected: 0, requeued: 0,
-    workersRegistered: 0, workersExpired: 0, workersDisconnected: 0, workersUnreachable: 0,
-    droppedClientGone: 0, droppedReplies: 0, undeliverable: 0,
-    errors: { expired: 0, overloaded: 0, failed: 0, invalid: 0, shutdown: 0, rejected: 0 },
-  };
+  readonly stats: CoreStats = emptyStats();
   readonly opts: CoreOptions;
   private readonly services = new Map<string, Service>();
   private readonly workers = new Map<Key, Worker>();
@@ -454,13 +460,7 @@ export class BrokerCore {
 
   /** Sends [prefix of `client`] + client header + service + body[from..] to the client that sent `client`. */
   private reply(client: Buffer[], headerAt: number, version: Version, v2cmd: number, service: Buffer, body: Buffer[], from: number): void {
-    const msg: Buffer[] = [];
-    for (let i = 0; i < headerAt; i++) msg.push(client[i]);
-    if (version === 1) msg.push(MDPC01);
-    else msg.push(MDPC02, cmd(v2cmd));
-    msg.push(service);
-    for (let i = from; i < body.length; i++) msg.push(body[i]);
-    this.out.push(msg);
+    this.out.push(clientReply(client, headerAt, version, v2cmd, service, body, from));
   }
 
   // ---- workers ----
@@ -584,6 +584,7 @@ export class BrokerCore {
   private deleteWorker(w: Worker, now: number): void {
     const svc = w.service;
     this.workers.delete(w.key);
+    this.departed?.(w.id);
     this.disconnected.set(w.key, true);
     svc.idle.remove(w);
     svc.workers--;

@@ -1,16 +1,12 @@
-// A running broker: one ROUTER socket bound to one or more endpoints, the core, the tick timer, stats, the
-// --validate admission pump, the optional metrics endpoint, and shutdown.
+// A running broker. `shards: 1` (the default) is the plain broker: one thread, no extra hop. `shards: N` runs the
+// protocol cores on N worker threads behind the main thread's ROUTER socket (see docs/architecture.md).
 
-import { Router } from 'zeromq';
-import { BrokerCore, DEFAULT_CORE_OPTIONS, type CoreOptions, type CoreSnapshot, type CoreStats, type LogFn } from './broker-core.js';
-import { RouterTransport } from './transport.js';
+import { DEFAULT_CORE_OPTIONS, type CoreOptions, type CoreSnapshot, type CoreStats, type LogFn } from './broker-core.js';
 import { DEFAULT_LIMITS, type Limits } from './codec.js';
-import { Offload, type OffloadMode } from './offload.js';
-import { AdmissionPump } from './admission.js';
-import { appliesTo, parseValidateFlags } from './validation.js';
-import { MetricsServer } from './metrics-server.js';
+import type { OffloadMode } from './offload.js';
 import type { AggregateOutput } from './stats-report.js';
-import type { StatsSnapshot } from './stats.js';
+import { SingleBroker } from './single-broker.js';
+import { ShardedBroker } from './sharded-broker.js';
 
 export interface BrokerOptions extends Omit<CoreOptions, 'limits' | 'validates'> {
   /** Endpoints to bind, e.g. tcp://127.0.0.1:5555. tcp://127.0.0.1:* picks a free port. */
@@ -31,7 +27,11 @@ export interface BrokerOptions extends Omit<CoreOptions, 'limits' | 'validates'>
   /** Serve Prometheus text on this port (0 = any free port); null = no endpoint. */
   metricsPort: number | null;
   metricsHost: string;
+  /** Protocol cores on worker threads; services are partitioned over them by name. */
+  shards: number;
   log: LogFn;
+  /** Lowest level passed to `log` (shard threads filter before posting). */
+  logLevel: 'debug' | 'info' | 'warn';
 }
 
 export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
@@ -47,134 +47,64 @@ export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
   statsInterval: 10000,
   metricsPort: null,
   metricsHost: '127.0.0.1',
+  shards: 1,
   log: () => {},
+  logLevel: 'debug',
 };
 
+export interface BrokerImpl {
+  readonly endpoints: string[];
+  readonly metricsPort: number | null;
+  start(): Promise<void>;
+  close(): Promise<void>;
+  snapshot(): CoreSnapshot;
+  stats(): CoreStats;
+  aggregateStats(): Promise<AggregateOutput>;
+}
+
 export class Broker {
-  readonly core: BrokerCore;
   readonly opts: BrokerOptions;
-  private readonly sock: Router;
-  private readonly transport: RouterTransport;
-  private readonly offload: Offload;
-  private readonly admission: AdmissionPump;
-  private readonly metrics: MetricsServer | null;
-  private timer: NodeJS.Timeout | null = null;
-  private statsTimer: NodeJS.Timeout | null = null;
+  private readonly impl: BrokerImpl;
   private closing: Promise<void> | null = null;
-  private readonly t0 = performance.now();
-  private prevStats: StatsSnapshot[] | null = null;
-  private aggregating: Promise<AggregateOutput> | null = null;
-  /** The endpoints actually bound (wildcard ports resolved). */
-  endpoints: string[] = [];
-  /** The metrics port actually bound, when --metrics-port is set. */
-  metricsPort: number | null = null;
 
   constructor(opts: Partial<BrokerOptions> = {}) {
     this.opts = { ...DEFAULT_BROKER_OPTIONS, ...opts, limits: { ...DEFAULT_LIMITS, ...opts.limits } };
-    const o = this.opts;
-    const rules = parseValidateFlags(o.validate);
-    this.core = new BrokerCore({ ...o, validates: rules.length > 0 ? (name) => appliesTo(rules, name) : null }, o.log);
-    this.offload = new Offload(o.offload, rules, o.offloadThreads);
-    this.sock = new Router({
-      // Without mandatory, ROUTER drops messages to unknown or full peers without a word.
-      mandatory: true,
-      sendHighWaterMark: o.sendHighWaterMark,
-      receiveHighWaterMark: o.receiveHighWaterMark,
-      // libzmq drops the connection of a peer that sends a frame over this size, before it costs us memory.
-      maxMessageSize: o.limits.maxFrameBytes,
-      linger: 1000,
-    });
-    const now = () => this.now();
-    this.transport = new RouterTransport(this.sock, this.core, now, (err) => o.log('warn', 'socket error', { err: String(err) }));
-    this.admission = new AdmissionPump(this.core, this.offload, now, () => this.transport.flush());
-    if (rules.length > 0) this.transport.afterHandle = () => this.admission.pump();
-    this.metrics = o.metricsPort === null ? null : new MetricsServer(() => this.prometheus());
+    if (!Number.isInteger(this.opts.shards) || this.opts.shards < 1) throw new Error(`shards must be a positive integer, got ${this.opts.shards}`);
+    this.impl = this.opts.shards === 1 ? new SingleBroker(this.opts) : new ShardedBroker(this.opts);
   }
 
-  now(): number {
-    return performance.now() - this.t0;
+  /** The endpoints actually bound (wildcard ports resolved). */
+  get endpoints(): string[] {
+    return this.impl.endpoints;
   }
 
-  async start(): Promise<void> {
-    await this.offload.init();
-    for (const ep of this.opts.bind) {
-      await this.sock.bind(ep);
-      this.endpoints.push(this.sock.lastEndpoint ?? ep);
-    }
-    this.transport.start();
-    const period = Math.max(5, Math.min(1000, this.opts.heartbeatInterval / 2));
-    this.timer = setInterval(() => {
-      this.core.tick(this.now());
-      this.transport.flush();
-    }, period);
-    if (this.metrics) this.metricsPort = await this.metrics.listen(this.opts.metricsPort as number, this.opts.metricsHost);
-    // A first (empty) report so mmi.stats and /metrics answer from the start.
-    await this.aggregateStats();
-    if (this.opts.statsInterval > 0) {
-      this.statsTimer = setInterval(() => {
-        this.aggregateStats().then(
-          (out) => this.opts.log('info', `stats: ${out.line}`),
-          (err: unknown) => this.opts.log('warn', 'stats aggregation failed', { err: String(err) }),
-        );
-      }, this.opts.statsInterval);
-    }
+  /** The metrics port actually bound, when metricsPort is set. */
+  get metricsPort(): number | null {
+    return this.impl.metricsPort;
   }
 
-  /** Registered workers, queued requests and so on, now. */
+  start(): Promise<void> {
+    return this.impl.start();
+  }
+
+  /** Registered workers, queued requests and so on (with shards: as last reported, within ~50 ms). */
   snapshot(): CoreSnapshot {
-    return this.core.snapshot();
+    return this.impl.snapshot();
   }
 
-  /** The broker's counters, now. */
+  /** The broker's counters (with shards: summed, as last reported). */
   stats(): CoreStats {
-    return this.core.stats;
+    return this.impl.stats();
   }
 
-  /** Aggregates the stats now (inline or in the pool) and installs the mmi.stats answers. */
+  /** Aggregates the stats now and installs the mmi.stats answers. */
   aggregateStats(): Promise<AggregateOutput> {
-    if (this.aggregating) return this.aggregating;
-    const current = [this.core.statsSnapshot(Date.now(), this.now())];
-    const run = this.offload.aggregate({ current, previous: this.prevStats }).then((out) => {
-      this.prevStats = current;
-      const per = new Map<string, Buffer>();
-      for (const [k, v] of Object.entries(out.mmiPerService)) per.set(k, Buffer.from(v));
-      this.core.setStatsReplies(Buffer.from(out.mmiOverall), per);
-      return out;
-    });
-    this.aggregating = run;
-    const clear = () => {
-      this.aggregating = null;
-    };
-    run.then(clear, clear);
-    return run;
-  }
-
-  /** Every scrape aggregates afresh (coalesced with one already running), so /metrics is never stale. */
-  private async prometheus(): Promise<string> {
-    return (await this.aggregateStats()).prometheus;
+    return this.impl.aggregateStats();
   }
 
   /** Graceful stop: no new work, busy workers get shutdownGrace ms to reply, every worker is told DISCONNECT. */
   close(): Promise<void> {
-    this.closing ??= this.doClose();
+    this.closing ??= this.impl.close();
     return this.closing;
-  }
-
-  private async doClose(): Promise<void> {
-    if (this.statsTimer) clearInterval(this.statsTimer);
-    this.core.beginShutdown(this.now());
-    this.transport.flush();
-    const until = Date.now() + this.opts.shutdownGrace;
-    while (this.core.snapshot().busyWorkers > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
-    // Requests still under validation are answered (with `shutdown`) when their verdicts come back.
-    await Promise.race([this.admission.idle(), new Promise((r) => setTimeout(r, Math.max(0, until - Date.now())))]);
-    this.core.finishShutdown(this.now());
-    this.transport.flush();
-    if (this.timer) clearInterval(this.timer);
-    this.timer = null;
-    await this.aggregating?.catch(() => undefined);
-    await this.metrics?.close();
-    await this.transport.close();
-    await this.offload.close();
   }
 }

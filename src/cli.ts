@@ -35,6 +35,7 @@ Usage: mdbroker [options]
                              utf8[@SERVICE], json[@SERVICE], max-body=N[@SERVICE], module=PATH
   --offload MODE             none, stats, validation or all: what runs in the worker-thread pool (default ${d.offload})
   --offload-threads N        threads in that pool (default ${d.offloadThreads})
+  --shards N                 protocol cores on N worker threads behind one ROUTER (default ${d.shards})
   --log-level LEVEL          debug, info, warn, error or silent (default info)
   -h, --help                 this text
   -v, --version              the version
@@ -62,6 +63,7 @@ const spec = {
   validate: { type: 'string', multiple: true },
   offload: { type: 'string' },
   'offload-threads': { type: 'string' },
+  shards: { type: 'string' },
   'log-level': { type: 'string', default: 'info' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean', short: 'v' },
@@ -127,6 +129,8 @@ function main(argv: string[]): void {
       validate: (values.validate as string[] | undefined) ?? [],
       offload: offloadMode(values.offload),
       offloadThreads: int(values, 'offload-threads', d.offloadThreads),
+      shards: int(values, 'shards', d.shards),
+      logLevel: level === 'debug' ? 'debug' : level === 'info' ? 'info' : 'warn',
       log,
     });
   } catch (err) {
@@ -149,7 +153,7 @@ function main(argv: string[]): void {
     stopping = true;
     logger.info({ signal }, 'shutting down');
     broker.close().then(() => {
-      logger.info({ stats: broker.core.stats }, 'stopped');
+      logger.info({ stats: broker.stats() }, 'stopped');
       process.exit(0);
     });
   };

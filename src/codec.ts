@@ -220,3 +220,17 @@ function parseWorker(frames: Buffer[], at: number, version: Version, delimited: 
       return msg;
   }
 }
+
+/**
+ * A reply to a client: the prefix of its request (routing id, envelope, delimiter: frames before headerAt), the
+ * client header, for MDP/0.2 the command (PARTIAL or FINAL), the service frame, then body[from..].
+ */
+export function clientReply(request: Buffer[], headerAt: number, version: Version, v2cmd: number, service: Buffer, body: Buffer[], from: number): Buffer[] {
+  const msg: Buffer[] = [];
+  for (let i = 0; i < headerAt; i++) msg.push(request[i]);
+  if (version === 1) msg.push(MDPC01);
+  else msg.push(MDPC02, cmd(v2cmd));
+  msg.push(service);
+  for (let i = from; i < body.length; i++) msg.push(body[i]);
+  return msg;
+}

@@ -5,11 +5,11 @@
 // empty does the loop switch to an awaited (polled) receive. It yields to the event loop every BURST messages so
 // timers (heartbeats) keep running under load.
 
-import type { Dealer, Router } from 'zeromq';
+import type { Dealer, Pair, Router } from 'zeromq';
 
 const BURST = 1000;
 
-type Receiver = Dealer | Router;
+type Receiver = Dealer | Router | Pair;
 
 export function errorCode(err: unknown): string {
   return typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : '';

@@ -3,7 +3,7 @@
 // Sends are never awaited (sendTimeout = 0): a full pipe or a vanished peer (ROUTER mandatory) rejects at once and
 // the core is told, so nothing is dropped without being counted and answered.
 
-import type { Router } from 'zeromq';
+import type { Pair, Router } from 'zeromq';
 import type { BrokerCore } from './broker-core.js';
 import { errorCode, receiveLoop } from './receive-loop.js';
 
@@ -14,7 +14,8 @@ export class RouterTransport {
   afterHandle: (() => void) | null = null;
 
   constructor(
-    private readonly sock: Router,
+    /** The broker's ROUTER, or a shard's inproc PAIR to the main thread. */
+    private readonly sock: Router | Pair,
     private readonly core: BrokerCore,
     private readonly now: () => number,
     private readonly onError: (err: unknown) => void,

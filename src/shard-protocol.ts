@@ -1,0 +1,33 @@
+// Control messages between the main thread and shard threads (worker_threads postMessage). Frames travel over
+// inproc PAIR sockets; only these rare messages use the MessagePort.
+
+import type { CoreSnapshot, CoreStats, LogLevel } from './broker-core.js';
+import type { BrokerOptions } from './broker.js';
+import type { SendFailure } from './broker-core.js';
+import type { StatsSnapshot } from './stats.js';
+
+/** Options a shard needs; functions (log) stay on the main thread. */
+export type ShardOptions = Omit<BrokerOptions, 'log'>;
+
+export interface ShardInit {
+  index: number;
+  endpoint: string;
+  opts: ShardOptions;
+}
+
+export type ToShard =
+  | { type: 'sendFailed'; id: Uint8Array; why: SendFailure }
+  | { type: 'stats'; seq: number }
+  | { type: 'close' };
+
+export type FromShard =
+  | { type: 'ready' }
+  | { type: 'report'; snapshot: CoreSnapshot; stats: CoreStats; served: string[]; departed: Uint8Array[] }
+  | { type: 'stats'; seq: number; snapshot: StatsSnapshot }
+  | { type: 'log'; level: LogLevel; msg: string; fields?: Record<string, unknown> }
+  | { type: 'closed' };
+
+export const LEVELS: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2 };
+
+/** How often a shard reports its counters and routing changes to the main thread. */
+export const REPORT_MS = 50;

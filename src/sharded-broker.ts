@@ -1,0 +1,251 @@
+// --shards N: the main thread owns the public ROUTER socket, parses each message in place just far enough to know
+// its service (or its worker), and hands the frames to the shard that owns that service over an inproc PAIR
+// (shared ZeroMQ context, no copy). Shards run BrokerCore; what they send comes back over the same PAIR and goes
+// out on the ROUTER. A service lives on exactly one shard (FNV-1a hash of its name); a worker's messages follow the
+// shard it registered with. mmi.services and mmi.stats are answered here, for the whole broker.
+
+import { Worker as Thread } from 'node:worker_threads';
+import { Pair, Router } from 'zeromq';
+import { LRUCacheWithDelete } from 'mnemonist';
+import { C2, Kind, WCmd, clientReply, parseInbound } from './codec.js';
+import { emptyStats, peerKey, type CoreSnapshot, type CoreStats } from './broker-core.js';
+import { errorCode, receiveLoop } from './receive-loop.js';
+import { Offload } from './offload.js';
+import { parseValidateFlags } from './validation.js';
+import { StatsService, mmiStatsReplies } from './stats-service.js';
+import type { AggregateOutput } from './stats-report.js';
+import type { StatsSnapshot } from './stats.js';
+import type { BrokerImpl, BrokerOptions } from './broker.js';
+import type { FromShard, ShardInit, ToShard } from './shard-protocol.js';
+
+let instances = 0;
+
+function fnv1a(b: Buffer): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < b.length; i++) h = Math.imul(h ^ b[i], 0x01000193);
+  return h >>> 0;
+}
+
+interface ShardState {
+  thread: Thread;
+  pair: Pair;
+  snapshot: CoreSnapshot;
+  stats: CoreStats | null;
+  served: string[];
+  closed: Promise<void>;
+  exited: Promise<void>;
+}
+
+const EMPTY_SNAPSHOT: CoreSnapshot = { services: 0, workers: 0, idleWorkers: 0, busyWorkers: 0, queued: 0 };
+
+export class ShardedBroker implements BrokerImpl {
+  private readonly router: Router;
+  private readonly shards: ShardState[] = [];
+  /** Which shard a worker registered with. Bounded: an evicted live worker is told DISCONNECT and re-registers. */
+  private readonly workerShard = new LRUCacheWithDelete<number | string, number>(1 << 17);
+  private readonly offload: Offload;
+  private readonly statsService: StatsService;
+  private statsReply: Buffer = Buffer.from('{}');
+  private statsByService = new Map<string, Buffer>();
+  private statsSeq = 0;
+  private readonly statsWaiters = new Map<number, { left: number; snaps: StatsSnapshot[]; done: (s: StatsSnapshot[]) => void }>();
+  private closedFlag = false;
+  endpoints: string[] = [];
+
+  constructor(private readonly opts: BrokerOptions) {
+    this.router = new Router({
+      mandatory: true,
+      sendHighWaterMark: opts.sendHighWaterMark,
+      receiveHighWaterMark: opts.receiveHighWaterMark,
+      maxMessageSize: opts.limits.maxFrameBytes,
+      linger: 1000,
+    });
+    // Stats aggregation runs here (inline or in the pool); validation runs in the shards.
+    this.offload = new Offload(opts.offload === 'all' || opts.offload === 'stats' ? 'stats' : 'none', parseValidateFlags(opts.validate), opts.offloadThreads);
+    this.statsService = new StatsService(opts, this.offload, () => this.collectStats(), (out) => {
+      [this.statsReply, this.statsByService] = mmiStatsReplies(out);
+    });
+  }
+
+  get metricsPort(): number | null {
+    return this.statsService.metricsPort;
+  }
+
+  async start(): Promise<void> {
+    const id = `${process.pid}-${++instances}`;
+    const { log, ...shardOpts } = this.opts;
+    for (let i = 0; i < this.opts.shards; i++) {
+      const endpoint = `inproc://mdbroker-${id}-shard-${i}`;
+      const pair = new Pair({ linger: 1000, sendHighWaterMark: 0, receiveHighWaterMark: 0, sendTimeout: 0 });
+      await pair.bind(endpoint);
+      const init: ShardInit = { index: i, endpoint, opts: shardOpts };
+      const thread = new Thread(new URL('./shard-thread.js', import.meta.url), { workerData: init });
+      let closed!: () => void;
+      const exited = new Promise<void>((r) => thread.once('exit', () => r()));
+      const state: ShardState = { thread, pair, snapshot: EMPTY_SNAPSHOT, stats: null, served: [], closed: new Promise((r) => (closed = r)), exited };
+      this.shards.push(state);
+      const ready = new Promise<void>((resolve, reject) => {
+        thread.on('message', (m: FromShard) => {
+          if (m.type === 'ready') resolve();
+          else if (m.type === 'closed') closed();
+          else this.onShardMessage(i, m);
+        });
+        thread.once('error', reject);
+      });
+      thread.on('error', (err) => log('warn', 'shard thread failed', { shard: i, err: String(err) }));
+      thread.on('exit', () => closed());
+      await ready;
+      void receiveLoop(pair, (frames) => this.toPeer(i, frames), (err) => log('warn', 'shard pipe error', { err: String(err) }));
+    }
+    for (const ep of this.opts.bind) {
+      await this.router.bind(ep);
+      this.endpoints.push(this.router.lastEndpoint ?? ep);
+    }
+    void receiveLoop(this.router, (frames) => this.fromPeer(frames), (err) => log('warn', 'socket error', { err: String(err) }));
+    await this.statsService.start();
+  }
+
+  private onShardMessage(i: number, m: FromShard): void {
+    const s = this.shards[i];
+    if (m.type === 'report') {
+      s.snapshot = m.snapshot;
+      s.stats = m.stats;
+      s.served = m.served;
+      for (const id of m.departed) {
+        const key = peerKey(Buffer.from(id.buffer, id.byteOffset, id.byteLength));
+        if (this.workerShard.get(key) === i) this.workerShard.delete(key);
+      }
+    } else if (m.type === 'stats') {
+      const w = this.statsWaiters.get(m.seq);
+      if (!w) return;
+      w.snaps.push(m.snapshot);
+      if (--w.left === 0) {
+        this.statsWaiters.delete(m.seq);
+        w.done(w.snaps);
+      }
+    } else if (m.type === 'log') {
+      this.opts.log(m.level, m.msg, m.fields);
+    }
+  }
+
+  private post(i: number, m: ToShard): void {
+    this.shards[i].thread.postMessage(m);
+  }
+
+  private shardOf(service: Buffer): number {
+    return fnv1a(service) % this.shards.length;
+  }
+
+  /** A message from a client or worker: route it to its shard, or answer the broker-wide MMI here. */
+  private fromPeer(frames: Buffer[]): void {
+    const m = parseInbound(frames, this.opts.limits);
+    let shard = 0;
+    if (m.kind === Kind.ClientRequest) {
+      const svc = m.service;
+      if (svc.length >= 4 && svc[0] === 0x6d && svc[1] === 0x6d && svc[2] === 0x69 && svc[3] === 0x2e) {
+        const name = svc.toString('latin1');
+        if (name === 'mmi.services' || name === 'mmi.stats') return this.answerMmi(frames, m.headerAt, m.version, svc, name, frames[m.bodyAt]);
+        // mmi.service is answered by the shard that owns the service asked about.
+        const q = frames[m.bodyAt];
+        shard = name === 'mmi.service' && q !== undefined ? this.shardOf(q) : 0;
+      } else shard = this.shardOf(svc);
+    } else if (m.kind === Kind.Worker) {
+      const key = peerKey(frames[0]);
+      const known = this.workerShard.get(key);
+      if (m.command === WCmd.Ready) {
+        // A second READY goes where the first went, so that shard sees it and says DISCONNECT.
+        shard = known ?? this.shardOf(m.service);
+        if (known === undefined) this.workerShard.set(key, shard);
+      } else {
+        shard = known ?? 0;
+        if (m.command === WCmd.Disconnect && known !== undefined) this.workerShard.delete(key);
+      }
+    }
+    this.send(this.shards[shard].pair, frames, -1);
+  }
+
+  private answerMmi(frames: Buffer[], headerAt: number, version: 1 | 2, service: Buffer, name: string, q: Buffer | undefined): void {
+    let body: Buffer[];
+    if (name === 'mmi.services') {
+      const names = new Set<string>();
+      for (const s of this.shards) for (const n of s.served) names.add(n);
+      body = [...names].map((n) => Buffer.from(n, 'latin1'));
+    } else {
+      const report = q === undefined ? this.statsReply : this.statsByService.get(q.toString('latin1'));
+      body = [report ?? Buffer.from('404')];
+    }
+    this.send(this.router, clientReply(frames, headerAt, version, C2.FINAL, service, body, 0), -1);
+  }
+
+  /** A message a shard wants sent to a peer. */
+  private toPeer(shard: number, frames: Buffer[]): void {
+    this.send(this.router, frames, shard);
+  }
+
+  private send(sock: Router | Pair, frames: Buffer[], fromShard: number): void {
+    try {
+      sock.send(frames).then(undefined, (err: unknown) => this.sendFailed(frames[0], err, fromShard));
+    } catch (err) {
+      this.sendFailed(frames[0], err, fromShard);
+    }
+  }
+
+  private sendFailed(id: Buffer, err: unknown, fromShard: number): void {
+    if (this.closedFlag) return;
+    const code = errorCode(err);
+    const why = code === 'EHOSTUNREACH' ? 'unreachable' : code === 'EAGAIN' || code === 'EBUSY' ? 'full' : null;
+    if (why === null) {
+      this.opts.log('warn', 'send failed', { err: String(err) });
+      return;
+    }
+    // The shard that sent it learns the peer is gone (a worker: requeue; a client: drop its queued requests).
+    if (fromShard >= 0) this.post(fromShard, { type: 'sendFailed', id: new Uint8Array(id), why });
+  }
+
+  snapshot(): CoreSnapshot {
+    const t = { ...EMPTY_SNAPSHOT };
+    for (const s of this.shards) {
+      t.services += s.snapshot.services;
+      t.workers += s.snapshot.workers;
+      t.idleWorkers += s.snapshot.idleWorkers;
+      t.busyWorkers += s.snapshot.busyWorkers;
+      t.queued += s.snapshot.queued;
+    }
+    return t;
+  }
+
+  stats(): CoreStats {
+    const t = emptyStats();
+    for (const { stats } of this.shards) {
+      if (!stats) continue;
+      for (const k of Object.keys(t) as (keyof CoreStats)[]) if (k !== 'errors') t[k] += stats[k];
+      for (const k of Object.keys(t.errors) as (keyof CoreStats['errors'])[]) t.errors[k] += stats.errors[k];
+    }
+    return t;
+  }
+
+  aggregateStats(): Promise<AggregateOutput> {
+    return this.statsService.aggregate();
+  }
+
+  private collectStats(): Promise<StatsSnapshot[]> {
+    const seq = ++this.statsSeq;
+    return new Promise((done) => {
+      this.statsWaiters.set(seq, { left: this.shards.length, snaps: [], done });
+      for (let i = 0; i < this.shards.length; i++) this.post(i, { type: 'stats', seq });
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.statsService.close();
+    for (let i = 0; i < this.shards.length; i++) this.post(i, { type: 'close' });
+    const deadline = new Promise((r) => setTimeout(r, this.opts.shutdownGrace + 3000));
+    // Keep routing while shards drain: their DISCONNECTs and last replies come through us.
+    await Promise.race([Promise.all(this.shards.map((s) => s.closed)), deadline]);
+    this.closedFlag = true;
+    for (const s of this.shards) s.pair.close();
+    this.router.close();
+    await Promise.all(this.shards.map((s) => s.exited));
+    await this.offload.close();
+  }
+}

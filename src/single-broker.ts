@@ -1,0 +1,98 @@
+// The plain broker (--shards 1): the main thread runs the ROUTER socket and the core, with no extra hop.
+
+import { Router } from 'zeromq';
+import { BrokerCore, type CoreSnapshot, type CoreStats } from './broker-core.js';
+import { RouterTransport } from './transport.js';
+import { Offload } from './offload.js';
+import { AdmissionPump } from './admission.js';
+import { appliesTo, parseValidateFlags } from './validation.js';
+import { StatsService, mmiStatsReplies } from './stats-service.js';
+import type { AggregateOutput } from './stats-report.js';
+import type { BrokerImpl, BrokerOptions } from './broker.js';
+
+export class SingleBroker implements BrokerImpl {
+  readonly core: BrokerCore;
+  private readonly sock: Router;
+  private readonly transport: RouterTransport;
+  private readonly offload: Offload;
+  private readonly admission: AdmissionPump;
+  private readonly statsService: StatsService;
+  private timer: NodeJS.Timeout | null = null;
+  private readonly t0 = performance.now();
+  endpoints: string[] = [];
+
+  constructor(private readonly opts: BrokerOptions) {
+    const o = opts;
+    const rules = parseValidateFlags(o.validate);
+    this.core = new BrokerCore({ ...o, validates: rules.length > 0 ? (name) => appliesTo(rules, name) : null }, o.log);
+    this.offload = new Offload(o.offload, rules, o.offloadThreads);
+    this.sock = new Router({
+      // Without mandatory, ROUTER drops messages to unknown or full peers without a word.
+      mandatory: true,
+      sendHighWaterMark: o.sendHighWaterMark,
+      receiveHighWaterMark: o.receiveHighWaterMark,
+      // libzmq drops the connection of a peer that sends a frame over this size, before it costs us memory.
+      maxMessageSize: o.limits.maxFrameBytes,
+      linger: 1000,
+    });
+    const now = () => this.now();
+    this.transport = new RouterTransport(this.sock, this.core, now, (err) => o.log('warn', 'socket error', { err: String(err) }));
+    this.admission = new AdmissionPump(this.core, this.offload, now, () => this.transport.flush());
+    if (rules.length > 0) this.transport.afterHandle = () => this.admission.pump();
+    this.statsService = new StatsService(o, this.offload, async () => [this.core.statsSnapshot(Date.now(), this.now())], (out) => {
+      const [all, per] = mmiStatsReplies(out);
+      this.core.setStatsReplies(all, per);
+    });
+  }
+
+  get metricsPort(): number | null {
+    return this.statsService.metricsPort;
+  }
+
+  now(): number {
+    return performance.now() - this.t0;
+  }
+
+  async start(): Promise<void> {
+    await this.offload.init();
+    for (const ep of this.opts.bind) {
+      await this.sock.bind(ep);
+      this.endpoints.push(this.sock.lastEndpoint ?? ep);
+    }
+    this.transport.start();
+    const period = Math.max(5, Math.min(1000, this.opts.heartbeatInterval / 2));
+    this.timer = setInterval(() => {
+      this.core.tick(this.now());
+      this.transport.flush();
+    }, period);
+    await this.statsService.start();
+  }
+
+  snapshot(): CoreSnapshot {
+    return this.core.snapshot();
+  }
+
+  stats(): CoreStats {
+    return this.core.stats;
+  }
+
+  aggregateStats(): Promise<AggregateOutput> {
+    return this.statsService.aggregate();
+  }
+
+  async close(): Promise<void> {
+    await this.statsService.close();
+    this.core.beginShutdown(this.now());
+    this.transport.flush();
+    const until = Date.now() + this.opts.shutdownGrace;
+    while (this.core.snapshot().busyWorkers > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    // Requests still under validation are answered (with `shutdown`) when their verdicts come back.
+    await Promise.race([this.admission.idle(), new Promise((r) => setTimeout(r, Math.max(0, until - Date.now())))]);
+    this.core.finishShutdown(this.now());
+    this.transport.flush();
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    await this.transport.close();
+    await this.offload.close();
+  }
+}
