@@ -19,6 +19,8 @@ export interface LoadSpec {
   serviceTimeMs: number;
   /** MDP version of the simulated clients and workers. */
   version: 1 | 2;
+  /** Bodies are well-formed JSON (for --validate json runs); the header frame is then JSON text too. */
+  json: boolean;
   warmupMs: number;
   durationMs: number;
   /** Heartbeat interval the simulated workers use (must match the broker's). */
@@ -43,6 +45,7 @@ export const DEFAULT_RUN: Omit<RunConfig, 'name'> = {
   rate: 5000,
   serviceTimeMs: 0,
   version: 1,
+  json: false,
   warmupMs: 1000,
   durationMs: 4000,
   heartbeatInterval: 2500,

@@ -40,7 +40,9 @@ const W1_HEARTBEAT = B(4);
 const W2_HEARTBEAT = B(5);
 const HEADER_BYTES = 16;
 // The rest of every body: one shared buffer, never written after creation (zeromq sends >128 B without copying).
-const PAD = Buffer.alloc(Math.max(0, args.size - HEADER_BYTES), 0x61);
+const PAD = args.json
+  ? Buffer.from(JSON.stringify('a'.repeat(Math.max(0, args.size - HEADER_BYTES - 2))))
+  : Buffer.alloc(Math.max(0, args.size - HEADER_BYTES), 0x61);
 
 const myWorkers = args.workerTo - args.workerFrom;
 const myClients = args.withClients ? args.clients : 0;
@@ -127,10 +129,14 @@ function sendRequest(c: SimClient, at: number): void {
     state = bigger;
   }
   state[seq] = 1;
-  const head = Buffer.allocUnsafe(HEADER_BYTES);
-  head.writeDoubleLE(at, 0);
-  head.writeUInt32LE(seq, 8);
-  head.writeUInt32LE(c.index, 12);
+  let head: Buffer;
+  if (args.json) head = Buffer.from(JSON.stringify([at, seq, c.index]));
+  else {
+    head = Buffer.allocUnsafe(HEADER_BYTES);
+    head.writeDoubleLE(at, 0);
+    head.writeUInt32LE(seq, 8);
+    head.writeUInt32LE(c.index, 12);
+  }
   const svc = serviceFrames[c.nextService];
   c.nextService = (c.nextService + 1) % args.services;
   const msg: Buffer[] = [];
@@ -165,11 +171,18 @@ function onReply(c: SimClient, f: Buffer[]): void {
     errors[code] = (errors[code] ?? 0) + 1;
     if (seq < 0) unmatchedErrors++;
   } else {
-    if (seq < 0) seq = first.readUInt32LE(8);
+    let sentAt: number;
+    if (args.json) {
+      const h = JSON.parse(first.toString()) as [number, number, number];
+      sentAt = h[0];
+      if (seq < 0) seq = h[1];
+    } else {
+      sentAt = first.readDoubleLE(0);
+      if (seq < 0) seq = first.readUInt32LE(8);
+    }
     if (recording) {
       windowReplies++;
-      const us = Math.max(1, Math.round((performance.now() - first.readDoubleLE(0)) * 1000));
-      histogram.recordValue(us);
+      histogram.recordValue(Math.max(1, Math.round((performance.now() - sentAt) * 1000)));
     }
   }
   if (seq >= 0) {

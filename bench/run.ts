@@ -97,7 +97,7 @@ function validate(r: RunConfig): void {
 
 /** Starts the broker CLI on a free port; resolves with its process and endpoint. */
 function startBroker(cfg: RunConfig): Promise<{ proc: ChildProcess; endpoint: string }> {
-  const flags = ['--bind', 'tcp://127.0.0.1:*', '--log-level', 'info', '--heartbeat-interval', String(cfg.heartbeatInterval)];
+  const flags = ['--bind', 'tcp://127.0.0.1:*', '--log-level', process.env.BENCH_BROKER_LOG ?? 'info', '--heartbeat-interval', String(cfg.heartbeatInterval)];
   for (const [k, v] of Object.entries(cfg.broker)) flags.push(`--${k}`, String(v));
   const proc = spawn(process.execPath, [CLI, ...flags], { stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(proc);

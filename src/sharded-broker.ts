@@ -55,6 +55,8 @@ export class ShardedBroker implements BrokerImpl {
   constructor(private readonly opts: BrokerOptions) {
     this.router = new Router({
       mandatory: true,
+      // Never await a send: a full or vanished peer must fail at once (as in transport.ts), not queue an EBUSY.
+      sendTimeout: 0,
       sendHighWaterMark: opts.sendHighWaterMark,
       receiveHighWaterMark: opts.receiveHighWaterMark,
       maxMessageSize: opts.limits.maxFrameBytes,
@@ -200,6 +202,7 @@ export class ShardedBroker implements BrokerImpl {
     }
     // The shard that sent it learns the peer is gone (a worker: requeue; a client: drop its queued requests).
     if (fromShard >= 0) this.post(fromShard, { type: 'sendFailed', id: new Uint8Array(id), why });
+    else this.opts.log('warn', 'hand-off to a shard failed', { code });
   }
 
   snapshot(): CoreSnapshot {
