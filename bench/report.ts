@@ -8,6 +8,8 @@ export interface Measurement extends LoadResult {
   serverCpuPct: number | null;
   serverCpuUsPerReq: number | null;
   serverPeakRssBytes: number | null;
+  /** The broker's main-thread event-loop delay, p99 over the window (ms): how long ready work waited. */
+  serverLoopDelayP99Ms: number | null;
 }
 
 export interface ConfigResult {
@@ -49,13 +51,13 @@ function table(head: string[], rows: string[][]): string {
   return [line(head), width.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }
 
-export const COLUMNS = ['config', 'msgs/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'CPU %', 'CPU us/req', 'peak RSS', 'raw msgs/s', 'vs raw', 'errors', 'lost'];
+export const COLUMNS = ['config', 'msgs/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'CPU %', 'CPU us/req', 'peak RSS', 'loop p99', 'raw msgs/s', 'vs raw', 'errors', 'lost'];
 
 export function resultRow(r: ConfigResult): string[] {
   const b = r.broker;
   return [
     r.config.name, int(b.throughput), ms(b.p50), ms(b.p99), ms(b.p999), ms(b.max),
-    opt(b.serverCpuPct), opt(b.serverCpuUsPerReq, 1), mib(b.serverPeakRssBytes),
+    opt(b.serverCpuPct), opt(b.serverCpuUsPerReq, 1), mib(b.serverPeakRssBytes), b.serverLoopDelayP99Ms === null || b.serverLoopDelayP99Ms === undefined ? '-' : ms(b.serverLoopDelayP99Ms * 1000),
     r.raw ? int(r.raw.throughput) : '-', r.ratio === null ? '-' : r.ratio.toFixed(2),
     String(errorsOf(b)), String(b.lost + b.duplicates),
   ];

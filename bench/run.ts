@@ -95,9 +95,12 @@ function validate(r: RunConfig): void {
   if (!(r.durationMs > 0 && r.durationMs <= 600000)) bad('durationMs must be 1..600000');
 }
 
-/** Starts the broker CLI on a free port; resolves with its process and endpoint. */
-function startBroker(cfg: RunConfig): Promise<{ proc: ChildProcess; endpoint: string }> {
-  const flags = ['--bind', 'tcp://127.0.0.1:*', '--log-level', process.env.BENCH_BROKER_LOG ?? 'info', '--heartbeat-interval', String(cfg.heartbeatInterval)];
+/** Starts the broker CLI on a free port; resolves with its process, endpoint and metrics port. */
+function startBroker(cfg: RunConfig): Promise<{ proc: ChildProcess; endpoint: string; metricsPort: number | null }> {
+  const flags = [
+    '--bind', 'tcp://127.0.0.1:*', '--log-level', process.env.BENCH_BROKER_LOG ?? 'info',
+    '--heartbeat-interval', String(cfg.heartbeatInterval), '--metrics-port', '0',
+  ];
   for (const [k, v] of Object.entries(cfg.broker)) flags.push(`--${k}`, String(v));
   const proc = spawn(process.execPath, [CLI, ...flags], { stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(proc);
@@ -108,10 +111,10 @@ function startBroker(cfg: RunConfig): Promise<{ proc: ChildProcess; endpoint: st
     const rl = createInterface({ input: proc.stdout as NodeJS.ReadableStream });
     rl.on('line', (line) => {
       try {
-        const rec = JSON.parse(line) as { msg?: string; endpoints?: string[] };
+        const rec = JSON.parse(line) as { msg?: string; endpoints?: string[]; metricsPort?: number };
         if (rec.msg === 'mdbroker listening' && rec.endpoints) {
           clearTimeout(timer);
-          resolve({ proc, endpoint: rec.endpoints[0] });
+          resolve({ proc, endpoint: rec.endpoints[0], metricsPort: rec.metricsPort ?? null });
         }
       } catch {
         // not a log line
@@ -151,9 +154,11 @@ async function stop(proc: ChildProcess | null): Promise<void> {
 async function measure(cfg: RunConfig, kind: 'broker' | 'raw' | 'external', external: string, label: string): Promise<Measurement> {
   let server: ChildProcess | null = null;
   let target: Target;
+  let metricsPort: number | null = null;
   if (kind === 'broker') {
     const b = await startBroker(cfg);
     server = b.proc;
+    metricsPort = b.metricsPort;
     target = { kind: 'mdp', clients: b.endpoint, workers: b.endpoint };
   } else if (kind === 'raw') {
     const p = await startRawProxy();
@@ -187,15 +192,18 @@ async function measure(cfg: RunConfig, kind: 'broker' | 'raw' | 'external', exte
   let cpu1: number | null = null;
   let t0 = 0;
   let t1 = 0;
+  let loopDelay: Promise<number | null> = Promise.resolve(null);
   try {
     const result = await new Promise<LoadResult>((resolve, reject) => {
       gen.on('message', (m: LoadMessage) => {
         if (m.type === 'window-start') {
           t0 = performance.now();
           cpu0 = pid === null ? null : cpuSeconds(pid);
+          if (metricsPort !== null) void loopDelayMs(metricsPort); // resets the broker's event-loop histogram
         } else if (m.type === 'window-end') {
           t1 = performance.now();
           cpu1 = pid === null ? null : cpuSeconds(pid);
+          if (metricsPort !== null) loopDelay = loopDelayMs(metricsPort);
         } else if (m.type === 'progress') {
           progress(`${label}  ${m.phase.padEnd(7)} ${(m.elapsedMs / 1000).toFixed(1)}/${(m.totalMs / 1000).toFixed(1)} s  ${m.replies.toLocaleString('en-US')} replies`);
         } else if (m.type === 'result') resolve(m.result);
@@ -210,11 +218,23 @@ async function measure(cfg: RunConfig, kind: 'broker' | 'raw' | 'external', exte
       serverCpuPct: cpu === null ? null : (cpu / windowS) * 100,
       serverCpuUsPerReq: cpu === null || result.replies === 0 ? null : (cpu * 1e6) / result.replies,
       serverPeakRssBytes: pid === null ? null : peakRssBytes(pid),
+      serverLoopDelayP99Ms: await loopDelay,
     };
   } finally {
     await stop(gen);
     for (const h of helpers) await stop(h);
     await stop(server);
+  }
+}
+
+/** The broker's main-thread event-loop delay p99 since the previous scrape, from its /metrics. */
+async function loopDelayMs(port: number): Promise<number | null> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+    const m = /^mdbroker_broker\{name="loopDelayP99Us"\} (\d+)/m.exec(await res.text());
+    return m ? Number(m[1]) / 1000 : null;
+  } catch {
+    return null;
   }
 }
 
@@ -240,7 +260,7 @@ function medianOf(ms: Measurement[]): Measurement {
     lost: ms.reduce((a, m) => a + m.lost, 0), duplicates: ms.reduce((a, m) => a + m.duplicates, 0),
     generatorCpuUsPerReq: med((m) => m.generatorCpuUsPerReq) as number,
     serverCpuPct: med((m) => m.serverCpuPct), serverCpuUsPerReq: med((m) => m.serverCpuUsPerReq),
-    serverPeakRssBytes: med((m) => m.serverPeakRssBytes),
+    serverPeakRssBytes: med((m) => m.serverPeakRssBytes), serverLoopDelayP99Ms: med((m) => m.serverLoopDelayP99Ms),
   };
 }
 

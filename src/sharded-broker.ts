@@ -12,7 +12,7 @@ import { emptyStats, peerKey, type CoreSnapshot, type CoreStats } from './broker
 import { errorCode, receiveLoop } from './receive-loop.js';
 import { Offload } from './offload.js';
 import { parseValidateFlags } from './validation.js';
-import { StatsService, mmiStatsReplies } from './stats-service.js';
+import { LoopDelay, StatsService, mmiStatsReplies } from './stats-service.js';
 import type { AggregateOutput } from './stats-report.js';
 import type { StatsSnapshot } from './stats.js';
 import type { BrokerImpl, BrokerOptions } from './broker.js';
@@ -50,6 +50,7 @@ export class ShardedBroker implements BrokerImpl {
   private statsSeq = 0;
   private readonly statsWaiters = new Map<number, { left: number; snaps: StatsSnapshot[]; done: (s: StatsSnapshot[]) => void }>();
   private closedFlag = false;
+  private readonly loopDelay = new LoopDelay();
   endpoints: string[] = [];
 
   constructor(private readonly opts: BrokerOptions) {
@@ -234,13 +235,19 @@ export class ShardedBroker implements BrokerImpl {
   private collectStats(): Promise<StatsSnapshot[]> {
     const seq = ++this.statsSeq;
     return new Promise((done) => {
-      this.statsWaiters.set(seq, { left: this.shards.length, snaps: [], done });
+      // The main thread's event-loop delay rides on the first shard's snapshot (global counters are summed).
+      const withLoop = (snaps: StatsSnapshot[]) => {
+        if (snaps[0]) this.loopDelay.take(snaps[0].global);
+        done(snaps);
+      };
+      this.statsWaiters.set(seq, { left: this.shards.length, snaps: [], done: withLoop });
       for (let i = 0; i < this.shards.length; i++) this.post(i, { type: 'stats', seq });
     });
   }
 
   async close(): Promise<void> {
     await this.statsService.close();
+    this.loopDelay.close();
     for (let i = 0; i < this.shards.length; i++) this.post(i, { type: 'close' });
     const deadline = new Promise((r) => setTimeout(r, this.opts.shutdownGrace + 3000));
     // Keep routing while shards drain: their DISCONNECTs and last replies come through us.

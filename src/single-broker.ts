@@ -6,7 +6,7 @@ import { RouterTransport } from './transport.js';
 import { Offload } from './offload.js';
 import { AdmissionPump } from './admission.js';
 import { appliesTo, parseValidateFlags } from './validation.js';
-import { StatsService, mmiStatsReplies } from './stats-service.js';
+import { LoopDelay, StatsService, mmiStatsReplies } from './stats-service.js';
 import type { AggregateOutput } from './stats-report.js';
 import type { BrokerImpl, BrokerOptions } from './broker.js';
 
@@ -17,6 +17,7 @@ export class SingleBroker implements BrokerImpl {
   private readonly offload: Offload;
   private readonly admission: AdmissionPump;
   private readonly statsService: StatsService;
+  private readonly loopDelay = new LoopDelay();
   private timer: NodeJS.Timeout | null = null;
   private readonly t0 = performance.now();
   endpoints: string[] = [];
@@ -39,7 +40,11 @@ export class SingleBroker implements BrokerImpl {
     this.transport = new RouterTransport(this.sock, this.core, now, (err) => o.log('warn', 'socket error', { err: String(err) }));
     this.admission = new AdmissionPump(this.core, this.offload, now, () => this.transport.flush());
     if (rules.length > 0) this.transport.afterHandle = () => this.admission.pump();
-    this.statsService = new StatsService(o, this.offload, async () => [this.core.statsSnapshot(Date.now(), this.now())], (out) => {
+    this.statsService = new StatsService(o, this.offload, async () => {
+      const snap = this.core.statsSnapshot(Date.now(), this.now());
+      this.loopDelay.take(snap.global);
+      return [snap];
+    }, (out) => {
       const [all, per] = mmiStatsReplies(out);
       this.core.setStatsReplies(all, per);
     });
@@ -82,6 +87,7 @@ export class SingleBroker implements BrokerImpl {
 
   async close(): Promise<void> {
     await this.statsService.close();
+    this.loopDelay.close();
     this.core.beginShutdown(this.now());
     this.transport.flush();
     const until = Date.now() + this.opts.shutdownGrace;
