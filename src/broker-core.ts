@@ -272,6 +272,7 @@ export class BrokerCore {
         this.sendDisconnect(w.id, w.version, w.delimited);
         this.deleteWorker(w, now);
       }
+      this.maybeForget(svc);
     }
   }
 
@@ -287,6 +288,7 @@ export class BrokerCore {
     }
     for (const svc of this.services.values()) {
       for (let r = svc.queue.shift(); r; r = svc.queue.shift()) this.failRequest(r, 'shutdown', 'broker is shutting down');
+      this.maybeForget(svc);
     }
   }
 

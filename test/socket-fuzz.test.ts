@@ -1,0 +1,88 @@
+// Socket-level fuzzing: malformed multipart messages thrown at a running broker process while real traffic flows.
+// The broker must keep serving every valid request, count the junk, and not grow.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { Dealer } from 'zeromq';
+import { Client } from '../src/client.js';
+import { Worker } from '../src/worker.js';
+import { modeFlags } from './helpers.js';
+
+const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url));
+const COUNT = Number(process.env.SOCKET_FUZZ_COUNT ?? 4000);
+
+/** A small deterministic PRNG, so a failure can be replayed with the same SOCKET_FUZZ_SEED. */
+function prng(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return (s >>> 0) / 0x100000000;
+  };
+}
+
+const rssKiB = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+
+test(`socket fuzz: ${COUNT} malformed messages at a live broker; valid traffic is all served`, async (t) => {
+  const child = spawn(process.execPath, [CLI, '--bind', 'tcp://127.0.0.1:*', '--heartbeat-interval', '200', '--max-frame-bytes', '65536', '--log-level', 'info', '--stats-interval', '0', '--metrics-port', '0', ...modeFlags()]);
+  t.after(() => child.kill('SIGKILL'));
+  const { endpoint, metricsPort } = await new Promise<{ endpoint: string; metricsPort: number }>((resolve, reject) => {
+    createInterface({ input: child.stdout }).on('line', (l) => {
+      const r = JSON.parse(l) as { msg: string; endpoints?: string[]; metricsPort?: number };
+      if (r.msg === 'mdbroker listening' && r.endpoints) resolve({ endpoint: r.endpoints[0], metricsPort: r.metricsPort as number });
+    });
+    child.on('exit', (c) => reject(new Error(`broker exited ${c}`)));
+  });
+  const worker = new Worker({ endpoint, service: 'echo', heartbeatInterval: 200, handler: (b) => b });
+  const client = new Client({ endpoints: endpoint, timeout: 10000 });
+  const junk = Array.from({ length: 5 }, () => {
+    const d = new Dealer({ linger: 0, sendTimeout: 0 });
+    d.connect(endpoint);
+    return d;
+  });
+  t.after(async () => {
+    client.close();
+    await worker.close();
+    for (const d of junk) d.close();
+  });
+  await new Promise((r) => setTimeout(r, 300));
+  const rss0 = rssKiB(child.pid as number);
+
+  const seed = Number(process.env.SOCKET_FUZZ_SEED ?? 424242);
+  const rnd = prng(seed);
+  const pick = <T>(xs: T[]) => xs[Math.floor(rnd() * xs.length)];
+  const headers = ['', 'MDPC01', 'MDPC02', 'MDPW01', 'MDPW02', 'MDPX01', 'echo', 'mmi.service'];
+  const frame = (): Buffer => {
+    const r = rnd();
+    if (r < 0.4) return Buffer.from(pick(headers));
+    if (r < 0.7) return Buffer.from([Math.floor(rnd() * 8)]);
+    return Buffer.from(Array.from({ length: Math.floor(rnd() * 40) }, () => Math.floor(rnd() * 256)));
+  };
+  let sent = 0;
+  const valid: Promise<Buffer[]>[] = [];
+  for (let i = 0; i < COUNT; i++) {
+    const frames = Array.from({ length: 1 + Math.floor(rnd() * 12) }, frame);
+    try {
+      await pick(junk).send(frames);
+      sent++;
+    } catch {
+      // a full pipe: skip
+    }
+    if (i % 20 === 0) valid.push(client.request('echo', `v${i}`));
+    if (i % 200 === 0) await new Promise((r) => setImmediate(r));
+  }
+  const replies = await Promise.all(valid);
+  replies.forEach((r, k) => assert.equal(r[0].toString(), `v${k * 20}`));
+  const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const malformed = Number(/^mdbroker_broker\{name="malformed"\} (\d+)/m.exec(metrics)?.[1] ?? 0);
+  assert.ok(sent > COUNT / 2, `sent ${sent}`);
+  assert.ok(malformed > sent / 4, `junk was counted as malformed: ${malformed} of ${sent}`);
+  const rss1 = rssKiB(child.pid as number);
+  t.diagnostic(`seed ${seed}: ${sent} junk messages, ${valid.length} valid requests served; broker RSS ${(rss0 / 1024).toFixed(0)} -> ${(rss1 / 1024).toFixed(0)} MiB; ${malformed} counted malformed`);
+  assert.ok(rss1 - rss0 < 64 * 1024, `RSS grew by ${(rss1 - rss0) / 1024} MiB`);
+  assert.equal(child.exitCode, null, 'broker still running');
+});
