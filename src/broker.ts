@@ -4,6 +4,7 @@
 import { DEFAULT_CORE_OPTIONS, type CoreOptions, type CoreSnapshot, type CoreStats, type LogFn } from './broker-core.js';
 import { DEFAULT_LIMITS, type Limits } from './codec.js';
 import type { OffloadMode } from './offload.js';
+import type { KeyPair } from './security.js';
 import type { AggregateOutput } from './stats-report.js';
 import { SingleBroker } from './single-broker.js';
 import { ShardedBroker } from './sharded-broker.js';
@@ -29,6 +30,10 @@ export interface BrokerOptions extends Omit<CoreOptions, 'limits' | 'validates'>
   metricsHost: string;
   /** Protocol cores on worker threads; services are partitioned over them by name. */
   shards: number;
+  /** CURVE: the broker's key pair turns encryption on; null = plain TCP. */
+  curveKeys: KeyPair | null;
+  /** With CURVE, the public keys that may connect (clients and workers); null = any key. */
+  allowKeys: string[] | null;
   log: LogFn;
   /** Lowest level passed to `log` (shard threads filter before posting). */
   logLevel: 'debug' | 'info' | 'warn';
@@ -48,12 +53,15 @@ export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
   metricsPort: null,
   metricsHost: '127.0.0.1',
   shards: 1,
+  curveKeys: null,
+  allowKeys: null,
   log: () => {},
   logLevel: 'debug',
 };
 
 export interface BrokerImpl {
   readonly endpoints: string[];
+  readonly curveDenied: number;
   readonly metricsPort: number | null;
   start(): Promise<void>;
   close(): Promise<void>;
@@ -90,6 +98,11 @@ export class Broker {
   /** Registered workers, queued requests and so on (with shards: as last reported, within ~50 ms). */
   snapshot(): CoreSnapshot {
     return this.impl.snapshot();
+  }
+
+  /** Connections refused by the CURVE allow-list so far. */
+  get curveDenied(): number {
+    return this.impl.curveDenied;
   }
 
   /** The broker's counters (with shards: summed, as last reported). */

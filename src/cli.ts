@@ -8,6 +8,7 @@ import { Broker, DEFAULT_BROKER_OPTIONS } from './broker.js';
 import { DEFAULT_LIMITS } from './codec.js';
 import type { LogFn } from './broker-core.js';
 import { OFFLOAD_MODES, type OffloadMode } from './offload.js';
+import { keygen, readAllowList, readSecretKeyFile, type KeyPair } from './security.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -36,6 +37,11 @@ Usage: mdbroker [options]
   --offload MODE             none, stats, validation or all: what runs in the worker-thread pool (default ${d.offload})
   --offload-threads N        threads in that pool (default ${d.offloadThreads})
   --shards N                 protocol cores on N worker threads behind one ROUTER (default ${d.shards})
+  --curve-secret-key FILE    turn on CURVE encryption with this key pair (see 'mdbroker keygen')
+  --allow-clients FILE       with CURVE: public keys allowed to connect as clients (one per line)
+  --allow-workers FILE       with CURVE: public keys allowed to connect as workers (one per line)
+
+  mdbroker keygen NAME       write a CURVE key pair to NAME.key (secret, mode 0600) and NAME.pub
   --log-level LEVEL          debug, info, warn, error or silent (default info)
   -h, --help                 this text
   -v, --version              the version
@@ -64,6 +70,9 @@ const spec = {
   offload: { type: 'string' },
   'offload-threads': { type: 'string' },
   shards: { type: 'string' },
+  'curve-secret-key': { type: 'string' },
+  'allow-clients': { type: 'string' },
+  'allow-workers': { type: 'string' },
   'log-level': { type: 'string', default: 'info' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean', short: 'v' },
@@ -79,6 +88,23 @@ function int(values: Record<string, unknown>, name: string, fallback: number, mi
   return n;
 }
 
+function curveOptions(values: Record<string, unknown>): { curveKeys: KeyPair | null; allowKeys: string[] | null } {
+  const keyFile = values['curve-secret-key'] as string | undefined;
+  const lists = [values['allow-clients'], values['allow-workers']].filter((f): f is string => typeof f === 'string');
+  if (!keyFile) {
+    if (lists.length > 0) throw new UsageError('--allow-clients/--allow-workers need --curve-secret-key');
+    return { curveKeys: null, allowKeys: null };
+  }
+  try {
+    const curveKeys = readSecretKeyFile(keyFile);
+    // libzmq's ZAP sees a connecting key, not whether it will act as client or worker: the lists are joined.
+    const allowKeys = lists.length === 0 ? null : [...new Set(lists.flatMap((f) => [...readAllowList(f)]))];
+    return { curveKeys, allowKeys };
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
 function offloadMode(raw: unknown): OffloadMode {
   if (raw === undefined) return d.offload;
   if (!OFFLOAD_MODES.includes(raw as OffloadMode)) throw new UsageError(`--offload must be one of ${OFFLOAD_MODES.join(', ')}, got '${String(raw)}'`);
@@ -86,6 +112,13 @@ function offloadMode(raw: unknown): OffloadMode {
 }
 
 function main(argv: string[]): void {
+  if (argv[0] === 'keygen') {
+    const name = argv[1];
+    if (!name || argv.length > 2) return usage('usage: mdbroker keygen NAME   (writes NAME.key and NAME.pub)');
+    const pair = keygen(name);
+    process.stdout.write(`wrote ${name}.key (secret, mode 0600) and ${name}.pub\npublic key: ${pair.publicKey}\n`);
+    return;
+  }
   let values: Record<string, unknown>;
   try {
     values = parseArgs({ args: argv, options: spec, strict: true, allowPositionals: false }).values;
@@ -130,6 +163,7 @@ function main(argv: string[]): void {
       offload: offloadMode(values.offload),
       offloadThreads: int(values, 'offload-threads', d.offloadThreads),
       shards: int(values, 'shards', d.shards),
+      ...curveOptions(values),
       logLevel: level === 'debug' ? 'debug' : level === 'info' ? 'info' : 'warn',
       log,
     });

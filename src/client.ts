@@ -9,6 +9,7 @@ import { Dealer } from 'zeromq';
 import { C2, EMPTY, MDPC01, MDPC02, cmd, type Version } from './codec.js';
 import { ClosedError, TimeoutError, decodeError, isErrorReply, MdpError } from './errors.js';
 import { Sender, toFrames, type Frame } from './sender.js';
+import { curveClientOptions, type CurveClientKeys } from './security.js';
 
 export interface ClientOptions {
   /** Broker endpoint(s); on timeout the client reconnects to the next one. */
@@ -21,7 +22,9 @@ export interface ClientOptions {
   retries?: number;
   /** Plain MDP framing without the request-id envelope: one request at a time. */
   plain?: boolean;
-  /** ZeroMQ socket options such as CURVE keys, passed to every socket the client opens. */
+  /** CURVE: the broker's public key and this client's key pair. */
+  curve?: CurveClientKeys;
+  /** Other ZeroMQ socket options, passed to every socket the client opens. */
   socketOptions?: ConstructorParameters<typeof Dealer>[0];
 }
 
@@ -195,7 +198,7 @@ export class Client {
   }
 
   private open(): Dealer {
-    const sock = new Dealer({ linger: 0, ...this.opts.socketOptions });
+    const sock = new Dealer({ linger: 0, ...(this.opts.curve ? curveClientOptions(this.opts.curve) : {}), ...this.opts.socketOptions });
     sock.connect(this.endpoints[this.endpointIndex]);
     void this.receiveLoop(sock);
     return sock;

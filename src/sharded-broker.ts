@@ -12,6 +12,7 @@ import { emptyStats, peerKey, type CoreSnapshot, type CoreStats } from './broker
 import { errorCode, receiveLoop } from './receive-loop.js';
 import { Offload } from './offload.js';
 import { parseValidateFlags } from './validation.js';
+import { secureRouter, zap } from './security.js';
 import { LoopDelay, StatsService, mmiStatsReplies } from './stats-service.js';
 import type { AggregateOutput } from './stats-report.js';
 import type { StatsSnapshot } from './stats.js';
@@ -52,6 +53,11 @@ export class ShardedBroker implements BrokerImpl {
   private closedFlag = false;
   private readonly loopDelay = new LoopDelay();
   endpoints: string[] = [];
+  private zapDomain: string | null = null;
+
+  get curveDenied(): number {
+    return this.zapDomain === null ? 0 : zap.deniedCount(this.zapDomain);
+  }
 
   constructor(private readonly opts: BrokerOptions) {
     this.router = new Router({
@@ -100,6 +106,10 @@ export class ShardedBroker implements BrokerImpl {
       await ready;
       void receiveLoop(pair, (frames) => this.toPeer(i, frames), (err) => log('warn', 'shard pipe error', { err: String(err) }));
     }
+    // CURVE options go on before bind, once the ZAP domain that checks keys is registered.
+    const sec = await secureRouter(this.opts.curveKeys, this.opts.allowKeys, this.opts.log);
+    this.zapDomain = sec.domain;
+    Object.assign(this.router, sec.options);
     for (const ep of this.opts.bind) {
       await this.router.bind(ep);
       this.endpoints.push(this.router.lastEndpoint ?? ep);
@@ -257,5 +267,6 @@ export class ShardedBroker implements BrokerImpl {
     this.router.close();
     await Promise.all(this.shards.map((s) => s.exited));
     await this.offload.close();
+    if (this.zapDomain !== null) zap.unregister(this.zapDomain);
   }
 }

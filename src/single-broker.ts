@@ -6,6 +6,7 @@ import { RouterTransport } from './transport.js';
 import { Offload } from './offload.js';
 import { AdmissionPump } from './admission.js';
 import { appliesTo, parseValidateFlags } from './validation.js';
+import { secureRouter, zap } from './security.js';
 import { LoopDelay, StatsService, mmiStatsReplies } from './stats-service.js';
 import type { AggregateOutput } from './stats-report.js';
 import type { BrokerImpl, BrokerOptions } from './broker.js';
@@ -21,6 +22,11 @@ export class SingleBroker implements BrokerImpl {
   private timer: NodeJS.Timeout | null = null;
   private readonly t0 = performance.now();
   endpoints: string[] = [];
+  private zapDomain: string | null = null;
+
+  get curveDenied(): number {
+    return this.zapDomain === null ? 0 : zap.deniedCount(this.zapDomain);
+  }
 
   constructor(private readonly opts: BrokerOptions) {
     const o = opts;
@@ -60,6 +66,10 @@ export class SingleBroker implements BrokerImpl {
 
   async start(): Promise<void> {
     await this.offload.init();
+    // CURVE options go on before bind, once the ZAP domain that checks keys is registered.
+    const sec = await secureRouter(this.opts.curveKeys, this.opts.allowKeys, this.opts.log);
+    this.zapDomain = sec.domain;
+    Object.assign(this.sock, sec.options);
     for (const ep of this.opts.bind) {
       await this.sock.bind(ep);
       this.endpoints.push(this.sock.lastEndpoint ?? ep);
@@ -100,5 +110,6 @@ export class SingleBroker implements BrokerImpl {
     this.timer = null;
     await this.transport.close();
     await this.offload.close();
+    if (this.zapDomain !== null) zap.unregister(this.zapDomain);
   }
 }

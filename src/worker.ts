@@ -6,6 +6,7 @@ import { Dealer } from 'zeromq';
 import { EMPTY, MDPW01, MDPW02, W1, W2, cmd, type Version } from './codec.js';
 import { MdpError } from './errors.js';
 import { Sender, toFrames, type Frame } from './sender.js';
+import { curveClientOptions, type CurveClientKeys } from './security.js';
 
 export interface RequestContext {
   /** The client address frame the broker sent (opaque). */
@@ -32,6 +33,8 @@ export interface WorkerOptions {
   concurrency?: number;
   /** Called when a handler throws; the session then disconnects so the broker retries the request elsewhere. */
   onError?: (err: unknown) => void;
+  /** CURVE: the broker's public key and this worker's key pair. */
+  curve?: CurveClientKeys;
   socketOptions?: ConstructorParameters<typeof Dealer>[0];
 }
 
@@ -85,7 +88,7 @@ class Session {
   }
 
   private connect(): void {
-    const sock = new Dealer({ linger: 0, ...this.opts.socketOptions });
+    const sock = new Dealer({ linger: 0, ...(this.opts.curve ? curveClientOptions(this.opts.curve) : {}), ...this.opts.socketOptions });
     sock.connect(this.opts.endpoint);
     this.sock = sock;
     if (this.sender) this.sender.reset(sock);

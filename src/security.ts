@@ -1,0 +1,171 @@
+// CURVE encryption and key allow-lists. ZeroMQ's CURVE (RFC 26) encrypts and authenticates every connection; a ZAP
+// handler (RFC 27) decides which client keys may connect. Key files are zcert-style text:
+//   public-key = "<40 chars Z85>"
+//   secret-key = "<40 chars Z85>"      (secret files only; written mode 0600)
+// An allow-list file holds one Z85 public key per line (a zcert public file, or bare keys; a line starting with '#'
+// is a comment).
+
+import { readFileSync, writeFileSync } from 'node:fs';
+import { Router, curveKeyPair } from 'zeromq';
+import type { LogFn } from './broker-core.js';
+
+export interface KeyPair {
+  publicKey: string;
+  secretKey: string;
+}
+
+const Z85_KEY = /^[0-9a-zA-Z.\-:+=^!/*?&<>()[\]{}@%$#]{40}$/;
+
+function field(text: string, name: string): string | null {
+  const m = new RegExp(`^\\s*${name}\\s*=\\s*"([^"]{40})"`, 'm').exec(text);
+  return m ? m[1] : null;
+}
+
+export function readSecretKeyFile(path: string): KeyPair {
+  const text = readFileSync(path, 'utf8');
+  const publicKey = field(text, 'public-key');
+  const secretKey = field(text, 'secret-key');
+  if (!publicKey || !secretKey) throw new Error(`${path}: expected public-key = "..." and secret-key = "..." lines (mdbroker keygen writes them)`);
+  return { publicKey, secretKey };
+}
+
+export function readAllowList(path: string): Set<string> {
+  const keys = new Set<string>();
+  readFileSync(path, 'utf8').split('\n').forEach((raw, i) => {
+    // Z85 uses '#', so only a line that starts with it is a comment.
+    const line = raw.trim();
+    if (!line || line.startsWith('#')) return;
+    const key = field(line, 'public-key') ?? line;
+    if (!Z85_KEY.test(key)) throw new Error(`${path}:${i + 1}: not a 40-character Z85 public key`);
+    keys.add(key);
+  });
+  return keys;
+}
+
+/** Writes NAME.key (secret, 0600) and NAME.pub (public); returns the pair. */
+export function keygen(name: string): KeyPair {
+  const pair = curveKeyPair();
+  const stamp = `# mdbroker CURVE key, ${new Date().toISOString()}\n`;
+  writeFileSync(`${name}.key`, `${stamp}public-key = "${pair.publicKey}"\nsecret-key = "${pair.secretKey}"\n`, { mode: 0o600 });
+  writeFileSync(`${name}.pub`, `${stamp}public-key = "${pair.publicKey}"\n`);
+  return pair;
+}
+
+/** Options for the broker's ROUTER when CURVE is on. */
+export function curveServerOptions(keys: KeyPair, domain: string): { curveServer: true; curvePublicKey: string; curveSecretKey: string; zapDomain: string } {
+  return { curveServer: true, curvePublicKey: keys.publicKey, curveSecretKey: keys.secretKey, zapDomain: domain };
+}
+
+/** Options for a client's or worker's socket talking to a CURVE broker. */
+export interface CurveClientKeys {
+  /** The broker's public key. */
+  serverKey: string;
+  publicKey: string;
+  secretKey: string;
+}
+
+export function curveClientOptions(k: CurveClientKeys): { curveServerKey: string; curvePublicKey: string; curveSecretKey: string } {
+  return { curveServerKey: k.serverKey, curvePublicKey: k.publicKey, curveSecretKey: k.secretKey };
+}
+
+// ---- ZAP ----
+
+interface Domain {
+  /** Null: any key may connect (encryption only). */
+  allowed: Set<string> | null;
+  log: LogFn;
+  denied: number;
+}
+
+const Z85_CHARS = '0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#';
+
+function z85(b: Buffer): string {
+  let out = '';
+  for (let i = 0; i < b.length; i += 4) {
+    let v = b.readUInt32BE(i);
+    let chunk = '';
+    for (let k = 0; k < 5; k++) {
+      chunk = Z85_CHARS[v % 85] + chunk;
+      v = Math.floor(v / 85);
+    }
+    out += chunk;
+  }
+  return out;
+}
+
+/**
+ * One ZAP handler per process (libzmq looks for it at inproc://zeromq.zap.01 in the context); each broker
+ * registers its own ZAP domain with its allow-list.
+ */
+class ZapHandler {
+  private sock: Router | null = null;
+  private readonly domains = new Map<string, Domain>();
+
+  async register(domain: string, d: Domain): Promise<void> {
+    this.domains.set(domain, d);
+    if (this.sock) return;
+    const sock = new Router();
+    this.sock = sock;
+    await sock.bind('inproc://zeromq.zap.01');
+    void this.loop(sock);
+  }
+
+  deniedCount(domain: string): number {
+    return this.domains.get(domain)?.denied ?? 0;
+  }
+
+  unregister(domain: string): void {
+    this.domains.delete(domain);
+    if (this.domains.size === 0 && this.sock) {
+      this.sock.close();
+      this.sock = null;
+    }
+  }
+
+  private async loop(sock: Router): Promise<void> {
+    while (!sock.closed) {
+      let msg: Buffer[];
+      try {
+        msg = await sock.receive();
+      } catch {
+        return;
+      }
+      // [routing id, "", version, request id, domain, address, identity, mechanism, credentials...]
+      const [id, , version, requestId, domainF, address, , mechanism, key] = msg;
+      const d = this.domains.get(domainF?.toString() ?? '');
+      let status = '400';
+      let text = 'no such domain';
+      let user = '';
+      if (d && version?.toString() === '1.0' && mechanism?.toString() === 'CURVE' && key?.length === 32) {
+        user = z85(key);
+        if (d.allowed === null || d.allowed.has(user)) {
+          status = '200';
+          text = 'OK';
+        } else {
+          text = 'key not allowed';
+          d.denied++;
+          d.log('warn', 'connection refused: CURVE key not on the allow-list', { key: user, address: address?.toString() });
+        }
+      }
+      try {
+        await sock.send([id, Buffer.alloc(0), Buffer.from('1.0'), requestId ?? Buffer.alloc(0), Buffer.from(status), Buffer.from(text), Buffer.from(status === '200' ? user : ''), Buffer.alloc(0)]);
+      } catch {
+        return;
+      }
+    }
+  }
+}
+
+export const zap = new ZapHandler();
+let domains = 0;
+export function newZapDomain(): string {
+  return `mdbroker-${process.pid}-${++domains}`;
+}
+
+/** Registers the broker's ZAP domain (when CURVE is on) and returns the ROUTER options for it. */
+export async function secureRouter(keys: KeyPair | null, allow: string[] | null, log: LogFn): Promise<{ options: Record<string, unknown>; domain: string | null }> {
+  if (keys === null) return { options: {}, domain: null };
+  const domain = newZapDomain();
+  await zap.register(domain, { allowed: allow === null ? null : new Set(allow), log, denied: 0 });
+  return { options: curveServerOptions(keys, domain), domain };
+}

@@ -1,0 +1,126 @@
+// CURVE: allowed keys are served, unlisted and plaintext peers reach nothing, and the wire carries no plaintext.
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, connect, type Server } from 'node:net';
+import { mkdtempSync, rmSync, writeFileSync, readFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { curveKeyPair } from 'zeromq';
+import { Client } from '../src/client.js';
+import { Worker } from '../src/worker.js';
+import { TimeoutError } from '../src/errors.js';
+import { readAllowList, readSecretKeyFile } from '../src/security.js';
+import { startBroker, until } from './helpers.js';
+import type { Broker } from '../src/broker.js';
+
+const HB = { heartbeatInterval: 100, heartbeatLiveness: 3 };
+const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url));
+
+async function secureBroker(t: TestContext, allow: string[] | null): Promise<{ broker: Broker; endpoint: string; serverKey: string }> {
+  const keys = curveKeyPair();
+  const { broker, endpoint } = await startBroker({ ...HB, curveKeys: keys, allowKeys: allow });
+  t.after(() => broker.close());
+  return { broker, endpoint, serverKey: keys.publicKey };
+}
+
+/** A TCP relay that records every byte it carries, to look at what is on the wire. */
+async function recordingRelay(t: TestContext, target: string): Promise<{ endpoint: string; bytes: () => Buffer }> {
+  const [, host, port] = /tcp:\/\/([\d.]+):(\d+)/.exec(target) as RegExpExecArray;
+  const chunks: Buffer[] = [];
+  const open = new Set<{ destroy(): void }>();
+  const server: Server = createServer((inbound) => {
+    const outbound = connect(Number(port), host);
+    open.add(inbound);
+    open.add(outbound);
+    inbound.on('data', (d: Buffer) => { chunks.push(d); outbound.write(d); });
+    outbound.on('data', (d: Buffer) => { chunks.push(d); inbound.write(d); });
+    inbound.on('close', () => outbound.destroy());
+    outbound.on('close', () => inbound.destroy());
+    inbound.on('error', () => outbound.destroy());
+    outbound.on('error', () => inbound.destroy());
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  t.after(() => new Promise<void>((r) => {
+    for (const c of open) c.destroy();
+    server.close(() => r());
+  }));
+  const addr = server.address() as { port: number };
+  return { endpoint: `tcp://127.0.0.1:${addr.port}`, bytes: () => Buffer.concat(chunks) };
+}
+
+test('CURVE: listed client and worker keys are served; an unlisted key and a plaintext peer reach nothing', async (t) => {
+  const clientKeys = curveKeyPair();
+  const workerKeys = curveKeyPair();
+  const stranger = curveKeyPair();
+  const { broker, endpoint, serverKey } = await secureBroker(t, [clientKeys.publicKey, workerKeys.publicKey]);
+  const worker = new Worker({ endpoint, service: 'echo', ...HB, handler: (b) => b, curve: { serverKey, ...workerKeys } });
+  const client = new Client({ endpoints: endpoint, timeout: 3000, curve: { serverKey, ...clientKeys } });
+  const intruder = new Client({ endpoints: endpoint, timeout: 300, retries: 1, curve: { serverKey, ...stranger } });
+  const plain = new Client({ endpoints: endpoint, timeout: 300, retries: 1 });
+  t.after(async () => {
+    client.close();
+    intruder.close();
+    plain.close();
+    await worker.close();
+  });
+  assert.ok(await until(() => broker.snapshot().workers === 1, 3000));
+  assert.deepEqual((await client.request('echo', 'hi')).map(String), ['hi']);
+  await assert.rejects(intruder.request('echo', 'let me in'), TimeoutError);
+  await assert.rejects(plain.request('echo', 'plaintext'), TimeoutError);
+  await assert.rejects(intruder.request('mmi.service', 'echo'), TimeoutError);
+  assert.ok(broker.curveDenied >= 1, 'the refused key was counted');
+  assert.equal(broker.stats().requests, 1, 'nothing from the intruder or the plaintext peer got through');
+});
+
+test('CURVE: an unlisted worker cannot register', async (t) => {
+  const clientKeys = curveKeyPair();
+  const { broker, endpoint, serverKey } = await secureBroker(t, [clientKeys.publicKey]);
+  const rogue = new Worker({ endpoint, service: 'echo', ...HB, handler: () => 'hijacked', curve: { serverKey, ...curveKeyPair() } });
+  t.after(() => rogue.close());
+  await new Promise((r) => setTimeout(r, 400));
+  assert.equal(broker.snapshot().workers, 0);
+  assert.ok(broker.curveDenied >= 1);
+});
+
+test('CURVE: the bytes on the wire carry neither the body nor the MDP headers (and plain TCP does)', async (t) => {
+  const secret = 'SECRET-PAYLOAD-4242';
+  for (const curve of [false, true]) {
+    const keys = curveKeyPair();
+    const clientKeys = curveKeyPair();
+    const { broker, endpoint } = await startBroker({ ...HB, curveKeys: curve ? keys : null, allowKeys: null });
+    t.after(() => broker.close());
+    const relay = await recordingRelay(t, endpoint);
+    const auth = curve ? { curve: { serverKey: keys.publicKey, ...clientKeys } } : {};
+    const worker = new Worker({ endpoint: relay.endpoint, service: 'vault', ...HB, handler: (b) => [`${b[0].toString()}-echo`], ...auth });
+    const client = new Client({ endpoints: relay.endpoint, timeout: 3000, ...auth });
+    t.after(async () => {
+      client.close();
+      await worker.close();
+    });
+    assert.ok(await until(() => broker.snapshot().workers === 1, 3000));
+    assert.deepEqual((await client.request('vault', secret)).map(String), [`${secret}-echo`]);
+    const wire = relay.bytes();
+    assert.ok(wire.length > 0);
+    const visible = wire.includes(secret) || wire.includes('MDPC01') || wire.includes('vault');
+    assert.equal(visible, !curve, curve ? 'CURVE traffic must be unreadable' : 'control: plain TCP shows the payload');
+  }
+});
+
+test('mdbroker keygen writes a 0600 secret file and a public file the broker and allow-lists read', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'mdkeys-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const r = spawnSync(process.execPath, [CLI, 'keygen', join(dir, 'broker')], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(statSync(join(dir, 'broker.key')).mode & 0o777, 0o600);
+  const pair = readSecretKeyFile(join(dir, 'broker.key'));
+  assert.match(r.stdout, new RegExp(pair.publicKey.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
+  writeFileSync(join(dir, 'allow.txt'), `# clients\n${readFileSync(join(dir, 'broker.pub'), 'utf8')}\n${curveKeyPair().publicKey}\n`);
+  assert.equal(readAllowList(join(dir, 'allow.txt')).size, 2);
+  assert.ok(readAllowList(join(dir, 'allow.txt')).has(pair.publicKey));
+  writeFileSync(join(dir, 'bad.txt'), 'not-a-key\n');
+  const bad = spawnSync(process.execPath, [CLI, '--curve-secret-key', join(dir, 'broker.key'), '--allow-clients', join(dir, 'bad.txt')], { encoding: 'utf8' });
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /bad\.txt:1: not a 40-character Z85 public key/);
+});
