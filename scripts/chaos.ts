@@ -1,0 +1,209 @@
+// npm run test:chaos: real processes on 127.0.0.1 under steady load while things break.
+//   - worker processes are killed with SIGKILL at random, mid-request, and replaced;
+//   - the broker process is restarted mid-load (once with SIGKILL, once with SIGTERM); clients resend, workers
+//     re-register;
+//   - clients vanish with requests queued;
+//   - one worker hangs: alive, heartbeating, never answering (the broker's busy timeout takes its requests back).
+// Every request is accounted for: answered (exactly once at the client, with its own body), or failed back with a
+// typed error. Worker executions beyond one per request are reported as duplicates. Exit 1 on any request lost
+// (never settled) or answered with someone else's reply.
+//
+// CHAOS_SECONDS (default 40) sets the length; CHAOS_MIN_REQUESTS (default 20000) the least that must be issued.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { Client } from '../src/client.js';
+import { BrokerError, TimeoutError } from '../src/errors.js';
+
+const SECONDS = Number(process.env.CHAOS_SECONDS ?? 40);
+const MIN_REQUESTS = Number(process.env.CHAOS_MIN_REQUESTS ?? 20000);
+const HB = 250;
+const WORKERS = 6;
+const CLIENTS = 6;
+const WINDOW = 24;
+const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url));
+const WORKER = fileURLToPath(new URL('./chaos-worker.js', import.meta.url));
+
+const procs = new Set<ChildProcess>();
+const executions = new Map<string, number>();
+let endpoint = 'tcp://127.0.0.1:*';
+let broker: ChildProcess | null = null;
+const events = { workerKills: 0, brokerRestarts: 0, vanishedClients: 0, abandonedRequests: 0 };
+
+function cleanup(): void {
+  for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+}
+process.on('exit', cleanup);
+process.on('SIGINT', () => {
+  cleanup();
+  process.exit(130);
+});
+
+/** Starts the broker with the chaos settings on `endpoint`; a bind failure (port still held) shows as an exit. */
+function startBroker(): Promise<void> {
+  const p = spawn(process.execPath, [
+    CLI, '--bind', endpoint, '--heartbeat-interval', String(HB), '--heartbeat-liveness', '3', '--busy-timeout', '3000',
+    '--max-attempts', '5', '--request-ttl', '20000', '--shutdown-grace', '500', '--log-level', 'warn', '--stats-interval', '0',
+  ], { stdio: ['ignore', 'ignore', 'inherit'] });
+  procs.add(p);
+  broker = p;
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, 300);
+    p.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`broker exited ${code}`));
+    });
+  });
+}
+
+async function firstBroker(): Promise<void> {
+  const p = spawn(process.execPath, [CLI, '--bind', 'tcp://127.0.0.1:*', '--log-level', 'info', '--stats-interval', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  procs.add(p);
+  endpoint = await new Promise<string>((resolve, reject) => {
+    createInterface({ input: p.stdout as NodeJS.ReadableStream }).on('line', (l) => {
+      const r = JSON.parse(l) as { msg: string; endpoints?: string[] };
+      if (r.msg === 'mdbroker listening' && r.endpoints) resolve(r.endpoints[0]);
+    });
+    p.once('exit', (c) => reject(new Error(`broker exited ${c}`)));
+  });
+  // That one only found a free port; the real broker runs with the chaos settings on the same endpoint.
+  p.kill('SIGKILL');
+  await new Promise((r) => p.once('exit', r));
+  await startBroker();
+}
+
+function startWorker(mode: 'echo' | 'hang'): ChildProcess {
+  const p = spawn(process.execPath, [WORKER, endpoint, mode, String(HB)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  procs.add(p);
+  createInterface({ input: p.stdout as NodeJS.ReadableStream }).on('line', (l) => {
+    if (l.startsWith('done ')) {
+      const id = l.slice(5);
+      executions.set(id, (executions.get(id) ?? 0) + 1);
+    }
+  });
+  p.once('exit', () => procs.delete(p));
+  return p;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function main(): Promise<number> {
+  await firstBroker();
+  const workers: ChildProcess[] = Array.from({ length: WORKERS }, () => startWorker('echo'));
+  const hanging = startWorker('hang');
+  await sleep(500);
+
+  const tally = { issued: 0, answered: 0, wrongReply: 0, errors: {} as Record<string, number> };
+  const pending = new Set<string>();
+  let running = true;
+  const clients = Array.from({ length: CLIENTS }, () => new Client({ endpoints: endpoint, timeout: 1500, retries: 12 }));
+
+  const loop = async (client: Client, c: number) => {
+    let n = 0;
+    const one = async (): Promise<void> => {
+      while (running) {
+        const id = `c${c}-${n++}`;
+        tally.issued++;
+        pending.add(id);
+        try {
+          const reply = await client.request('chaos', id);
+          if (reply[0]?.toString() === id) tally.answered++;
+          else tally.wrongReply++;
+        } catch (err) {
+          const code = err instanceof BrokerError ? `broker:${err.code}` : err instanceof TimeoutError ? 'timeout' : `other:${String(err)}`;
+          tally.errors[code] = (tally.errors[code] ?? 0) + 1;
+        }
+        pending.delete(id);
+      }
+    };
+    await Promise.all(Array.from({ length: WINDOW }, one));
+  };
+  const loads = clients.map((cl, c) => loop(cl, c));
+
+  const t0 = Date.now();
+  const end = t0 + SECONDS * 1000;
+  const restarts = [t0 + SECONDS * 1000 * 0.35, t0 + SECONDS * 1000 * 0.7];
+  let lastProgress = 0;
+  while (Date.now() < end) {
+    await sleep(400);
+    // Kill a random echo worker about every 1.2 s; start a fresh one in its place.
+    if (Math.random() < 0.33) {
+      const i = Math.floor(Math.random() * workers.length);
+      workers[i].kill('SIGKILL');
+      events.workerKills++;
+      workers[i] = startWorker('echo');
+    }
+    // A client that sends a burst and vanishes at once, leaving its requests queued.
+    if (Math.random() < 0.2) {
+      const v = new Client({ endpoints: endpoint, timeout: 60000 });
+      for (let k = 0; k < 20; k++) v.request('chaos', `vanished-${events.vanishedClients}-${k}`).catch(() => undefined);
+      events.abandonedRequests += 20;
+      await sleep(5);
+      v.close();
+      events.vanishedClients++;
+    }
+    if (restarts.length > 0 && Date.now() >= restarts[0]) {
+      restarts.shift();
+      const sig = events.brokerRestarts === 0 ? 'SIGKILL' : 'SIGTERM';
+      const b = broker as ChildProcess;
+      const exited = new Promise((r) => b.once('exit', r));
+      b.kill(sig);
+      await exited;
+      events.brokerRestarts++;
+      await sleep(200);
+      await startBroker();
+    }
+    if (Date.now() - lastProgress > 5000 && process.stderr.isTTY) {
+      lastProgress = Date.now();
+      process.stderr.write(`\rchaos ${Math.round((Date.now() - t0) / 1000)}/${SECONDS} s: ${tally.issued} issued, ${tally.answered} answered, ${events.workerKills} kills, ${events.brokerRestarts} restarts`);
+    }
+  }
+  running = false;
+  await Promise.race([Promise.all(loads), sleep(30000)]);
+  if (process.stderr.isTTY) process.stderr.write('\n');
+  for (const c of clients) c.close();
+  hanging.kill('SIGKILL');
+  for (const w of workers) w.kill('SIGTERM');
+  (broker as ChildProcess | null)?.kill('SIGTERM');
+  await sleep(300);
+
+  let executed = 0;
+  let duplicated = 0;
+  let duplicateExecutions = 0;
+  for (const [id, n] of executions) {
+    if (id.startsWith('vanished-')) continue;
+    executed++;
+    if (n > 1) {
+      duplicated++;
+      duplicateExecutions += n - 1;
+    }
+  }
+  const failed = Object.values(tally.errors).reduce((a, b) => a + b, 0);
+  const lost = pending.size;
+  const errs = Object.entries(tally.errors).map(([k, v]) => `${k} ${v}`).join(', ') || 'none';
+  console.log(`chaos: ${SECONDS} s on 127.0.0.1; ${WORKERS} worker processes (${events.workerKills} killed with SIGKILL mid-load), 1 hanging worker,`);
+  console.log(`       broker restarted ${events.brokerRestarts}x (SIGKILL, then SIGTERM), ${events.vanishedClients} clients vanished with ${events.abandonedRequests} requests queued`);
+  console.log(`requests issued:            ${tally.issued}`);
+  console.log(`  answered once, own body:  ${tally.answered}`);
+  console.log(`  failed with a typed error: ${failed} (${errs})`);
+  console.log(`  answered with a wrong body: ${tally.wrongReply}`);
+  console.log(`  lost (never settled):     ${lost}`);
+  console.log(`worker executions: ${executed} requests run, ${duplicated} of them more than once (${duplicateExecutions} extra runs: retries after a worker died or the broker restarted)`);
+  const ok = lost === 0 && tally.wrongReply === 0 && tally.issued >= MIN_REQUESTS;
+  console.log(`${ok ? 1 : 0} passed, ${ok ? 0 : 1} failed`);
+  if (tally.issued < MIN_REQUESTS) console.log(`too few requests: ${tally.issued} < ${MIN_REQUESTS}`);
+  return ok ? 0 : 1;
+}
+
+main().then(
+  (code) => {
+    cleanup();
+    process.exit(code);
+  },
+  (err: unknown) => {
+    console.error(`chaos: ${String((err as Error)?.stack ?? err)}`);
+    cleanup();
+    process.exit(2);
+  },
+);
