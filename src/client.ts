@@ -39,6 +39,9 @@ export interface StreamChunk {
   final: boolean;
 }
 
+/** Pause before resending a request the broker answered with `shutdown`. */
+const SHUTDOWN_RETRY_MS = 250;
+
 interface Pending {
   id: number;
   msg: Buffer[];
@@ -257,8 +260,20 @@ export class Client {
       p.onPartial?.(body);
       return;
     }
+    if (isErrorReply(body)) {
+      const err = decodeError(body, p.service);
+      // A broker that is shutting down is going away, not refusing: try again (a new socket, the next endpoint)
+      // after a short pause, within the retry budget.
+      if (err.code === 'shutdown' && p.attempts <= p.retries && !p.sawPartial) {
+        if (p.timer) clearTimeout(p.timer);
+        p.timer = setTimeout(() => this.onTimeout(p as Pending), Math.min(p.timeout, SHUTDOWN_RETRY_MS));
+        return;
+      }
+      this.settle(p);
+      p.reject(err);
+      return;
+    }
     this.settle(p);
-    if (isErrorReply(body)) p.reject(decodeError(body, p.service));
-    else p.resolve(body);
+    p.resolve(body);
   }
 }
