@@ -155,6 +155,8 @@ export interface CoreStats {
   droppedReplies: number;
   /** Sends that failed to a peer that is not a registered worker (a client gone or too slow, a departed worker). */
   undeliverable: number;
+  /** Of those, replies to a client whose pipe was full (it stopped reading). */
+  repliesDroppedFull: number;
   errors: Record<ErrorCode, number>;
 }
 
@@ -162,7 +164,7 @@ export function emptyStats(): CoreStats {
   return {
     requests: 0, replies: 0, partials: 0, mmi: 0, malformed: 0, unexpected: 0, requeued: 0,
     workersRegistered: 0, workersExpired: 0, workersDisconnected: 0, workersUnreachable: 0,
-    droppedClientGone: 0, droppedReplies: 0, undeliverable: 0,
+    droppedClientGone: 0, droppedReplies: 0, undeliverable: 0, repliesDroppedFull: 0,
     errors: { expired: 0, overloaded: 0, failed: 0, invalid: 0, shutdown: 0, rejected: 0 },
   };
 }
@@ -192,6 +194,7 @@ export class BrokerCore {
   /** Workers told DISCONNECT (or that said it): anything but a fresh READY from them is ignored. Bounded. */
   private readonly disconnected = new LRUCacheWithDelete<Key, true>(65536);
   private stopping = false;
+  private lastFullWarning = -Infinity;
   private readonly workerTtl: number;
   readonly recorder = new StatsRecorder();
   /** mmi.stats answers: the whole broker, and per service; set by the shell after each aggregation. */
@@ -258,9 +261,19 @@ export class BrokerCore {
       this.deleteWorker(w, now);
       return;
     }
-    if (why === 'unreachable') this.goneClients.set(key, true);
     this.stats.undeliverable++;
-    this.log('debug', 'message to a client or departed peer not delivered', { why });
+    if (why === 'unreachable') {
+      this.goneClients.set(key, true);
+      this.log('debug', 'message to a departed client or peer not delivered');
+      return;
+    }
+    // A client that does not read its replies: its pipe is at the high-water mark. Counted, and said out loud
+    // (at most once a second), since that client will never see this reply.
+    this.stats.repliesDroppedFull++;
+    if (now - this.lastFullWarning >= 1000) {
+      this.lastFullWarning = now;
+      this.log('warn', 'replies dropped: a client is not reading (its pipe is at the high-water mark)', { total: this.stats.repliesDroppedFull });
+    }
   }
 
   /** Stops taking work: queued requests fail with `shutdown`, idle workers are told DISCONNECT. */

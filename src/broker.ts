@@ -56,7 +56,7 @@ export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
   curveKeys: null,
   allowKeys: null,
   log: () => {},
-  logLevel: 'debug',
+  logLevel: 'info',
 };
 
 export interface BrokerImpl {
