@@ -10,6 +10,7 @@ import { C2, EMPTY, MDPC01, MDPC02, cmd, type Version } from './codec.js';
 import { ClosedError, TimeoutError, decodeError, isErrorReply, MdpError } from './errors.js';
 import { Sender, toFrames, type Frame } from './sender.js';
 import { curveClientOptions, type CurveClientKeys } from './security.js';
+import { receiveLoop } from './receive-loop.js';
 
 export interface ClientOptions {
   /** Broker endpoint(s); on timeout the client reconnects to the next one. */
@@ -203,7 +204,8 @@ export class Client {
   private open(): Dealer {
     const sock = new Dealer({ linger: 0, ...(this.opts.curve ? curveClientOptions(this.opts.curve) : {}), ...this.opts.socketOptions });
     sock.connect(this.endpoints[this.endpointIndex]);
-    void this.receiveLoop(sock);
+    // A reply on a socket we already replaced still settles its request: matching is by request id.
+    void receiveLoop(sock, (frames) => this.onReply(frames), () => undefined, false);
     return sock;
   }
 
@@ -212,19 +214,6 @@ export class Client {
     this.endpointIndex = (this.endpointIndex + 1) % this.endpoints.length;
     this.sock = this.open();
     this.sender.reset(this.sock);
-  }
-
-  private async receiveLoop(sock: Dealer): Promise<void> {
-    while (!sock.closed) {
-      let frames: Buffer[];
-      try {
-        frames = await sock.receive();
-      } catch {
-        if (sock.closed) return;
-        continue;
-      }
-      this.onReply(frames);
-    }
   }
 
   private onReply(frames: Buffer[]): void {

@@ -8,6 +8,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { Router, curveKeyPair } from 'zeromq';
 import type { LogFn } from './broker-core.js';
+import { receiveLoop } from './receive-loop.js';
 
 export interface KeyPair {
   publicKey: string;
@@ -122,37 +123,30 @@ class ZapHandler {
     }
   }
 
-  private async loop(sock: Router): Promise<void> {
-    while (!sock.closed) {
-      let msg: Buffer[];
-      try {
-        msg = await sock.receive();
-      } catch {
-        return;
-      }
-      // [routing id, "", version, request id, domain, address, identity, mechanism, credentials...]
-      const [id, , version, requestId, domainF, address, , mechanism, key] = msg;
-      const d = this.domains.get(domainF?.toString() ?? '');
-      let status = '400';
-      let text = 'no such domain';
-      let user = '';
-      if (d && version?.toString() === '1.0' && mechanism?.toString() === 'CURVE' && key?.length === 32) {
-        user = z85(key);
-        if (d.allowed === null || d.allowed.has(user)) {
-          status = '200';
-          text = 'OK';
-        } else {
-          text = 'key not allowed';
-          d.denied++;
-          d.log('warn', 'connection refused: CURVE key not on the allow-list', { key: user, address: address?.toString() });
-        }
-      }
-      try {
-        await sock.send([id, Buffer.alloc(0), Buffer.from('1.0'), requestId ?? Buffer.alloc(0), Buffer.from(status), Buffer.from(text), Buffer.from(status === '200' ? user : ''), Buffer.alloc(0)]);
-      } catch {
-        return;
+  private loop(sock: Router): Promise<void> {
+    return receiveLoop(sock, (msg) => this.answer(sock, msg), () => undefined, false);
+  }
+
+  private answer(sock: Router, msg: Buffer[]): void {
+    // [routing id, "", version, request id, domain, address, identity, mechanism, credentials...]
+    const [id, , version, requestId, domainF, address, , mechanism, key] = msg;
+    const d = this.domains.get(domainF?.toString() ?? '');
+    let status = '400';
+    let text = 'no such domain';
+    let user = '';
+    if (d && version?.toString() === '1.0' && mechanism?.toString() === 'CURVE' && key?.length === 32) {
+      user = z85(key);
+      if (d.allowed === null || d.allowed.has(user)) {
+        status = '200';
+        text = 'OK';
+      } else {
+        text = 'key not allowed';
+        d.denied++;
+        d.log('warn', 'connection refused: CURVE key not on the allow-list', { key: user, address: address?.toString() });
       }
     }
+    const E = Buffer.alloc(0);
+    sock.send([id, E, Buffer.from('1.0'), requestId ?? E, Buffer.from(status), Buffer.from(text), Buffer.from(status === '200' ? user : ''), E]).catch(() => undefined);
   }
 }
 

@@ -7,6 +7,7 @@ import { EMPTY, MDPW01, MDPW02, W1, W2, cmd, type Version } from './codec.js';
 import { MdpError } from './errors.js';
 import { Sender, toFrames, type Frame } from './sender.js';
 import { curveClientOptions, type CurveClientKeys } from './security.js';
+import { receiveLoop } from './receive-loop.js';
 
 export interface RequestContext {
   /** The client address frame the broker sent (opaque). */
@@ -95,7 +96,10 @@ class Session {
     else this.sender = new Sender(sock);
     this.lastHeard = Date.now();
     this.sender.send(this.frames(W1.READY, Buffer.from(this.opts.service)));
-    void this.receiveLoop(sock);
+    void receiveLoop(sock, (frames) => {
+      // Messages still arriving on a socket we replaced belong to a session the broker has given up on.
+      if (sock === this.sock) this.onMessage(sock, frames);
+    }, () => undefined, false);
   }
 
   private async reconnect(): Promise<void> {
@@ -116,20 +120,6 @@ class Session {
       return;
     }
     this.sender.send(this.frames(this.version === 1 ? W1.HEARTBEAT : W2.HEARTBEAT));
-  }
-
-  private async receiveLoop(sock: Dealer): Promise<void> {
-    while (!sock.closed) {
-      let frames: Buffer[];
-      try {
-        frames = await sock.receive();
-      } catch {
-        if (sock.closed) return;
-        continue;
-      }
-      if (sock !== this.sock) return;
-      this.onMessage(sock, frames);
-    }
   }
 
   private onMessage(sock: Dealer, frames: Buffer[]): void {
