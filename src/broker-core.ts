@@ -10,6 +10,7 @@ import {
 import { ServiceQueue } from './service-queue.js';
 import { IdleList, type IdleNode } from './idle-list.js';
 import { errorBody, isErrorMark, type ErrorCode } from './errors.js';
+import { groupOf } from './peer-sockets.js';
 import { StatsRecorder, snapshotHistogram, type ServiceStats, type StatsSnapshot } from './stats.js';
 
 export interface CoreOptions {
@@ -28,6 +29,8 @@ export interface CoreOptions {
   limits: Limits;
   /** Which services' requests need a --validate verdict before queueing (asked once per service); null: none. */
   validates: ((service: string) => boolean) | null;
+  /** --access: may a worker that came through this access group (-1: the main endpoint) register this service? */
+  mayRegister: ((group: number, service: string) => boolean) | null;
 }
 
 export const DEFAULT_CORE_OPTIONS: CoreOptions = {
@@ -39,6 +42,7 @@ export const DEFAULT_CORE_OPTIONS: CoreOptions = {
   maxQueue: 100000,
   limits: DEFAULT_LIMITS,
   validates: null,
+  mayRegister: null,
 };
 
 export type LogLevel = 'debug' | 'info' | 'warn';
@@ -157,6 +161,8 @@ export interface CoreStats {
   undeliverable: number;
   /** Of those, replies to a client whose pipe was full (it stopped reading). */
   repliesDroppedFull: number;
+  /** READYs refused by the --access policy. */
+  accessDenied: number;
   errors: Record<ErrorCode, number>;
 }
 
@@ -164,7 +170,7 @@ export function emptyStats(): CoreStats {
   return {
     requests: 0, replies: 0, partials: 0, mmi: 0, malformed: 0, unexpected: 0, requeued: 0,
     workersRegistered: 0, workersExpired: 0, workersDisconnected: 0, workersUnreachable: 0,
-    droppedClientGone: 0, droppedReplies: 0, undeliverable: 0, repliesDroppedFull: 0,
+    droppedClientGone: 0, droppedReplies: 0, undeliverable: 0, repliesDroppedFull: 0, accessDenied: 0,
     errors: { expired: 0, overloaded: 0, failed: 0, invalid: 0, shutdown: 0, rejected: 0 },
   };
 }
@@ -568,6 +574,12 @@ export class BrokerCore {
       return this.sendDisconnect(id, m.version, m.delimited);
     }
     const name = m.service.toString('latin1');
+    if (this.opts.mayRegister !== null && !this.opts.mayRegister(groupOf(id), name)) {
+      this.stats.accessDenied++;
+      this.log('warn', 'worker may not register this service through this endpoint; told DISCONNECT', { service: name, group: groupOf(id) });
+      this.disconnected.set(key, true);
+      return this.sendDisconnect(id, m.version, m.delimited);
+    }
     let svc = this.services.get(name);
     if (svc === undefined) svc = this.newService(name, m.service);
     // The routing id frame may be a view into a larger received block; keep a copy of our own.

@@ -4,7 +4,7 @@
 import { DEFAULT_CORE_OPTIONS, type CoreOptions, type CoreSnapshot, type CoreStats, type LogFn } from './broker-core.js';
 import { DEFAULT_LIMITS, type Limits } from './codec.js';
 import type { OffloadMode } from './offload.js';
-import type { KeyPair } from './security.js';
+import type { KeyPair, WorkerGroup } from './security.js';
 import type { AggregateOutput } from './stats-report.js';
 import { SingleBroker } from './single-broker.js';
 import { ShardedBroker } from './sharded-broker.js';
@@ -34,6 +34,8 @@ export interface BrokerOptions extends Omit<CoreOptions, 'limits' | 'validates'>
   curveKeys: KeyPair | null;
   /** With CURVE, the public keys that may connect (clients and workers); null = any key. */
   allowKeys: string[] | null;
+  /** --access: worker endpoints per access group, each with its own allow-list and services (needs CURVE). */
+  workerGroups: WorkerGroup[];
   log: LogFn;
   /** Lowest level passed to `log` (shard threads filter before posting). */
   logLevel: 'debug' | 'info' | 'warn';
@@ -55,12 +57,14 @@ export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
   shards: 1,
   curveKeys: null,
   allowKeys: null,
+  workerGroups: [],
   log: () => {},
   logLevel: 'info',
 };
 
 export interface BrokerImpl {
   readonly endpoints: string[];
+  readonly groupEndpoints: string[][];
   readonly curveDenied: number;
   readonly metricsPort: number | null;
   start(): Promise<void>;
@@ -78,12 +82,19 @@ export class Broker {
   constructor(opts: Partial<BrokerOptions> = {}) {
     this.opts = { ...DEFAULT_BROKER_OPTIONS, ...opts, limits: { ...DEFAULT_LIMITS, ...opts.limits } };
     if (!Number.isInteger(this.opts.shards) || this.opts.shards < 1) throw new Error(`shards must be a positive integer, got ${this.opts.shards}`);
+    if (this.opts.workerGroups.length > 0 && this.opts.curveKeys === null) throw new Error('access groups (workerGroups) need CURVE (curveKeys)');
+    if (this.opts.workerGroups.length > 250) throw new Error('at most 250 access groups');
     this.impl = this.opts.shards === 1 ? new SingleBroker(this.opts) : new ShardedBroker(this.opts);
   }
 
   /** The endpoints actually bound (wildcard ports resolved). */
   get endpoints(): string[] {
     return this.impl.endpoints;
+  }
+
+  /** Per access group, the worker endpoints actually bound. */
+  get groupEndpoints(): string[][] {
+    return this.impl.groupEndpoints;
   }
 
   /** The metrics port actually bound, when metricsPort is set. */

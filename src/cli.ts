@@ -8,7 +8,7 @@ import { Broker, DEFAULT_BROKER_OPTIONS } from './broker.js';
 import { DEFAULT_LIMITS } from './codec.js';
 import type { LogFn } from './broker-core.js';
 import { OFFLOAD_MODES, type OffloadMode } from './offload.js';
-import { keygen, readAllowList, readSecretKeyFile, type KeyPair } from './security.js';
+import { keygen, readAccessFile, readAllowList, readSecretKeyFile, type KeyPair, type WorkerGroup } from './security.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -40,6 +40,7 @@ Usage: mdbroker [options]
   --curve-secret-key FILE    turn on CURVE encryption with this key pair (see 'mdbroker keygen')
   --allow-clients FILE       with CURVE: public keys allowed to connect as clients (one per line)
   --allow-workers FILE       with CURVE: public keys allowed to connect as workers (one per line)
+  --access FILE              with CURVE: worker endpoints per access group (JSON; see README, Security)
 
   mdbroker keygen NAME       write a CURVE key pair to NAME.key (secret, mode 0600) and NAME.pub
   --log-level LEVEL          debug, info, warn, error or silent (default info)
@@ -73,6 +74,7 @@ const spec = {
   'curve-secret-key': { type: 'string' },
   'allow-clients': { type: 'string' },
   'allow-workers': { type: 'string' },
+  access: { type: 'string' },
   'log-level': { type: 'string', default: 'info' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean', short: 'v' },
@@ -88,18 +90,19 @@ function int(values: Record<string, unknown>, name: string, fallback: number, mi
   return n;
 }
 
-function curveOptions(values: Record<string, unknown>): { curveKeys: KeyPair | null; allowKeys: string[] | null } {
+function curveOptions(values: Record<string, unknown>): { curveKeys: KeyPair | null; allowKeys: string[] | null; workerGroups: WorkerGroup[] } {
   const keyFile = values['curve-secret-key'] as string | undefined;
   const lists = [values['allow-clients'], values['allow-workers']].filter((f): f is string => typeof f === 'string');
+  const access = values.access as string | undefined;
   if (!keyFile) {
-    if (lists.length > 0) throw new UsageError('--allow-clients/--allow-workers need --curve-secret-key');
-    return { curveKeys: null, allowKeys: null };
+    if (lists.length > 0 || access) throw new UsageError('--allow-clients, --allow-workers and --access need --curve-secret-key');
+    return { curveKeys: null, allowKeys: null, workerGroups: [] };
   }
   try {
     const curveKeys = readSecretKeyFile(keyFile);
     // libzmq's ZAP sees a connecting key, not whether it will act as client or worker: the lists are joined.
     const allowKeys = lists.length === 0 ? null : [...new Set(lists.flatMap((f) => [...readAllowList(f)]))];
-    return { curveKeys, allowKeys };
+    return { curveKeys, allowKeys, workerGroups: access ? readAccessFile(access) : [] };
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
@@ -172,7 +175,7 @@ function main(argv: string[]): void {
     throw err;
   }
   broker.start().then(
-    () => logger.info({ endpoints: broker.endpoints, metricsPort: broker.metricsPort ?? undefined, version: pkg.version, pid: process.pid }, 'mdbroker listening'),
+    () => logger.info({ endpoints: broker.endpoints, workerEndpoints: broker.groupEndpoints.length ? broker.groupEndpoints : undefined, metricsPort: broker.metricsPort ?? undefined, version: pkg.version, pid: process.pid }, 'mdbroker listening'),
     (err: unknown) => {
       logger.error({ err: String(err) }, 'cannot bind; is another broker on that endpoint?');
       process.exit(1);

@@ -5,4 +5,4 @@ export { Client, type ClientOptions, type RequestOptions, type StreamChunk } fro
 export { Worker, type WorkerOptions, type Handler, type RequestContext } from './worker.js';
 export { BrokerError, TimeoutError, ClosedError, MdpError, ERROR_MARK, type ErrorCode } from './errors.js';
 export { DEFAULT_LIMITS, type Limits, type Version } from './codec.js';
-export { keygen, readAllowList, readSecretKeyFile, type KeyPair, type CurveClientKeys } from './security.js';
+export { keygen, readAccessFile, readAllowList, readSecretKeyFile, type KeyPair, type CurveClientKeys, type WorkerGroup } from './security.js';

@@ -163,3 +163,52 @@ export async function secureRouter(keys: KeyPair | null, allow: string[] | null,
   await zap.register(domain, { allowed: allow === null ? null : new Set(allow), log, denied: 0 });
   return { options: curveServerOptions(keys, domain), domain };
 }
+
+// ---- access groups (--access) ----
+
+/** Workers of these services must connect through this group's endpoint(s), with a key on its allow-list. */
+export interface WorkerGroup {
+  bind: string[];
+  /** Service names; a trailing '*' matches by prefix. */
+  services: string[];
+  /** Public keys allowed on this group's endpoints; null = any key the CURVE handshake accepts. */
+  allowKeys: string[] | null;
+}
+
+function matches(pattern: string, name: string): boolean {
+  return pattern.endsWith('*') ? name.startsWith(pattern.slice(0, -1)) : pattern === name;
+}
+
+/**
+ * Who may register what: a worker that came through group g may register g's services only; one on the main
+ * endpoint may register any service no group claims. Null when there are no groups (anyone, anything).
+ */
+export function accessPolicy(groups: readonly WorkerGroup[]): ((group: number, service: string) => boolean) | null {
+  if (groups.length === 0) return null;
+  return (g, service) => {
+    if (g >= 0) return g < groups.length && groups[g].services.some((p) => matches(p, service));
+    return !groups.some((gr) => gr.services.some((p) => matches(p, service)));
+  };
+}
+
+/** Reads an --access file: { "workerGroups": [ { "bind": [...], "services": [...], "allowKeys": "FILE" | [...] } ] }. */
+export function readAccessFile(path: string): WorkerGroup[] {
+  const dir = path.includes('/') ? path.slice(0, path.lastIndexOf('/') + 1) : '';
+  const raw = JSON.parse(readFileSync(path, 'utf8')) as { workerGroups?: unknown };
+  if (!Array.isArray(raw.workerGroups)) throw new Error(`${path}: needs a "workerGroups" array`);
+  return raw.workerGroups.map((g: { bind?: unknown; services?: unknown; allowKeys?: unknown }, i: number) => {
+    const where = `${path}: workerGroups[${i}]`;
+    const bind = typeof g.bind === 'string' ? [g.bind] : g.bind;
+    if (!Array.isArray(bind) || bind.length === 0 || !bind.every((b) => typeof b === 'string')) throw new Error(`${where}: "bind" must be an endpoint or a list of them`);
+    if (!Array.isArray(g.services) || g.services.length === 0 || !g.services.every((x) => typeof x === 'string' && x.length > 0)) {
+      throw new Error(`${where}: "services" must be a non-empty list of names`);
+    }
+    let allowKeys: string[] | null = null;
+    if (typeof g.allowKeys === 'string') allowKeys = [...readAllowList(g.allowKeys.startsWith('/') ? g.allowKeys : dir + g.allowKeys)];
+    else if (Array.isArray(g.allowKeys)) {
+      for (const k of g.allowKeys) if (typeof k !== 'string' || !Z85_KEY.test(k)) throw new Error(`${where}: allowKeys holds something that is not a Z85 public key`);
+      allowKeys = g.allowKeys as string[];
+    } else if (g.allowKeys !== undefined) throw new Error(`${where}: "allowKeys" must be a file name or a list of keys`);
+    return { bind: bind as string[], services: g.services as string[], allowKeys };
+  });
+}

@@ -5,6 +5,8 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { Pair } from 'zeromq';
 import { BrokerCore, type LogLevel } from './broker-core.js';
 import { RouterTransport } from './transport.js';
+import { socketIO } from './peer-sockets.js';
+import { accessPolicy } from './security.js';
 import { Offload } from './offload.js';
 import { AdmissionPump } from './admission.js';
 import { appliesTo, parseValidateFlags } from './validation.js';
@@ -22,13 +24,13 @@ const log = (level: LogLevel, msg: string, fields?: Record<string, unknown>) => 
 const t0 = performance.now();
 const now = () => performance.now() - t0;
 const rules = parseValidateFlags(o.validate);
-const core = new BrokerCore({ ...o, validates: rules.length > 0 ? (name) => appliesTo(rules, name) : null }, log);
+const core = new BrokerCore({ ...o, validates: rules.length > 0 ? (name) => appliesTo(rules, name) : null, mayRegister: accessPolicy(o.workerGroups) }, log);
 let departed: Uint8Array[] = [];
 core.departed = (id) => departed.push(new Uint8Array(id));
 // Stats aggregation happens on the main thread; a shard's pool, if any, is for validation only.
 const offload = new Offload(o.offload === 'all' || o.offload === 'validation' ? 'validation' : 'none', rules, o.offloadThreads);
-const pair = new Pair({ linger: 1000, sendHighWaterMark: 0, receiveHighWaterMark: 0 });
-const transport = new RouterTransport(pair, core, now, (err) => log('warn', 'shard socket error', { err: String(err) }));
+const pair = new Pair({ linger: 1000, sendHighWaterMark: 0, receiveHighWaterMark: 0, sendTimeout: 0 });
+const transport = new RouterTransport(socketIO(pair), core, now, (err) => log('warn', 'shard socket error', { err: String(err) }));
 const admission = new AdmissionPump(core, offload, now, () => transport.flush());
 if (rules.length > 0) transport.afterHandle = () => admission.pump();
 

@@ -5,14 +5,14 @@
 // shard it registered with. mmi.services and mmi.stats are answered here, for the whole broker.
 
 import { Worker as Thread } from 'node:worker_threads';
-import { Pair, Router } from 'zeromq';
+import { Pair } from 'zeromq';
 import { LRUCacheWithDelete } from 'mnemonist';
 import { C2, Kind, WCmd, clientReply, parseInbound } from './codec.js';
 import { emptyStats, peerKey, type CoreSnapshot, type CoreStats } from './broker-core.js';
 import { errorCode, receiveLoop } from './receive-loop.js';
 import { Offload } from './offload.js';
 import { parseValidateFlags } from './validation.js';
-import { secureRouter, zap } from './security.js';
+import { Listeners } from './listeners.js';
 import { LoopDelay, StatsService, mmiStatsReplies } from './stats-service.js';
 import type { AggregateOutput } from './stats-report.js';
 import type { StatsSnapshot } from './stats.js';
@@ -40,7 +40,7 @@ interface ShardState {
 const EMPTY_SNAPSHOT: CoreSnapshot = { services: 0, workers: 0, idleWorkers: 0, busyWorkers: 0, queued: 0 };
 
 export class ShardedBroker implements BrokerImpl {
-  private readonly router: Router;
+  private readonly listeners: Listeners;
   private readonly shards: ShardState[] = [];
   /** Which shard a worker registered with. Bounded: an evicted live worker is told DISCONNECT and re-registers. */
   private readonly workerShard = new LRUCacheWithDelete<number | string, number>(1 << 17);
@@ -52,23 +52,20 @@ export class ShardedBroker implements BrokerImpl {
   private readonly statsWaiters = new Map<number, { left: number; snaps: StatsSnapshot[]; done: (s: StatsSnapshot[]) => void }>();
   private closedFlag = false;
   private readonly loopDelay = new LoopDelay();
-  endpoints: string[] = [];
-  private zapDomain: string | null = null;
+  get endpoints(): string[] {
+    return this.listeners.endpoints;
+  }
+
+  get groupEndpoints(): string[][] {
+    return this.listeners.groupEndpoints;
+  }
 
   get curveDenied(): number {
-    return this.zapDomain === null ? 0 : zap.deniedCount(this.zapDomain);
+    return this.listeners.denied;
   }
 
   constructor(private readonly opts: BrokerOptions) {
-    this.router = new Router({
-      mandatory: true,
-      // Never await a send: a full or vanished peer must fail at once (as in transport.ts), not queue an EBUSY.
-      sendTimeout: 0,
-      sendHighWaterMark: opts.sendHighWaterMark,
-      receiveHighWaterMark: opts.receiveHighWaterMark,
-      maxMessageSize: opts.limits.maxFrameBytes,
-      linger: 1000,
-    });
+    this.listeners = new Listeners(opts);
     // Stats aggregation runs here (inline or in the pool); validation runs in the shards.
     this.offload = new Offload(opts.offload === 'all' || opts.offload === 'stats' ? 'stats' : 'none', parseValidateFlags(opts.validate), opts.offloadThreads);
     this.statsService = new StatsService(opts, this.offload, () => this.collectStats(), (out) => {
@@ -106,15 +103,8 @@ export class ShardedBroker implements BrokerImpl {
       await ready;
       void receiveLoop(pair, (frames) => this.toPeer(i, frames), (err) => log('warn', 'shard pipe error', { err: String(err) }));
     }
-    // CURVE options go on before bind, once the ZAP domain that checks keys is registered.
-    const sec = await secureRouter(this.opts.curveKeys, this.opts.allowKeys, this.opts.log);
-    this.zapDomain = sec.domain;
-    Object.assign(this.router, sec.options);
-    for (const ep of this.opts.bind) {
-      await this.router.bind(ep);
-      this.endpoints.push(this.router.lastEndpoint ?? ep);
-    }
-    void receiveLoop(this.router, (frames) => this.fromPeer(frames), (err) => log('warn', 'socket error', { err: String(err) }));
+    await this.listeners.bind();
+    void this.listeners.io.start((frames) => this.fromPeer(frames), (err) => log('warn', 'socket error', { err: String(err) }));
     await this.statsService.start();
   }
 
@@ -187,15 +177,15 @@ export class ShardedBroker implements BrokerImpl {
       const report = q === undefined ? this.statsReply : this.statsByService.get(q.toString('latin1'));
       body = [report ?? Buffer.from('404')];
     }
-    this.send(this.router, clientReply(frames, headerAt, version, C2.FINAL, service, body, 0), -1);
+    this.send(this.listeners.io, clientReply(frames, headerAt, version, C2.FINAL, service, body, 0), -1);
   }
 
   /** A message a shard wants sent to a peer. */
   private toPeer(shard: number, frames: Buffer[]): void {
-    this.send(this.router, frames, shard);
+    this.send(this.listeners.io, frames, shard);
   }
 
-  private send(sock: Router | Pair, frames: Buffer[], fromShard: number): void {
+  private send(sock: { send(msg: Buffer[]): Promise<void> }, frames: Buffer[], fromShard: number): void {
     try {
       sock.send(frames).then(undefined, (err: unknown) => this.sendFailed(frames[0], err, fromShard));
     } catch (err) {
@@ -264,9 +254,8 @@ export class ShardedBroker implements BrokerImpl {
     await Promise.race([Promise.all(this.shards.map((s) => s.closed)), deadline]);
     this.closedFlag = true;
     for (const s of this.shards) s.pair.close();
-    this.router.close();
+    this.listeners.close();
     await Promise.all(this.shards.map((s) => s.exited));
     await this.offload.close();
-    if (this.zapDomain !== null) zap.unregister(this.zapDomain);
   }
 }

@@ -1,19 +1,19 @@
 // The plain broker (--shards 1): the main thread runs the ROUTER socket and the core, with no extra hop.
 
-import { Router } from 'zeromq';
 import { BrokerCore, type CoreSnapshot, type CoreStats } from './broker-core.js';
 import { RouterTransport } from './transport.js';
 import { Offload } from './offload.js';
 import { AdmissionPump } from './admission.js';
 import { appliesTo, parseValidateFlags } from './validation.js';
-import { secureRouter, zap } from './security.js';
+import { accessPolicy } from './security.js';
+import { Listeners } from './listeners.js';
 import { LoopDelay, StatsService, mmiStatsReplies } from './stats-service.js';
 import type { AggregateOutput } from './stats-report.js';
 import type { BrokerImpl, BrokerOptions } from './broker.js';
 
 export class SingleBroker implements BrokerImpl {
   readonly core: BrokerCore;
-  private readonly sock: Router;
+  private readonly listeners: Listeners;
   private readonly transport: RouterTransport;
   private readonly offload: Offload;
   private readonly admission: AdmissionPump;
@@ -21,29 +21,26 @@ export class SingleBroker implements BrokerImpl {
   private readonly loopDelay = new LoopDelay();
   private timer: NodeJS.Timeout | null = null;
   private readonly t0 = performance.now();
-  endpoints: string[] = [];
-  private zapDomain: string | null = null;
+  get endpoints(): string[] {
+    return this.listeners.endpoints;
+  }
+
+  get groupEndpoints(): string[][] {
+    return this.listeners.groupEndpoints;
+  }
 
   get curveDenied(): number {
-    return this.zapDomain === null ? 0 : zap.deniedCount(this.zapDomain);
+    return this.listeners.denied;
   }
 
   constructor(private readonly opts: BrokerOptions) {
     const o = opts;
     const rules = parseValidateFlags(o.validate);
-    this.core = new BrokerCore({ ...o, validates: rules.length > 0 ? (name) => appliesTo(rules, name) : null }, o.log);
+    this.core = new BrokerCore({ ...o, validates: rules.length > 0 ? (name) => appliesTo(rules, name) : null, mayRegister: accessPolicy(o.workerGroups) }, o.log);
     this.offload = new Offload(o.offload, rules, o.offloadThreads);
-    this.sock = new Router({
-      // Without mandatory, ROUTER drops messages to unknown or full peers without a word.
-      mandatory: true,
-      sendHighWaterMark: o.sendHighWaterMark,
-      receiveHighWaterMark: o.receiveHighWaterMark,
-      // libzmq drops the connection of a peer that sends a frame over this size, before it costs us memory.
-      maxMessageSize: o.limits.maxFrameBytes,
-      linger: 1000,
-    });
+    this.listeners = new Listeners(o);
     const now = () => this.now();
-    this.transport = new RouterTransport(this.sock, this.core, now, (err) => o.log('warn', 'socket error', { err: String(err) }));
+    this.transport = new RouterTransport(this.listeners.io, this.core, now, (err) => o.log('warn', 'socket error', { err: String(err) }));
     this.admission = new AdmissionPump(this.core, this.offload, now, () => this.transport.flush());
     if (rules.length > 0) this.transport.afterHandle = () => this.admission.pump();
     this.statsService = new StatsService(o, this.offload, async () => {
@@ -66,14 +63,7 @@ export class SingleBroker implements BrokerImpl {
 
   async start(): Promise<void> {
     await this.offload.init();
-    // CURVE options go on before bind, once the ZAP domain that checks keys is registered.
-    const sec = await secureRouter(this.opts.curveKeys, this.opts.allowKeys, this.opts.log);
-    this.zapDomain = sec.domain;
-    Object.assign(this.sock, sec.options);
-    for (const ep of this.opts.bind) {
-      await this.sock.bind(ep);
-      this.endpoints.push(this.sock.lastEndpoint ?? ep);
-    }
+    await this.listeners.bind();
     this.transport.start();
     const period = Math.max(5, Math.min(1000, this.opts.heartbeatInterval / 2));
     this.timer = setInterval(() => {
@@ -110,6 +100,6 @@ export class SingleBroker implements BrokerImpl {
     this.timer = null;
     await this.transport.close();
     await this.offload.close();
-    if (this.zapDomain !== null) zap.unregister(this.zapDomain);
+    this.listeners.close();
   }
 }

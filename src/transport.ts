@@ -1,11 +1,11 @@
 // The socket loop around BrokerCore: receive, hand to the core, send what it queued. Nothing else lives here.
 //
-// Sends are never awaited (sendTimeout = 0): a full pipe or a vanished peer (ROUTER mandatory) rejects at once and
-// the core is told, so nothing is dropped without being counted and answered.
+// Sends are never awaited (the sockets have sendTimeout = 0): a full pipe or a vanished peer (ROUTER mandatory)
+// rejects at once and the core is told, so nothing is dropped without being counted and answered.
 
-import type { Pair, Router } from 'zeromq';
 import type { BrokerCore } from './broker-core.js';
-import { errorCode, receiveLoop } from './receive-loop.js';
+import { errorCode } from './receive-loop.js';
+import type { FrameIO } from './peer-sockets.js';
 
 export class RouterTransport {
   private closed = false;
@@ -14,17 +14,15 @@ export class RouterTransport {
   afterHandle: (() => void) | null = null;
 
   constructor(
-    /** The broker's ROUTER, or a shard's inproc PAIR to the main thread. */
-    private readonly sock: Router | Pair,
+    /** The broker's ROUTER socket(s), or a shard's inproc PAIR to the main thread. */
+    private readonly io: FrameIO,
     private readonly core: BrokerCore,
     private readonly now: () => number,
     private readonly onError: (err: unknown) => void,
-  ) {
-    sock.sendTimeout = 0;
-  }
+  ) {}
 
   start(): void {
-    this.loopDone = receiveLoop(this.sock, (frames) => this.onMessage(frames), this.onError);
+    this.loopDone = this.io.start((frames) => this.onMessage(frames), this.onError);
   }
 
   private onMessage(frames: Buffer[]): void {
@@ -37,12 +35,12 @@ export class RouterTransport {
   flush(): void {
     const out = this.core.out;
     if (out.length === 0) return;
-    const sock = this.sock;
+    const io = this.io;
     // Iterate by index: a synchronous failure below can make the core append more messages to `out`.
     for (let i = 0; i < out.length; i++) {
       const msg = out[i];
       try {
-        sock.send(msg).then(undefined, (err: unknown) => this.sendFailed(msg[0], err));
+        io.send(msg).then(undefined, (err: unknown) => this.sendFailed(msg[0], err));
       } catch (err) {
         this.sendFailed(msg[0], err, true);
       }
@@ -61,7 +59,7 @@ export class RouterTransport {
 
   async close(): Promise<void> {
     this.closed = true;
-    if (!this.sock.closed) this.sock.close();
+    this.io.close();
     await this.loopDone;
   }
 }

@@ -39,6 +39,9 @@ export interface WorkerOptions {
   socketOptions?: ConstructorParameters<typeof Dealer>[0];
 }
 
+/** How long close() waits for the DISCONNECT to be handed to ZeroMQ. */
+const CLOSE_WAIT_MS = 1000;
+
 export class Worker {
   private readonly sessions: Session[] = [];
 
@@ -174,7 +177,8 @@ class Session {
     this.timer = null;
     if (!this.sock.closed) {
       this.sender.send(this.frames(this.version === 1 ? W1.DISCONNECT : W2.DISCONNECT));
-      await this.sender.drained();
+      // Bounded: a socket that never connected (broker down, or our key refused) would hold the send forever.
+      await Promise.race([this.sender.drained(), new Promise((r) => setTimeout(r, CLOSE_WAIT_MS))]);
       this.sock.linger = 500;
       this.sock.close();
     }

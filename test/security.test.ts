@@ -124,3 +124,35 @@ test('mdbroker keygen writes a 0600 secret file and a public file the broker and
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /bad\.txt:1: not a 40-character Z85 public key/);
 });
+
+test('access groups: a worker key allowed for `a` (on its group endpoint) cannot register `b`, nor can others take `a`', async (t) => {
+  const keys = curveKeyPair();
+  const clientKeys = curveKeyPair();
+  const aKeys = curveKeyPair();
+  const other = curveKeyPair();
+  const warnings: string[] = [];
+  const { broker, endpoint } = await startBroker({
+    ...HB, curveKeys: keys, allowKeys: [clientKeys.publicKey, other.publicKey],
+    workerGroups: [{ bind: ['tcp://127.0.0.1:*'], services: ['a', 'a.*'], allowKeys: [aKeys.publicKey] }],
+    log: (lvl, msg) => { if (lvl === 'warn') warnings.push(msg); },
+  });
+  t.after(() => broker.close());
+  const groupEndpoint = broker.groupEndpoints[0][0];
+  const curve = (k: { publicKey: string; secretKey: string }) => ({ curve: { serverKey: keys.publicKey, ...k } });
+  const wa = new Worker({ endpoint: groupEndpoint, service: 'a', ...HB, handler: () => 'from a', ...curve(aKeys) });
+  const wab = new Worker({ endpoint: groupEndpoint, service: 'b', ...HB, handler: () => 'hijacked b', ...curve(aKeys) });
+  const thief = new Worker({ endpoint, service: 'a', ...HB, handler: () => 'stolen a', ...curve(other) });
+  const wrongDoor = new Worker({ endpoint: groupEndpoint, service: 'a.x', ...HB, handler: () => 'x', ...curve(other) });
+  const client = new Client({ endpoints: endpoint, timeout: 3000, ...curve(clientKeys) });
+  t.after(async () => {
+    client.close();
+    for (const w of [wa, wab, thief, wrongDoor]) await w.close();
+  });
+  assert.ok(await until(() => broker.stats().accessDenied >= 2, 3000), 'the b READY and the thief were refused');
+  assert.ok(await until(() => broker.curveDenied >= 1, 3000), 'an unlisted key at the group endpoint was refused');
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(broker.snapshot().workers, 1, 'only the legitimate worker for a is registered');
+  assert.deepEqual((await client.request('a', 'x')).map(String), ['from a']);
+  assert.deepEqual((await client.request('mmi.service', 'b')).map(String), ['404']);
+  assert.ok(warnings.some((w) => w.includes('may not register')), 'refusals are logged');
+});
