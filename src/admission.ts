@@ -96,3 +96,19 @@ export class AdmissionPump {
     }
   }
 }
+
+/**
+ * The graceful half of a shutdown, for a core with its transport and admission pump: no new work; busy workers and
+ * requests under validation get `graceMs` to finish; then whatever is left fails with `shutdown` and every worker is
+ * told DISCONNECT.
+ */
+export async function drainCore(core: BrokerCore, flush: () => void, admission: AdmissionPump, now: () => number, graceMs: number): Promise<void> {
+  core.beginShutdown(now());
+  flush();
+  const until = Date.now() + graceMs;
+  while (core.snapshot().busyWorkers > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+  // Requests still under validation are answered (with `shutdown`) when their verdicts come back.
+  await Promise.race([admission.idle(), new Promise((r) => setTimeout(r, Math.max(0, until - Date.now())))]);
+  core.finishShutdown(now());
+  flush();
+}

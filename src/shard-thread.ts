@@ -8,7 +8,7 @@ import { RouterTransport } from './transport.js';
 import { socketIO } from './peer-sockets.js';
 import { accessPolicy } from './security.js';
 import { Offload } from './offload.js';
-import { AdmissionPump } from './admission.js';
+import { AdmissionPump, drainCore } from './admission.js';
 import { appliesTo, parseValidateFlags } from './validation.js';
 import { LEVELS, REPORT_MS, type FromShard, type ShardInit, type ToShard } from './shard-protocol.js';
 
@@ -46,13 +46,7 @@ const report = setInterval(() => {
 
 async function close(): Promise<void> {
   clearInterval(report);
-  core.beginShutdown(now());
-  transport.flush();
-  const until = Date.now() + o.shutdownGrace;
-  while (core.snapshot().busyWorkers > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
-  await Promise.race([admission.idle(), new Promise((r) => setTimeout(r, Math.max(0, until - Date.now())))]);
-  core.finishShutdown(now());
-  transport.flush();
+  await drainCore(core, () => transport.flush(), admission, now, o.shutdownGrace);
   clearInterval(tick);
   // Close our socket here, before the thread ends: a thread stopped with a receive pending aborts the process.
   await transport.close();

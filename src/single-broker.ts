@@ -3,7 +3,7 @@
 import { BrokerCore, type CoreSnapshot, type CoreStats } from './broker-core.js';
 import { RouterTransport } from './transport.js';
 import { Offload } from './offload.js';
-import { AdmissionPump } from './admission.js';
+import { AdmissionPump, drainCore } from './admission.js';
 import { appliesTo, parseValidateFlags } from './validation.js';
 import { accessPolicy } from './security.js';
 import { Listeners } from './listeners.js';
@@ -88,14 +88,7 @@ export class SingleBroker implements BrokerImpl {
   async close(): Promise<void> {
     await this.statsService.close();
     this.loopDelay.close();
-    this.core.beginShutdown(this.now());
-    this.transport.flush();
-    const until = Date.now() + this.opts.shutdownGrace;
-    while (this.core.snapshot().busyWorkers > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
-    // Requests still under validation are answered (with `shutdown`) when their verdicts come back.
-    await Promise.race([this.admission.idle(), new Promise((r) => setTimeout(r, Math.max(0, until - Date.now())))]);
-    this.core.finishShutdown(this.now());
-    this.transport.flush();
+    await drainCore(this.core, () => this.transport.flush(), this.admission, () => this.now(), this.opts.shutdownGrace);
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     await this.transport.close();
