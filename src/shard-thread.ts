@@ -48,6 +48,9 @@ async function close(): Promise<void> {
   clearInterval(report);
   await drainCore(core, () => transport.flush(), admission, now, o.shutdownGrace);
   clearInterval(tick);
+  // End marker on the data path itself (a routing id is never empty): when the main thread reads it, everything
+  // we sent before it (the last replies, the DISCONNECTs) has been handed to its ROUTER.
+  await pair.send([Buffer.alloc(0)]);
   // Close our socket here, before the thread ends: a thread stopped with a receive pending aborts the process.
   await transport.close();
   await offload.close();

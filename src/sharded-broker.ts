@@ -35,6 +35,9 @@ interface ShardState {
   served: string[];
   closed: Promise<void>;
   exited: Promise<void>;
+  /** Called when the shard's end marker arrives over its PAIR: all its output has reached the ROUTER. */
+  drained: () => void;
+  drainedP: Promise<void>;
 }
 
 const EMPTY_SNAPSHOT: CoreSnapshot = { services: 0, workers: 0, idleWorkers: 0, busyWorkers: 0, queued: 0 };
@@ -88,7 +91,11 @@ export class ShardedBroker implements BrokerImpl {
       const thread = new Thread(new URL('./shard-thread.js', import.meta.url), { workerData: init });
       let closed!: () => void;
       const exited = new Promise<void>((r) => thread.once('exit', () => r()));
-      const state: ShardState = { thread, pair, snapshot: EMPTY_SNAPSHOT, stats: null, served: [], closed: new Promise((r) => (closed = r)), exited };
+      let drained!: () => void;
+      const drainedP = new Promise<void>((r) => (drained = r));
+      const state: ShardState = {
+        thread, pair, snapshot: EMPTY_SNAPSHOT, stats: null, served: [], closed: new Promise((r) => (closed = r)), exited, drained, drainedP,
+      };
       this.shards.push(state);
       const ready = new Promise<void>((resolve, reject) => {
         thread.on('message', (m: FromShard) => {
@@ -182,6 +189,7 @@ export class ShardedBroker implements BrokerImpl {
 
   /** A message a shard wants sent to a peer. */
   private toPeer(shard: number, frames: Buffer[]): void {
+    if (frames.length === 1 && frames[0].length === 0) return this.shards[shard].drained();
     this.send(this.listeners.io, frames, shard);
   }
 
@@ -251,7 +259,7 @@ export class ShardedBroker implements BrokerImpl {
     for (let i = 0; i < this.shards.length; i++) this.post(i, { type: 'close' });
     const deadline = new Promise((r) => setTimeout(r, this.opts.shutdownGrace + 3000));
     // Keep routing while shards drain: their DISCONNECTs and last replies come through us.
-    await Promise.race([Promise.all(this.shards.map((s) => s.closed)), deadline]);
+    await Promise.race([Promise.all(this.shards.map((s) => Promise.all([s.closed, s.drainedP]))), deadline]);
     this.closedFlag = true;
     for (const s of this.shards) s.pair.close();
     this.listeners.close();
