@@ -5,7 +5,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { Pair } from 'zeromq';
 import { BrokerCore, type LogLevel } from './broker-core.js';
 import { RouterTransport } from './transport.js';
-import { socketIO } from './peer-sockets.js';
+import { shardIO } from './peer-sockets.js';
 import { accessPolicy } from './security.js';
 import { Offload } from './offload.js';
 import { AdmissionPump, drainCore } from './admission.js';
@@ -30,7 +30,7 @@ core.departed = (id) => departed.push(new Uint8Array(id));
 // Stats aggregation happens on the main thread; a shard's pool, if any, is for validation only.
 const offload = new Offload(o.offload === 'all' || o.offload === 'validation' ? 'validation' : 'none', rules, o.offloadThreads);
 const pair = new Pair({ linger: 1000, sendHighWaterMark: 0, receiveHighWaterMark: 0, sendTimeout: 0 });
-const transport = new RouterTransport(socketIO(pair), core, now, (err) => log('warn', 'shard socket error', { err: String(err) }));
+const transport = new RouterTransport(shardIO(pair), core, now, (err) => log('warn', 'shard socket error', { err: String(err) }));
 const admission = new AdmissionPump(core, offload, now, () => transport.flush());
 if (rules.length > 0) transport.afterHandle = () => admission.pump();
 

@@ -13,6 +13,7 @@ import { errorCode, receiveLoop } from './receive-loop.js';
 import { Offload } from './offload.js';
 import { parseValidateFlags } from './validation.js';
 import { Listeners } from './listeners.js';
+import { fromShardFrames } from './peer-sockets.js';
 import { LoopDelay, StatsService, mmiStatsReplies } from './stats-service.js';
 import type { AggregateOutput } from './stats-report.js';
 import type { StatsSnapshot } from './stats.js';
@@ -190,7 +191,7 @@ export class ShardedBroker implements BrokerImpl {
   /** A message a shard wants sent to a peer. */
   private toPeer(shard: number, frames: Buffer[]): void {
     if (frames.length === 1 && frames[0].length === 0) return this.shards[shard].drained();
-    this.send(this.listeners.io, frames, shard);
+    this.send(this.listeners.io, fromShardFrames(frames), shard);
   }
 
   private send(sock: { send(msg: Buffer[]): Promise<void> }, frames: Buffer[], fromShard: number): void {
