@@ -197,3 +197,17 @@ test('600 workers registering at once stay registered through bursts of heartbea
   const replies = await Promise.all(Array.from({ length: 70 }, (_, i) => client.request(`s${i % 7}`, String(i))));
   assert.deepEqual(replies.map((r) => Number(r[0].toString())), Array.from({ length: 70 }, (_, i) => i));
 });
+
+test('a `shutdown` error reply is retried on the next endpoint, not thrown at the caller', async (t) => {
+  const a = await startBroker({ ...HB, shutdownGrace: 50 });
+  const b = await startBroker(HB);
+  const worker = new Worker({ endpoint: b.endpoint, service: 'echo', ...HB, handler: (x) => x });
+  const client = new Client({ endpoints: [a.endpoint, b.endpoint], timeout: 5000, retries: 2 });
+  cleanup(t, client, worker, a.broker, b.broker);
+  assert.ok(await until(() => b.broker.snapshot().workers === 1));
+  const reply = client.request('echo', 'moved'); // queued on A, which has no worker for it
+  assert.ok(await until(() => a.broker.snapshot().queued === 1));
+  await a.broker.close(); // A answers the queued request with `shutdown`
+  assert.deepEqual((await reply).map(String), ['moved']);
+  assert.equal(a.broker.stats().errors.shutdown, 1);
+});
