@@ -8,6 +8,7 @@ import type { KeyPair, WorkerGroup } from './security.js';
 import type { AggregateOutput } from './stats-report.js';
 import { SingleBroker } from './single-broker.js';
 import { ShardedBroker } from './sharded-broker.js';
+import type { Listeners } from './listeners.js';
 
 export interface BrokerOptions extends Omit<CoreOptions, 'limits' | 'validates'> {
   /** Endpoints to bind, e.g. tcp://127.0.0.1:5555. tcp://127.0.0.1:* picks a free port. */
@@ -63,9 +64,8 @@ export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
 };
 
 export interface BrokerImpl {
-  readonly endpoints: string[];
-  readonly groupEndpoints: string[][];
-  readonly curveDenied: number;
+  /** The listening sockets: endpoints, access-group endpoints, CURVE refusals. */
+  readonly listeners: Listeners;
   readonly metricsPort: number | null;
   start(): Promise<void>;
   close(): Promise<void>;
@@ -89,12 +89,12 @@ export class Broker {
 
   /** The endpoints actually bound (wildcard ports resolved). */
   get endpoints(): string[] {
-    return this.impl.endpoints;
+    return this.impl.listeners.endpoints;
   }
 
   /** Per access group, the worker endpoints actually bound. */
   get groupEndpoints(): string[][] {
-    return this.impl.groupEndpoints;
+    return this.impl.listeners.groupEndpoints;
   }
 
   /** The metrics port actually bound, when metricsPort is set. */
@@ -113,7 +113,7 @@ export class Broker {
 
   /** Connections refused by the CURVE allow-list so far. */
   get curveDenied(): number {
-    return this.impl.curveDenied;
+    return this.impl.listeners.denied;
   }
 
   /** The broker's counters (with shards: summed, as last reported). */

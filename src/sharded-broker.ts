@@ -44,7 +44,7 @@ interface ShardState {
 const EMPTY_SNAPSHOT: CoreSnapshot = { services: 0, workers: 0, idleWorkers: 0, busyWorkers: 0, queued: 0 };
 
 export class ShardedBroker implements BrokerImpl {
-  private readonly listeners: Listeners;
+  readonly listeners: Listeners;
   private readonly shards: ShardState[] = [];
   /** Which shard a worker registered with. Bounded: an evicted live worker is told DISCONNECT and re-registers. */
   private readonly workerShard = new LRUCacheWithDelete<number | string, number>(1 << 17);
@@ -56,17 +56,6 @@ export class ShardedBroker implements BrokerImpl {
   private readonly statsWaiters = new Map<number, { left: number; snaps: StatsSnapshot[]; done: (s: StatsSnapshot[]) => void }>();
   private closedFlag = false;
   private readonly loopDelay = new LoopDelay();
-  get endpoints(): string[] {
-    return this.listeners.endpoints;
-  }
-
-  get groupEndpoints(): string[][] {
-    return this.listeners.groupEndpoints;
-  }
-
-  get curveDenied(): number {
-    return this.listeners.denied;
-  }
 
   constructor(private readonly opts: BrokerOptions) {
     this.listeners = new Listeners(opts);

@@ -13,7 +13,7 @@ import type { BrokerImpl, BrokerOptions } from './broker.js';
 
 export class SingleBroker implements BrokerImpl {
   readonly core: BrokerCore;
-  private readonly listeners: Listeners;
+  readonly listeners: Listeners;
   private readonly transport: RouterTransport;
   private readonly offload: Offload;
   private readonly admission: AdmissionPump;
@@ -21,17 +21,6 @@ export class SingleBroker implements BrokerImpl {
   private readonly loopDelay = new LoopDelay();
   private timer: NodeJS.Timeout | null = null;
   private readonly t0 = performance.now();
-  get endpoints(): string[] {
-    return this.listeners.endpoints;
-  }
-
-  get groupEndpoints(): string[][] {
-    return this.listeners.groupEndpoints;
-  }
-
-  get curveDenied(): number {
-    return this.listeners.denied;
-  }
 
   constructor(private readonly opts: BrokerOptions) {
     const o = opts;
