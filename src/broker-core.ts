@@ -4,7 +4,7 @@
 
 import { LRUCacheWithDelete } from 'mnemonist';
 import {
-  C2, EMPTY, Kind, MDPW01, MDPW02, W1, W2, WCmd, clientReply, cmd, parseInbound,
+  C2, EMPTY, Kind, MDPW01, MDPW02, W1, W2, WCmd, clientReply, cmd, isMmi, parseInbound,
   type ClientRequest, type Limits, type Version, type WorkerMessage, DEFAULT_LIMITS,
 } from './codec.js';
 import { ServiceQueue } from './service-queue.js';
@@ -63,10 +63,6 @@ function bytesEqual(a: Buffer, b: Buffer): boolean {
   if (n !== b.length) return false;
   for (let i = 0; i < n; i++) if (a[i] !== b[i]) return false;
   return true;
-}
-
-function isMmi(name: Buffer): boolean {
-  return name.length >= 4 && name[0] === 0x6d && name[1] === 0x6d && name[2] === 0x69 && name[3] === 0x2e;
 }
 
 /** A request waiting for its --validate verdict (see BrokerCore.toValidate / admit). */

@@ -147,7 +147,7 @@ export function parseInbound(frames: Buffer[], limits: Limits): Inbound {
   if (!worker1 && !isHeader(h, MDPW02)) return invalid('unknown MDP header');
   if (at > 2) return invalid('worker message with an envelope');
   if (worker1 && !delimited) return invalid('MDP/0.1 worker message without empty frame');
-  return parseWorker(frames, at, worker1 ? 1 : 2, delimited, limits);
+  return parseWorker(frames, at, worker1 ? 1 : 2, delimited);
 }
 
 function parseClient(frames: Buffer[], at: number, version: Version, limits: Limits): Inbound {
@@ -176,7 +176,7 @@ function tryClientAfterLimit(frames: Buffer[], limits: Limits): ClientRequest | 
   return undefined;
 }
 
-function parseWorker(frames: Buffer[], at: number, version: Version, delimited: boolean, _limits: Limits): Inbound {
+function parseWorker(frames: Buffer[], at: number, version: Version, delimited: boolean): Inbound {
   const n = frames.length;
   const c = frames[at + 1];
   if (c === undefined || c.length !== 1) return invalid('worker command frame is not one byte');
@@ -219,6 +219,11 @@ function parseWorker(frames: Buffer[], at: number, version: Version, delimited: 
       msg.bodyAt = at + 4;
       return msg;
   }
+}
+
+/** True for a service name in the broker's own `mmi.` namespace (RFC 8). */
+export function isMmi(name: Buffer): boolean {
+  return name.length >= 4 && name[0] === 0x6d && name[1] === 0x6d && name[2] === 0x69 && name[3] === 0x2e;
 }
 
 /**

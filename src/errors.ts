@@ -23,8 +23,6 @@ export type ErrorCode =
   /** A --validate check refused the request body (the message says which). */
   | 'rejected';
 
-export const ERROR_CODES: readonly ErrorCode[] = ['expired', 'overloaded', 'failed', 'invalid', 'shutdown', 'rejected'];
-
 /** True when a reply body is a broker error reply. */
 export function isErrorReply(body: readonly Buffer[]): boolean {
   return body.length === 3 && isErrorMark(body[0]);

@@ -35,10 +35,6 @@ export class ServiceQueue<T> {
     return item;
   }
 
-  peek(): T | undefined {
-    return this.ring.peekFirst();
-  }
-
   /** Removes every item for which `drop` returns true, keeping the order of the rest. O(n). */
   removeWhere(drop: (item: T) => boolean): number {
     let removed = 0;

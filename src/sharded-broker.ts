@@ -7,9 +7,9 @@
 import { Worker as Thread } from 'node:worker_threads';
 import { Pair } from 'zeromq';
 import { LRUCacheWithDelete } from 'mnemonist';
-import { C2, Kind, WCmd, clientReply, parseInbound } from './codec.js';
+import { C2, Kind, WCmd, clientReply, isMmi, parseInbound } from './codec.js';
 import { emptyStats, peerKey, type CoreSnapshot, type CoreStats } from './broker-core.js';
-import { errorCode, receiveLoop } from './receive-loop.js';
+import { receiveLoop, sendFailure } from './receive-loop.js';
 import { Offload } from './offload.js';
 import { parseValidateFlags } from './validation.js';
 import { Listeners } from './listeners.js';
@@ -142,7 +142,7 @@ export class ShardedBroker implements BrokerImpl {
     let shard = 0;
     if (m.kind === Kind.ClientRequest) {
       const svc = m.service;
-      if (svc.length >= 4 && svc[0] === 0x6d && svc[1] === 0x6d && svc[2] === 0x69 && svc[3] === 0x2e) {
+      if (isMmi(svc)) {
         const name = svc.toString('latin1');
         if (name === 'mmi.services' || name === 'mmi.stats') return this.answerMmi(frames, m.headerAt, m.version, svc, name, frames[m.bodyAt]);
         // mmi.service is answered by the shard that owns the service asked about.
@@ -193,15 +193,14 @@ export class ShardedBroker implements BrokerImpl {
 
   private sendFailed(id: Buffer, err: unknown, fromShard: number): void {
     if (this.closedFlag) return;
-    const code = errorCode(err);
-    const why = code === 'EHOSTUNREACH' ? 'unreachable' : code === 'EAGAIN' || code === 'EBUSY' ? 'full' : null;
+    const why = sendFailure(err);
     if (why === null) {
       this.opts.log('warn', 'send failed', { err: String(err) });
       return;
     }
     // The shard that sent it learns the peer is gone (a worker: requeue; a client: drop its queued requests).
     if (fromShard >= 0) this.post(fromShard, { type: 'sendFailed', id: new Uint8Array(id), why });
-    else this.opts.log('warn', 'hand-off to a shard failed', { code });
+    else this.opts.log('warn', 'hand-off to a shard failed', { why });
   }
 
   snapshot(): CoreSnapshot {

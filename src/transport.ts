@@ -4,7 +4,7 @@
 // rejects at once and the core is told, so nothing is dropped without being counted and answered.
 
 import type { BrokerCore } from './broker-core.js';
-import { errorCode } from './receive-loop.js';
+import { sendFailure } from './receive-loop.js';
 import type { FrameIO } from './peer-sockets.js';
 
 export class RouterTransport {
@@ -50,9 +50,8 @@ export class RouterTransport {
 
   private sendFailed(id: Buffer, err: unknown, sync = false): void {
     if (this.closed) return;
-    const code = errorCode(err);
-    if (code === 'EHOSTUNREACH') this.core.sendFailed(id, 'unreachable', this.now());
-    else if (code === 'EAGAIN' || code === 'EBUSY') this.core.sendFailed(id, 'full', this.now());
+    const why = sendFailure(err);
+    if (why !== null) this.core.sendFailed(id, why, this.now());
     else this.onError(err);
     if (!sync) this.flush();
   }
