@@ -2,14 +2,14 @@
 // with the load generator in its own process, and prints one comparison table.
 
 import { parseArgs } from 'node:util';
-import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { fork, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import * as zmq from 'zeromq';
 import { DEFAULT_RUN, type LoadMessage, type LoadResult, type RunConfig, type Target } from './load-config.js';
 import { cpuSeconds, peakRssBytes } from './procstat.js';
+import { brokerMetric, spawnBroker } from '../scripts/spawn-broker.js';
 import {
   renderCharts, renderCompare, renderConditions, renderHtml, renderTable,
   type BenchReport, type ConfigResult, type Measurement,
@@ -18,7 +18,6 @@ import {
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 const ROOT = here('../../');
 const CONFIG_DIR = `${ROOT}bench/configs`;
-const CLI = here('../src/cli.js');
 const LOADGEN = here('./loadgen.js');
 const RAW_PROXY = here('./raw-proxy.js');
 const WORKERS_PER_PROCESS = 4000;
@@ -96,35 +95,15 @@ function validate(r: RunConfig): void {
 }
 
 /** Starts the broker CLI on a free port; resolves with its process, endpoint and metrics port. */
-function startBroker(cfg: RunConfig): Promise<{ proc: ChildProcess; endpoint: string; metricsPort: number | null }> {
+async function startBroker(cfg: RunConfig): Promise<{ proc: ChildProcess; endpoint: string; metricsPort: number | null }> {
   const flags = [
     '--bind', 'tcp://127.0.0.1:*', '--log-level', process.env.BENCH_BROKER_LOG ?? 'info',
     '--heartbeat-interval', String(cfg.heartbeatInterval), '--metrics-port', '0',
   ];
   for (const [k, v] of Object.entries(cfg.broker)) flags.push(`--${k}`, String(v));
-  const proc = spawn(process.execPath, [CLI, ...flags], { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(proc);
-  let stderr = '';
-  proc.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('broker did not start within 10 s')), 10000);
-    const rl = createInterface({ input: proc.stdout as NodeJS.ReadableStream });
-    rl.on('line', (line) => {
-      try {
-        const rec = JSON.parse(line) as { msg?: string; endpoints?: string[]; metricsPort?: number };
-        if (rec.msg === 'mdbroker listening' && rec.endpoints) {
-          clearTimeout(timer);
-          resolve({ proc, endpoint: rec.endpoints[0], metricsPort: rec.metricsPort ?? null });
-        }
-      } catch {
-        // not a log line
-      }
-    });
-    proc.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`broker exited with ${code}: ${stderr.trim()}`));
-    });
-  });
+  const b = await spawnBroker(flags);
+  children.add(b.child);
+  return { proc: b.child, endpoint: b.endpoint, metricsPort: b.metricsPort };
 }
 
 function startRawProxy(): Promise<{ proc: ChildProcess; frontend: string; backend: string }> {
@@ -230,9 +209,8 @@ async function measure(cfg: RunConfig, kind: 'broker' | 'raw' | 'external', exte
 /** The broker's main-thread event-loop delay p99 since the previous scrape, from its /metrics. */
 async function loopDelayMs(port: number): Promise<number | null> {
   try {
-    const res = await fetch(`http://127.0.0.1:${port}/metrics`);
-    const m = /^mdbroker_broker\{name="loopDelayP99Us"\} (\d+)/m.exec(await res.text());
-    return m ? Number(m[1]) / 1000 : null;
+    const us = await brokerMetric(port, 'loopDelayP99Us');
+    return us === null ? null : us / 1000;
   } catch {
     return null;
   }

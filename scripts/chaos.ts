@@ -14,6 +14,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Client } from '../src/client.js';
+import { spawnBroker } from './spawn-broker.js';
 import { BrokerError, TimeoutError } from '../src/errors.js';
 
 const SECONDS = Number(process.env.CHAOS_SECONDS ?? 40);
@@ -58,15 +59,10 @@ function startBroker(): Promise<void> {
 }
 
 async function firstBroker(): Promise<void> {
-  const p = spawn(process.execPath, [CLI, '--bind', 'tcp://127.0.0.1:*', '--log-level', 'info', '--stats-interval', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const first = await spawnBroker(['--bind', 'tcp://127.0.0.1:*', '--log-level', 'info', '--stats-interval', '0']);
+  const p = first.child;
   procs.add(p);
-  endpoint = await new Promise<string>((resolve, reject) => {
-    createInterface({ input: p.stdout as NodeJS.ReadableStream }).on('line', (l) => {
-      const r = JSON.parse(l) as { msg: string; endpoints?: string[] };
-      if (r.msg === 'mdbroker listening' && r.endpoints) resolve(r.endpoints[0]);
-    });
-    p.once('exit', (c) => reject(new Error(`broker exited ${c}`)));
-  });
+  endpoint = first.endpoint;
   // That one only found a free port; the real broker runs with the chaos settings on the same endpoint.
   p.kill('SIGKILL');
   await new Promise((r) => p.once('exit', r));

@@ -5,19 +5,16 @@
 //
 // SOAK_SECONDS (default 180), SOAK_WORKERS (2000), SOAK_CLIENTS (10000).
 
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { Context, Dealer } from 'zeromq';
 import { Client } from '../src/client.js';
+import { brokerMetric, spawnBroker } from './spawn-broker.js';
 import { receiveLoop } from '../src/receive-loop.js';
 
 const SECONDS = Number(process.env.SOAK_SECONDS ?? 180);
 const WORKERS = Number(process.env.SOAK_WORKERS ?? 2000);
 const CLIENTS = Number(process.env.SOAK_CLIENTS ?? 10000);
 const HB = 1000;
-const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url));
 const E = Buffer.alloc(0);
 const H = Buffer.from('MDPW01');
 const ctx = new Context({ maxSockets: WORKERS + 2000 });
@@ -25,19 +22,15 @@ const ctx = new Context({ maxSockets: WORKERS + 2000 });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function main(): Promise<number> {
-  const broker = spawn(process.execPath, [CLI, '--bind', 'tcp://127.0.0.1:*', '--heartbeat-interval', String(HB), '--metrics-port', '0', '--stats-interval', '0', '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const started = await spawnBroker(['--bind', 'tcp://127.0.0.1:*', '--heartbeat-interval', String(HB), '--metrics-port', '0', '--stats-interval', '0', '--log-level', 'info']);
+  const broker = started.child;
+  const { endpoint } = started;
+  const metricsPort = started.metricsPort as number;
   process.on('exit', () => broker.kill('SIGKILL'));
-  const { endpoint, metricsPort } = await new Promise<{ endpoint: string; metricsPort: number }>((resolve) => {
-    createInterface({ input: broker.stdout }).on('line', (l) => {
-      const r = JSON.parse(l) as { msg: string; endpoints?: string[]; metricsPort?: number };
-      if (r.msg === 'mdbroker listening' && r.endpoints) resolve({ endpoint: r.endpoints[0], metricsPort: r.metricsPort as number });
-    });
-  });
   const rssMiB = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${broker.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
   const tables = async () => {
-    const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
-    const get = (n: string) => Number(new RegExp(`^mdbroker_broker\\{name="${n}"\\} (\\d+)`, 'm').exec(text)?.[1] ?? NaN);
-    return { workers: get('workers'), services: get('services'), queued: get('queued'), busy: get('busyWorkers') };
+    const get = async (n: string) => (await brokerMetric(metricsPort, n)) ?? NaN;
+    return { workers: await get('workers'), services: await get('services'), queued: await get('queued'), busy: await get('busyWorkers') };
   };
   const baseline = { rss: rssMiB(), ...(await tables()) };
 

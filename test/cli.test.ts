@@ -1,10 +1,10 @@
 // The mdbroker command: flags, logs, and a clean stop on SIGTERM/SIGINT that tells workers DISCONNECT.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { createInterface } from 'node:readline';
 import { RawPeer, modeFlags, show } from './helpers.js';
+import { spawnBroker } from '../scripts/spawn-broker.js';
 
 const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url));
 
@@ -12,19 +12,9 @@ function run(args: string[]) {
   return spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 10000 });
 }
 
-/** Starts the broker and resolves with its bound endpoint, read from its first log line. */
-function startCli(args: string[]): Promise<{ child: ChildProcessWithoutNullStreams; endpoint: string; lines: string[] }> {
-  const child = spawn(process.execPath, [CLI, '--bind', 'tcp://127.0.0.1:*', ...modeFlags(), ...args]);
-  const lines: string[] = [];
-  return new Promise((resolve, reject) => {
-    const rl = createInterface({ input: child.stdout });
-    rl.on('line', (line) => {
-      lines.push(line);
-      const rec = JSON.parse(line) as { msg: string; endpoints?: string[] };
-      if (rec.msg === 'mdbroker listening' && rec.endpoints) resolve({ child, endpoint: rec.endpoints[0], lines });
-    });
-    child.on('exit', (code) => reject(new Error(`broker exited with ${code}`)));
-  });
+/** Starts the broker and resolves with its bound endpoint and its log lines. */
+function startCli(args: string[]): Promise<{ child: ChildProcess; endpoint: string; lines: string[] }> {
+  return spawnBroker(['--bind', 'tcp://127.0.0.1:*', ...modeFlags(), ...args]);
 }
 
 test('--help and --version print and exit 0; a bad flag exits 2 with a readable message', () => {

@@ -2,16 +2,13 @@
 // The broker must keep serving every valid request, count the junk, and not grow.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { Dealer } from 'zeromq';
 import { Client } from '../src/client.js';
 import { Worker } from '../src/worker.js';
 import { modeFlags } from './helpers.js';
+import { brokerMetric, spawnBroker } from '../scripts/spawn-broker.js';
 
-const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url));
 const COUNT = Number(process.env.SOCKET_FUZZ_COUNT ?? 4000);
 
 /** A small deterministic PRNG, so a failure can be replayed with the same SOCKET_FUZZ_SEED. */
@@ -28,15 +25,8 @@ function prng(seed: number): () => number {
 const rssKiB = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
 
 test(`socket fuzz: ${COUNT} malformed messages at a live broker; valid traffic is all served`, async (t) => {
-  const child = spawn(process.execPath, [CLI, '--bind', 'tcp://127.0.0.1:*', '--heartbeat-interval', '200', '--max-frame-bytes', '65536', '--log-level', 'info', '--stats-interval', '0', '--metrics-port', '0', ...modeFlags()]);
+  const { child, endpoint, metricsPort } = await spawnBroker(['--bind', 'tcp://127.0.0.1:*', '--heartbeat-interval', '200', '--max-frame-bytes', '65536', '--log-level', 'info', '--stats-interval', '0', '--metrics-port', '0', ...modeFlags()]);
   t.after(() => child.kill('SIGKILL'));
-  const { endpoint, metricsPort } = await new Promise<{ endpoint: string; metricsPort: number }>((resolve, reject) => {
-    createInterface({ input: child.stdout }).on('line', (l) => {
-      const r = JSON.parse(l) as { msg: string; endpoints?: string[]; metricsPort?: number };
-      if (r.msg === 'mdbroker listening' && r.endpoints) resolve({ endpoint: r.endpoints[0], metricsPort: r.metricsPort as number });
-    });
-    child.on('exit', (c) => reject(new Error(`broker exited ${c}`)));
-  });
   const worker = new Worker({ endpoint, service: 'echo', heartbeatInterval: 200, handler: (b) => b });
   const client = new Client({ endpoints: endpoint, timeout: 10000 });
   const junk = Array.from({ length: 5 }, () => {
@@ -77,8 +67,7 @@ test(`socket fuzz: ${COUNT} malformed messages at a live broker; valid traffic i
   }
   const replies = await Promise.all(valid);
   replies.forEach((r, k) => assert.equal(r[0].toString(), `v${k * 20}`));
-  const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
-  const malformed = Number(/^mdbroker_broker\{name="malformed"\} (\d+)/m.exec(metrics)?.[1] ?? 0);
+  const malformed = (await brokerMetric(metricsPort as number, 'malformed')) ?? 0;
   assert.ok(sent > COUNT / 2, `sent ${sent}`);
   assert.ok(malformed > sent / 4, `junk was counted as malformed: ${malformed} of ${sent}`);
   const rss1 = rssKiB(child.pid as number);
