@@ -9,7 +9,7 @@
 
 import { Context, Dealer } from 'zeromq';
 import * as hdr from 'hdr-histogram-js';
-import { receiveLoop } from '../src/receive-loop.js';
+import { receiveLoop } from '../src/sockets/receive-loop.js';
 import type { LoadMessage, LoadResult, LoadSpec, Target } from './load-config.js';
 
 interface Args extends LoadSpec {

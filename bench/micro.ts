@@ -3,10 +3,10 @@
 
 import { Bench } from 'tinybench';
 import { LRUMapWithDelete } from 'mnemonist';
-import { DEFAULT_LIMITS, parseInbound } from '../src/codec.js';
-import { BrokerCore } from '../src/broker-core.js';
-import { ServiceQueue } from '../src/service-queue.js';
-import { IdleList, type IdleNode } from '../src/idle-list.js';
+import { DEFAULT_LIMITS, parseInbound } from '../src/protocol/codec.js';
+import { BrokerCore } from '../src/core/broker-core.js';
+import { ServiceQueue } from '../src/core/service-queue.js';
+import { IdleList, type IdleNode } from '../src/core/idle-list.js';
 
 const TIME = Number(process.env.MICRO_TIME_MS ?? 300);
 const B = (s: string | number[]) => (typeof s === 'string' ? Buffer.from(s) : Buffer.from(s));

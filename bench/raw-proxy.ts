@@ -4,7 +4,7 @@
 // Forked by bench/run.ts; reports its endpoints over IPC and runs until told to stop (SIGTERM or disconnect).
 
 import { Dealer, Router } from 'zeromq';
-import { receiveLoop } from '../src/receive-loop.js';
+import { receiveLoop } from '../src/sockets/receive-loop.js';
 
 const front = new Router({ sendTimeout: 0, sendHighWaterMark: 0, receiveHighWaterMark: 0, linger: 0 });
 const back = new Dealer({ sendTimeout: 0, sendHighWaterMark: 0, receiveHighWaterMark: 0, linger: 0 });

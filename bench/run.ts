@@ -9,7 +9,7 @@ import os from 'node:os';
 import * as zmq from 'zeromq';
 import { DEFAULT_RUN, type LoadMessage, type LoadResult, type RunConfig, type Target } from './load-config.js';
 import { cpuSeconds, peakRssBytes } from './procstat.js';
-import { brokerMetric, spawnBroker } from '../scripts/spawn-broker.js';
+import { brokerMetric, spawnBroker } from '../test/support/spawn-broker.js';
 import {
   renderCharts, renderCompare, renderConditions, renderHtml, renderTable,
   type BenchReport, type ConfigResult, type Measurement,

@@ -1,7 +1,7 @@
 // A worker process for the chaos suite. echo: answers each request after 0-4 ms and writes "done <id>" to stdout
 // (synchronously, so a SIGKILL loses nothing already written). hang: takes requests and never answers.
 import { writeSync } from 'node:fs';
-import { Worker } from '../src/worker.js';
+import { Worker } from '../src/client/worker.js';
 
 const [endpoint, mode, hb] = process.argv.slice(2);
 const interval = Number(hb ?? 250);

@@ -13,9 +13,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { Client } from '../src/client.js';
-import { spawnBroker } from './spawn-broker.js';
-import { BrokerError, TimeoutError } from '../src/errors.js';
+import { Client } from '../src/client/client.js';
+import { spawnBroker } from '../test/support/spawn-broker.js';
+import { BrokerError, TimeoutError } from '../src/client/errors.js';
 
 const SECONDS = Number(process.env.CHAOS_SECONDS ?? 40);
 const MIN_REQUESTS = Number(process.env.CHAOS_MIN_REQUESTS ?? 20000);

@@ -7,9 +7,9 @@
 
 import { readFileSync } from 'node:fs';
 import { Context, Dealer } from 'zeromq';
-import { Client } from '../src/client.js';
-import { brokerMetric, spawnBroker } from './spawn-broker.js';
-import { receiveLoop } from '../src/receive-loop.js';
+import { Client } from '../src/client/client.js';
+import { brokerMetric, spawnBroker } from '../test/support/spawn-broker.js';
+import { receiveLoop } from '../src/sockets/receive-loop.js';
 
 const SECONDS = Number(process.env.SOAK_SECONDS ?? 180);
 const WORKERS = Number(process.env.SOAK_WORKERS ?? 2000);

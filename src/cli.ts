@@ -4,11 +4,13 @@
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { pino } from 'pino';
-import { Broker, DEFAULT_BROKER_OPTIONS } from './broker.js';
-import { DEFAULT_LIMITS } from './codec.js';
-import type { LogFn } from './broker-core.js';
-import { OFFLOAD_MODES, type OffloadMode } from './offload.js';
-import { keygen, readAccessFile, readAllowList, readSecretKeyFile, type KeyPair, type WorkerGroup } from './security.js';
+import { Broker } from './broker/broker.js';
+import { DEFAULT_BROKER_OPTIONS } from './broker/options.js';
+import { ConfigError } from './broker/config-error.js';
+import { DEFAULT_LIMITS } from './protocol/codec.js';
+import type { LogFn } from './core/broker-core.js';
+import { OFFLOAD_MODES, type OffloadMode } from './broker/offload.js';
+import { keygen, readAccessFile, readAllowList, readSecretKeyFile, type KeyPair, type WorkerGroup } from './broker/security.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -80,13 +82,11 @@ const spec = {
   version: { type: 'boolean', short: 'v' },
 } as const;
 
-class UsageError extends Error {}
-
 function int(values: Record<string, unknown>, name: string, fallback: number, min = 1): number {
   const raw = values[name];
   if (raw === undefined) return fallback;
   const n = Number(raw);
-  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer >= ${min}, got '${String(raw)}'`);
+  if (!Number.isInteger(n) || n < min) throw new ConfigError(name, `--${name} must be an integer >= ${min}, got '${String(raw)}'`);
   return n;
 }
 
@@ -95,7 +95,7 @@ function curveOptions(values: Record<string, unknown>): { curveKeys: KeyPair | n
   const lists = [values['allow-clients'], values['allow-workers']].filter((f): f is string => typeof f === 'string');
   const access = values.access as string | undefined;
   if (!keyFile) {
-    if (lists.length > 0 || access) throw new UsageError('--allow-clients, --allow-workers and --access need --curve-secret-key');
+    if (lists.length > 0 || access) throw new ConfigError('curve-secret-key', '--allow-clients, --allow-workers and --access need --curve-secret-key');
     return { curveKeys: null, allowKeys: null, workerGroups: [] };
   }
   try {
@@ -104,13 +104,13 @@ function curveOptions(values: Record<string, unknown>): { curveKeys: KeyPair | n
     const allowKeys = lists.length === 0 ? null : [...new Set(lists.flatMap((f) => [...readAllowList(f)]))];
     return { curveKeys, allowKeys, workerGroups: access ? readAccessFile(access) : [] };
   } catch (err) {
-    throw new UsageError((err as Error).message);
+    throw new ConfigError('curve-secret-key', (err as Error).message);
   }
 }
 
 function offloadMode(raw: unknown): OffloadMode {
   if (raw === undefined) return d.offload;
-  if (!OFFLOAD_MODES.includes(raw as OffloadMode)) throw new UsageError(`--offload must be one of ${OFFLOAD_MODES.join(', ')}, got '${String(raw)}'`);
+  if (!OFFLOAD_MODES.includes(raw as OffloadMode)) throw new ConfigError('offload', `--offload must be one of ${OFFLOAD_MODES.join(', ')}, got '${String(raw)}'`);
   return raw as OffloadMode;
 }
 
@@ -171,7 +171,7 @@ function main(argv: string[]): void {
       log,
     });
   } catch (err) {
-    if (err instanceof UsageError || /^--validate/.test((err as Error).message)) return usage((err as Error).message);
+    if (err instanceof ConfigError) return usage((err as Error).message);
     throw err;
   }
   broker.start().then(

@@ -3,9 +3,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Dealer } from 'zeromq';
-import { Client } from '../src/client.js';
-import { Worker } from '../src/worker.js';
-import { BrokerError } from '../src/errors.js';
+import { Client } from '../src/client/client.js';
+import { Worker } from '../src/client/worker.js';
+import { BrokerError } from '../src/client/errors.js';
 import { startBroker, until, B, E } from './helpers.js';
 
 const HB = { heartbeatInterval: 100, heartbeatLiveness: 3 };

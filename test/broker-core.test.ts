@@ -1,7 +1,7 @@
 // The broker core as a pure state machine: frames in, frames out, a fake clock. Every rule of the spec is here.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BrokerCore, type CoreOptions } from '../src/broker-core.js';
+import { BrokerCore, type CoreOptions } from '../src/core/broker-core.js';
 
 const B = (s: string | number[]) => (typeof s === 'string' ? Buffer.from(s, 'latin1') : Buffer.from(s));
 const E = B('');

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { RawPeer, modeFlags, show } from './helpers.js';
-import { spawnBroker } from '../scripts/spawn-broker.js';
+import { spawnBroker } from './support/spawn-broker.js';
 
 const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url));
 

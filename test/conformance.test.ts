@@ -2,7 +2,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { RawPeer, startBroker, show, sleep, until, E } from './helpers.js';
-import type { Broker } from '../src/broker.js';
+import type { Broker } from '../src/broker/broker.js';
 
 async function setup(t: TestContext, opts = {}): Promise<{ broker: Broker; peer: (kind?: 'dealer' | 'req') => RawPeer }> {
   const { broker, endpoint } = await startBroker({ heartbeatInterval: 100, ...opts });

@@ -1,6 +1,7 @@
 // Shared helpers for socket-level tests: a broker on an OS-chosen port, and raw peers that speak frames.
 import { Dealer, Request } from 'zeromq';
-import { Broker, type BrokerOptions } from '../src/broker.js';
+import { Broker } from '../src/broker/broker.js';
+import type { BrokerOptions } from '../src/broker/options.js';
 
 export const B = (s: string | number[]) => (typeof s === 'string' ? Buffer.from(s, 'latin1') : Buffer.from(s));
 export const E = Buffer.alloc(0);

@@ -5,10 +5,10 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Router } from 'zeromq';
-import { Client } from '../src/client.js';
-import { Worker } from '../src/worker.js';
-import { Broker } from '../src/broker.js';
-import { BrokerError, TimeoutError } from '../src/errors.js';
+import { Client } from '../src/client/client.js';
+import { Worker } from '../src/client/worker.js';
+import { Broker } from '../src/broker/broker.js';
+import { BrokerError, TimeoutError } from '../src/client/errors.js';
 import { startBroker, until } from './helpers.js';
 
 const HB = { heartbeatInterval: 100, heartbeatLiveness: 3 };

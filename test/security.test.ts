@@ -8,12 +8,12 @@ import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { curveKeyPair } from 'zeromq';
-import { Client } from '../src/client.js';
-import { Worker } from '../src/worker.js';
-import { TimeoutError } from '../src/errors.js';
-import { readAllowList, readSecretKeyFile } from '../src/security.js';
+import { Client } from '../src/client/client.js';
+import { Worker } from '../src/client/worker.js';
+import { TimeoutError } from '../src/client/errors.js';
+import { readAllowList, readSecretKeyFile } from '../src/broker/security.js';
 import { startBroker, until } from './helpers.js';
-import type { Broker } from '../src/broker.js';
+import type { Broker } from '../src/broker/broker.js';
 
 const HB = { heartbeatInterval: 100, heartbeatLiveness: 3 };
 const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url));

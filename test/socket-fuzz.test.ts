@@ -4,10 +4,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { Dealer } from 'zeromq';
-import { Client } from '../src/client.js';
-import { Worker } from '../src/worker.js';
+import { Client } from '../src/client/client.js';
+import { Worker } from '../src/client/worker.js';
 import { modeFlags } from './helpers.js';
-import { brokerMetric, spawnBroker } from '../scripts/spawn-broker.js';
+import { brokerMetric, spawnBroker } from './support/spawn-broker.js';
 
 const COUNT = Number(process.env.SOCKET_FUZZ_COUNT ?? 4000);
 

@@ -2,10 +2,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { get } from 'node:http';
-import { Client } from '../src/client.js';
-import { Worker } from '../src/worker.js';
-import { aggregate } from '../src/stats-report.js';
-import { newHistogram, snapshotHistogram, type StatsSnapshot } from '../src/stats.js';
+import { Client } from '../src/client/client.js';
+import { Worker } from '../src/client/worker.js';
+import { aggregate } from '../src/broker/stats-report.js';
+import { newHistogram, snapshotHistogram, type StatsSnapshot } from '../src/core/stats.js';
 import { startBroker, until } from './helpers.js';
 
 const HB = { heartbeatInterval: 100, heartbeatLiveness: 3 };

@@ -5,11 +5,11 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Client } from '../src/client.js';
-import { Worker } from '../src/worker.js';
-import { BrokerError } from '../src/errors.js';
-import { BrokerCore } from '../src/broker-core.js';
-import { parseValidateFlags } from '../src/validation.js';
+import { Client } from '../src/client/client.js';
+import { Worker } from '../src/client/worker.js';
+import { BrokerError } from '../src/client/errors.js';
+import { BrokerCore } from '../src/core/broker-core.js';
+import { parseValidateFlags } from '../src/broker/validation.js';
 import { startBroker, until } from './helpers.js';
 
 const HB = { heartbeatInterval: 100, heartbeatLiveness: 3 };

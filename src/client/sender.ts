@@ -2,10 +2,10 @@
 // and handlers at any time, so every send goes through this FIFO, which keeps at most one send in flight.
 
 import type { Dealer } from 'zeromq';
-import { ServiceQueue } from './service-queue.js';
+import { Queue } from 'mnemonist';
 
 export class Sender {
-  private readonly queue = new ServiceQueue<Buffer[]>();
+  private readonly queue = new Queue<Buffer[]>();
   private pumping = false;
   private idleWaiters: (() => void)[] = [];
 
@@ -14,11 +14,11 @@ export class Sender {
   /** Points at a new socket and discards what was not yet sent on the old one. */
   reset(sock: Dealer): void {
     this.sock = sock;
-    while (this.queue.size > 0) this.queue.shift();
+    this.queue.clear();
   }
 
   send(msg: Buffer[]): void {
-    this.queue.push(msg);
+    this.queue.enqueue(msg);
     if (!this.pumping) void this.pump();
   }
 
@@ -31,7 +31,7 @@ export class Sender {
   private async pump(): Promise<void> {
     this.pumping = true;
     while (this.queue.size > 0) {
-      const msg = this.queue.shift() as Buffer[];
+      const msg = this.queue.dequeue() as Buffer[];
       const sock = this.sock;
       if (sock.closed) continue;
       try {

@@ -3,6 +3,7 @@
 // stats-report.ts turns them into percentiles, rates and text, inline or in the piscina pool.
 
 import * as hdr from 'hdr-histogram-js';
+import { errorCounts, type ErrorCode } from '../protocol/errors.js';
 import type { Histogram } from 'hdr-histogram-js';
 
 /** Microseconds, 1 us .. 10 min, 2 significant digits (1%): 2,688 32-bit counts, ~10.5 KiB per histogram. */
@@ -44,14 +45,12 @@ export function addSnapshot(into: Histogram, s: HistogramSnapshot): void {
   into.add(h);
 }
 
-export const STAT_ERRORS = ['expired', 'overloaded', 'failed', 'invalid', 'shutdown', 'rejected'] as const;
-export type StatError = (typeof STAT_ERRORS)[number];
 
 export class ServiceStats {
   requests = 0;
   replies = 0;
   requeued = 0;
-  readonly errors: Record<StatError, number> = { expired: 0, overloaded: 0, failed: 0, invalid: 0, shutdown: 0, rejected: 0 };
+  readonly errors: Record<ErrorCode, number> = errorCounts();
   /** Enqueue to dispatch, microseconds (the last dispatch of a retried request). */
   readonly wait = newHistogram();
   /** Dispatch to final reply, microseconds. */
@@ -63,7 +62,7 @@ export interface ServiceSnapshot {
   requests: number;
   replies: number;
   requeued: number;
-  errors: Record<StatError, number>;
+  errors: Record<ErrorCode, number>;
   queued: number;
   workers: number;
   idle: number;

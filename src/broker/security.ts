@@ -7,8 +7,8 @@
 
 import { readFileSync, writeFileSync } from 'node:fs';
 import { Router, curveKeyPair } from 'zeromq';
-import type { LogFn } from './broker-core.js';
-import { receiveLoop } from './receive-loop.js';
+import type { LogFn } from '../core/broker-core.js';
+import { receiveLoop } from '../sockets/receive-loop.js';
 
 export interface KeyPair {
   publicKey: string;
@@ -55,18 +55,6 @@ export function keygen(name: string): KeyPair {
 /** Options for the broker's ROUTER when CURVE is on. */
 export function curveServerOptions(keys: KeyPair, domain: string): { curveServer: true; curvePublicKey: string; curveSecretKey: string; zapDomain: string } {
   return { curveServer: true, curvePublicKey: keys.publicKey, curveSecretKey: keys.secretKey, zapDomain: domain };
-}
-
-/** Options for a client's or worker's socket talking to a CURVE broker. */
-export interface CurveClientKeys {
-  /** The broker's public key. */
-  serverKey: string;
-  publicKey: string;
-  secretKey: string;
-}
-
-export function curveClientOptions(k: CurveClientKeys): { curveServerKey: string; curvePublicKey: string; curveSecretKey: string } {
-  return { curveServerKey: k.serverKey, curvePublicKey: k.publicKey, curveSecretKey: k.secretKey };
 }
 
 // ---- ZAP ----

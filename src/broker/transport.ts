@@ -3,9 +3,15 @@
 // Sends are never awaited (the sockets have sendTimeout = 0): a full pipe or a vanished peer (ROUTER mandatory)
 // rejects at once and the core is told, so nothing is dropped without being counted and answered.
 
-import type { BrokerCore } from './broker-core.js';
-import { sendFailure } from './receive-loop.js';
+import type { BrokerCore } from '../core/broker-core.js';
+import { errorCode } from '../sockets/receive-loop.js';
 import type { FrameIO } from './peer-sockets.js';
+
+/** What a failed un-awaited send means for the core: the peer is gone, its pipe is full, or (null) neither. */
+export function sendFailure(err: unknown): 'unreachable' | 'full' | null {
+  const code = errorCode(err);
+  return code === 'EHOSTUNREACH' ? 'unreachable' : code === 'EAGAIN' || code === 'EBUSY' ? 'full' : null;
+}
 
 export class RouterTransport {
   private closed = false;

@@ -2,7 +2,8 @@
 // mmi.stats JSON and the log line. A pure function of its input, so it runs the same inline or in the piscina pool.
 
 import { Counter, Gauge, Registry } from 'prom-client';
-import { STAT_ERRORS, addSnapshot, newHistogram, type ServiceSnapshot, type StatsSnapshot } from './stats.js';
+import { ERROR_CODES } from '../protocol/errors.js';
+import { addSnapshot, newHistogram, type ServiceSnapshot, type StatsSnapshot } from '../core/stats.js';
 import type { Histogram } from 'hdr-histogram-js';
 
 export interface Percentiles {
@@ -120,7 +121,7 @@ export async function aggregate(input: AggregateInput): Promise<AggregateOutput>
       addSnapshot(svc, s.service);
       requests += s.requests; replies += s.replies; requeued += s.requeued;
       queued += s.queued; workers += s.workers; idle += s.idle;
-      for (const e of STAT_ERRORS) errors[e] = (errors[e] ?? 0) + s.errors[e];
+      for (const e of ERROR_CODES) errors[e] = (errors[e] ?? 0) + s.errors[e];
     }
     allWait.add(wait);
     allSvc.add(svc);
@@ -134,7 +135,7 @@ export async function aggregate(input: AggregateInput): Promise<AggregateOutput>
     cRequests.inc(l, requests);
     cReplies.inc(l, replies);
     cRequeued.inc(l, requeued);
-    for (const e of STAT_ERRORS) cErrors.inc({ service: name, reason: e }, errors[e]);
+    for (const e of ERROR_CODES) cErrors.inc({ service: name, reason: e }, errors[e]);
     gQueued.set(l, queued);
     gWorkers.set({ service: name, state: 'idle' }, idle);
     gWorkers.set({ service: name, state: 'busy' }, workers - idle);
@@ -154,7 +155,7 @@ export async function aggregate(input: AggregateInput): Promise<AggregateOutput>
     repliesPerSec: perSec(global.replies ?? 0, prevGlobal.replies ?? 0),
   };
   const report: StatsReport = { at: new Date(at).toISOString(), uptimeMs, intervalMs, shards: current.length, global, rates, services };
-  const errs = STAT_ERRORS.reduce((a, e) => a + (global[`errors_${e}`] ?? 0), 0);
+  const errs = ERROR_CODES.reduce((a, e) => a + (global[`errors_${e}`] ?? 0), 0);
   const w = percentiles(allWait);
   const s = percentiles(allSvc);
   const line = `${Math.round(rates.requestsPerSec)} req/s in, ${Math.round(rates.repliesPerSec)} replies/s, ` +

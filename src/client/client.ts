@@ -5,12 +5,14 @@
 // delimiter as an envelope (as a ROUTER chain would) and returns them verbatim on the reply; workers never see them.
 // Against a broker that does not do this, set `plain: true`: requests then go one at a time, as plain MDP clients do.
 
-import { Dealer } from 'zeromq';
-import { C2, EMPTY, MDPC01, MDPC02, cmd, type Version } from './codec.js';
-import { ClosedError, TimeoutError, decodeError, isErrorReply, MdpError } from './errors.js';
+import type { Dealer } from 'zeromq';
+import type { Version } from '../protocol/codec.js';
+import { clientRequestHead, parseClientReply } from '../protocol/peer-codec.js';
+import { isErrorReply } from '../protocol/errors.js';
+import { ClosedError, TimeoutError, decodeError, MdpError } from './errors.js';
 import { Sender, toFrames, type Frame } from './sender.js';
-import { curveClientOptions, type CurveClientKeys } from './security.js';
-import { receiveLoop } from './receive-loop.js';
+import { openDealer, type CurveClientKeys, type DealerOptions } from '../sockets/dealer.js';
+import { receiveLoop } from '../sockets/receive-loop.js';
 
 export interface ClientOptions {
   /** Broker endpoint(s); on timeout the client reconnects to the next one. */
@@ -26,7 +28,7 @@ export interface ClientOptions {
   /** CURVE: the broker's public key and this client's key pair. */
   curve?: CurveClientKeys;
   /** Other ZeroMQ socket options, passed to every socket the client opens. */
-  socketOptions?: ConstructorParameters<typeof Dealer>[0];
+  socketOptions?: DealerOptions;
 }
 
 export interface RequestOptions {
@@ -142,16 +144,12 @@ export class Client {
     if (this.closed) return reject(new ClosedError('client closed'));
     const id = this.nextId;
     this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
-    const svc = Buffer.from(service);
-    const head: Buffer[] = [];
+    const head = clientRequestHead(this.version, Buffer.from(service));
     if (!this.plain) {
       const idFrame = Buffer.allocUnsafe(4);
       idFrame.writeUInt32BE(id);
-      head.push(idFrame);
+      head.unshift(idFrame);
     }
-    head.push(EMPTY);
-    if (this.version === 1) head.push(MDPC01, svc);
-    else head.push(MDPC02, cmd(C2.REQUEST), svc);
     const p: Pending = {
       id, msg: head.concat(toFrames(body)), service, timeout: opts.timeout ?? this.timeout,
       retries: opts.retries ?? this.retries, attempts: 0, timer: null, sawPartial: false, resolve, reject, onPartial,
@@ -202,8 +200,7 @@ export class Client {
   }
 
   private open(): Dealer {
-    const sock = new Dealer({ linger: 0, ...(this.opts.curve ? curveClientOptions(this.opts.curve) : {}), ...this.opts.socketOptions });
-    sock.connect(this.endpoints[this.endpointIndex]);
+    const sock = openDealer(this.endpoints[this.endpointIndex], this.opts.curve, this.opts.socketOptions);
     // A reply on a socket we already replaced still settles its request: matching is by request id.
     void receiveLoop(sock, (frames) => this.onReply(frames), () => undefined, false);
     return sock;
@@ -226,22 +223,11 @@ export class Client {
       p = this.pending.get(frames[0].readUInt32BE(0));
       at = 1;
     }
-    // [""] header [cmd] service body...
-    if (p === undefined || frames[at]?.length !== 0) return;
-    at++;
-    const header = frames[at++];
-    let final = true;
-    if (this.version === 2) {
-      if (header === undefined || !header.equals(MDPC02)) return;
-      const c = frames[at++];
-      if (c === undefined || c.length !== 1) return;
-      if (c[0] === C2.PARTIAL) final = false;
-      else if (c[0] !== C2.FINAL) return;
-    } else if (header === undefined || !header.equals(MDPC01)) return;
-    at++; // service
-    if (at > frames.length) return;
-    const body = frames.slice(at);
-    if (!final) {
+    if (p === undefined) return;
+    const reply = parseClientReply(frames, at, this.version);
+    if (reply === null) return;
+    const body = reply.body;
+    if (!reply.final) {
       p.sawPartial = true;
       // Progress: the timeout counts from the latest PARTIAL.
       if (p.timer) clearTimeout(p.timer);

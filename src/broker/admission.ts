@@ -1,7 +1,7 @@
 // Drives --validate: takes the requests the core holds back, gets verdicts (inline, or from the piscina pool in
 // batches), and hands them back to the core strictly in arrival order, even when pool batches finish out of order.
 
-import type { Admission, BrokerCore } from './broker-core.js';
+import type { Admission, BrokerCore } from '../core/broker-core.js';
 import type { Offload } from './offload.js';
 
 /** Requests per pool task at most; a burst is otherwise sent as one batch when the event loop turns. */
@@ -95,20 +95,4 @@ export class AdmissionPump {
       for (const f of w) f();
     }
   }
-}
-
-/**
- * The graceful half of a shutdown, for a core with its transport and admission pump: no new work; busy workers and
- * requests under validation get `graceMs` to finish; then whatever is left fails with `shutdown` and every worker is
- * told DISCONNECT.
- */
-export async function drainCore(core: BrokerCore, flush: () => void, admission: AdmissionPump, now: () => number, graceMs: number): Promise<void> {
-  core.beginShutdown(now());
-  flush();
-  const until = Date.now() + graceMs;
-  while (core.snapshot().busyWorkers > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
-  // Requests still under validation are answered (with `shutdown`) when their verdicts come back.
-  await Promise.race([admission.idle(), new Promise((r) => setTimeout(r, Math.max(0, until - Date.now())))]);
-  core.finishShutdown(now());
-  flush();
 }

@@ -7,17 +7,21 @@
 import { Worker as Thread } from 'node:worker_threads';
 import { Pair } from 'zeromq';
 import { LRUCacheWithDelete } from 'mnemonist';
-import { C2, Kind, WCmd, clientReply, isMmi, parseInbound } from './codec.js';
-import { emptyStats, peerKey, type CoreSnapshot, type CoreStats } from './broker-core.js';
-import { receiveLoop, sendFailure } from './receive-loop.js';
-import { Offload } from './offload.js';
-import { parseValidateFlags } from './validation.js';
-import { Listeners } from './listeners.js';
-import { fromShardFrames } from './peer-sockets.js';
-import { LoopDelay, StatsService, mmiStatsReplies } from './stats-service.js';
-import type { AggregateOutput } from './stats-report.js';
-import type { StatsSnapshot } from './stats.js';
-import type { BrokerImpl, BrokerOptions } from './broker.js';
+import { C2, Kind, WCmd, clientReply, isMmi, parseInbound } from '../../protocol/codec.js';
+import { peerKey } from '../../core/peer-id.js';
+import { StatsReplies, mmiBody, type MmiSource } from '../../core/mmi.js';
+import { emptyStats, type CoreSnapshot, type CoreStats } from '../../core/broker-core.js';
+import { receiveLoop } from '../../sockets/receive-loop.js';
+import { sendFailure } from '../transport.js';
+import { Offload } from '../offload.js';
+import { parseValidateFlags } from '../validation.js';
+import { Listeners } from '../listeners.js';
+import { fromShardFrames } from './shard-io.js';
+import { StatsService, mmiStatsReplies } from '../stats-service.js';
+import { LoopDelay } from '../loop-delay.js';
+import type { AggregateOutput } from '../stats-report.js';
+import type { StatsSnapshot } from '../../core/stats.js';
+import type { BrokerOptions } from '../options.js';
 import type { FromShard, ShardInit, ToShard } from './shard-protocol.js';
 
 let instances = 0;
@@ -43,15 +47,14 @@ interface ShardState {
 
 const EMPTY_SNAPSHOT: CoreSnapshot = { services: 0, workers: 0, idleWorkers: 0, busyWorkers: 0, queued: 0 };
 
-export class ShardedBroker implements BrokerImpl {
+export class ShardedBroker implements MmiSource {
   readonly listeners: Listeners;
   private readonly shards: ShardState[] = [];
   /** Which shard a worker registered with. Bounded: an evicted live worker is told DISCONNECT and re-registers. */
   private readonly workerShard = new LRUCacheWithDelete<number | string, number>(1 << 17);
   private readonly offload: Offload;
   private readonly statsService: StatsService;
-  private statsReply: Buffer = Buffer.from('{}');
-  private statsByService = new Map<string, Buffer>();
+  readonly statsReplies = new StatsReplies();
   private statsSeq = 0;
   private readonly statsWaiters = new Map<number, { left: number; snaps: StatsSnapshot[]; done: (s: StatsSnapshot[]) => void }>();
   private closedFlag = false;
@@ -61,9 +64,7 @@ export class ShardedBroker implements BrokerImpl {
     this.listeners = new Listeners(opts);
     // Stats aggregation runs here (inline or in the pool); validation runs in the shards.
     this.offload = new Offload(opts.offload === 'all' || opts.offload === 'stats' ? 'stats' : 'none', parseValidateFlags(opts.validate), opts.offloadThreads);
-    this.statsService = new StatsService(opts, this.offload, () => this.collectStats(), (out) => {
-      [this.statsReply, this.statsByService] = mmiStatsReplies(out);
-    });
+    this.statsService = new StatsService(opts, this.offload, () => this.collectStats(), (out) => this.statsReplies.set(...mmiStatsReplies(out)));
   }
 
   get metricsPort(): number | null {
@@ -144,7 +145,10 @@ export class ShardedBroker implements BrokerImpl {
       const svc = m.service;
       if (isMmi(svc)) {
         const name = svc.toString('latin1');
-        if (name === 'mmi.services' || name === 'mmi.stats') return this.answerMmi(frames, m.headerAt, m.version, svc, name, frames[m.bodyAt]);
+        if (name === 'mmi.services' || name === 'mmi.stats') {
+          const body = mmiBody(svc, frames[m.bodyAt], this);
+          return this.send(this.listeners.io, clientReply(frames, m.headerAt, m.version, C2.FINAL, svc, body, 0), -1);
+        }
         // mmi.service is answered by the shard that owns the service asked about.
         const q = frames[m.bodyAt];
         shard = name === 'mmi.service' && q !== undefined ? this.shardOf(q) : 0;
@@ -164,17 +168,16 @@ export class ShardedBroker implements BrokerImpl {
     this.send(this.shards[shard].pair, frames, -1);
   }
 
-  private answerMmi(frames: Buffer[], headerAt: number, version: 1 | 2, service: Buffer, name: string, q: Buffer | undefined): void {
-    let body: Buffer[];
-    if (name === 'mmi.services') {
-      const names = new Set<string>();
-      for (const s of this.shards) for (const n of s.served) names.add(n);
-      body = [...names].map((n) => Buffer.from(n, 'latin1'));
-    } else {
-      const report = q === undefined ? this.statsReply : this.statsByService.get(q.toString('latin1'));
-      body = [report ?? Buffer.from('404')];
-    }
-    this.send(this.listeners.io, clientReply(frames, headerAt, version, C2.FINAL, service, body, 0), -1);
+  /** MmiSource: the services served on any shard, as last reported. */
+  served(): Buffer[] {
+    const names = new Set<string>();
+    for (const s of this.shards) for (const n of s.served) names.add(n);
+    return [...names].map((n) => Buffer.from(n, 'latin1'));
+  }
+
+  /** MmiSource: only mmi.services and mmi.stats are answered here; mmi.service goes to the service's shard. */
+  workersFor(name: string): number {
+    return this.shards[this.shardOf(Buffer.from(name, 'latin1'))].served.includes(name) ? 1 : 0;
   }
 
   /** A message a shard wants sent to a peer. */

@@ -1,10 +1,10 @@
 // Control messages between the main thread and shard threads (worker_threads postMessage). Frames travel over
 // inproc PAIR sockets; only these rare messages use the MessagePort.
 
-import type { CoreSnapshot, CoreStats, LogLevel } from './broker-core.js';
-import type { BrokerOptions } from './broker.js';
-import type { SendFailure } from './broker-core.js';
-import type { StatsSnapshot } from './stats.js';
+import type { CoreSnapshot, CoreStats, LogLevel } from '../../core/broker-core.js';
+import type { BrokerOptions } from '../options.js';
+import type { SendFailure } from '../../core/broker-core.js';
+import type { StatsSnapshot } from '../../core/stats.js';
 
 /** Options a shard needs; functions (log) stay on the main thread. */
 export type ShardOptions = Omit<BrokerOptions, 'log'>;

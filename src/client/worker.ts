@@ -2,12 +2,13 @@
 // When the broker goes silent or says DISCONNECT, the session opens a new socket and sends READY again, with
 // exponential back-off. `concurrency: n` runs n independent sessions, each its own MDP worker on its own socket.
 
-import { Dealer } from 'zeromq';
-import { EMPTY, MDPW01, MDPW02, W1, W2, cmd, type Version } from './codec.js';
+import type { Dealer } from 'zeromq';
+import { EMPTY, W1, W2, type Version } from '../protocol/codec.js';
+import { parseWorkerInbound, workerCommand } from '../protocol/peer-codec.js';
 import { MdpError } from './errors.js';
 import { Sender, toFrames, type Frame } from './sender.js';
-import { curveClientOptions, type CurveClientKeys } from './security.js';
-import { receiveLoop } from './receive-loop.js';
+import { openDealer, type CurveClientKeys, type DealerOptions } from '../sockets/dealer.js';
+import { receiveLoop } from '../sockets/receive-loop.js';
 
 export interface RequestContext {
   /** The client address frame the broker sent (opaque). */
@@ -36,7 +37,7 @@ export interface WorkerOptions {
   onError?: (err: unknown) => void;
   /** CURVE: the broker's public key and this worker's key pair. */
   curve?: CurveClientKeys;
-  socketOptions?: ConstructorParameters<typeof Dealer>[0];
+  socketOptions?: DealerOptions;
 }
 
 /** How long close() waits for the DISCONNECT to be handed to ZeroMQ. */
@@ -67,7 +68,6 @@ class Session {
   private sock!: Dealer;
   private sender!: Sender;
   private readonly version: Version;
-  private readonly header: Buffer;
   private readonly interval: number;
   private readonly liveness: number;
   private lastHeard = 0;
@@ -79,7 +79,6 @@ class Session {
 
   constructor(private readonly opts: WorkerOptions) {
     this.version = opts.version ?? 1;
-    this.header = this.version === 1 ? MDPW01 : MDPW02;
     this.interval = opts.heartbeatInterval ?? 2500;
     this.liveness = opts.heartbeatLiveness ?? 3;
     this.backoff = opts.reconnectMin ?? 100;
@@ -88,12 +87,11 @@ class Session {
   }
 
   private frames(command: number, ...rest: Buffer[]): Buffer[] {
-    return this.version === 1 ? [EMPTY, MDPW01, cmd(command), ...rest] : [MDPW02, cmd(command), ...rest];
+    return workerCommand(this.version, command, rest);
   }
 
   private connect(): void {
-    const sock = new Dealer({ linger: 0, ...(this.opts.curve ? curveClientOptions(this.opts.curve) : {}), ...this.opts.socketOptions });
-    sock.connect(this.opts.endpoint);
+    const sock = openDealer(this.opts.endpoint, this.opts.curve, this.opts.socketOptions);
     this.sock = sock;
     if (this.sender) this.sender.reset(sock);
     else this.sender = new Sender(sock);
@@ -126,22 +124,15 @@ class Session {
   }
 
   private onMessage(sock: Dealer, frames: Buffer[]): void {
-    let at = 0;
-    if (this.version === 1) {
-      if (frames[0]?.length !== 0) return;
-      at = 1;
-    } else if (frames[0]?.length === 0) at = 1; // tolerate the delimited 0.2 variant
-    if (!frames[at]?.equals(this.header) || frames[at + 1]?.length !== 1) return;
+    const m = parseWorkerInbound(frames, this.version);
+    if (m === null) return;
     this.lastHeard = Date.now();
     this.backoff = this.opts.reconnectMin ?? 100;
-    const c = frames[at + 1][0];
-    if (c === (this.version === 1 ? W1.DISCONNECT : W2.DISCONNECT)) {
+    if (m.command === (this.version === 1 ? W1.DISCONNECT : W2.DISCONNECT)) {
       void this.reconnect();
-    } else if (c === W1.REQUEST && frames.length >= at + 4 && !this.closing) {
+    } else if (m.command === W1.REQUEST && m.client !== null && !this.closing) {
       // Not while closing: our DISCONNECT crosses this REQUEST, and the broker requeues it for another worker.
-      const client = frames[at + 2];
-      const body = frames.slice(at + 4);
-      this.busy = this.serve(sock, client, body);
+      this.busy = this.serve(sock, m.client, m.body);
     }
   }
 

@@ -4,13 +4,14 @@
 
 import { LRUCacheWithDelete } from 'mnemonist';
 import {
-  C2, EMPTY, Kind, MDPW01, MDPW02, W1, W2, WCmd, clientReply, cmd, isMmi, parseInbound,
+  C2, EMPTY, Kind, MDPW01, MDPW02, W1, W2, WCmd, clientReply, cmd, parseInbound,
   type ClientRequest, type Limits, type Version, type WorkerMessage, DEFAULT_LIMITS,
-} from './codec.js';
+} from '../protocol/codec.js';
 import { ServiceQueue } from './service-queue.js';
 import { IdleList, type IdleNode } from './idle-list.js';
-import { errorBody, isErrorMark, type ErrorCode } from './errors.js';
-import { groupOf } from './peer-sockets.js';
+import { errorBody, errorCounts, isErrorMark, type ErrorCode } from '../protocol/errors.js';
+import { groupOf, peerKey, type Key } from './peer-id.js';
+import { StatsReplies, isMmi, mmiBody, type MmiSource } from './mmi.js';
 import { StatsRecorder, snapshotHistogram, type ServiceStats, type StatsSnapshot } from './stats.js';
 
 export interface CoreOptions {
@@ -50,13 +51,6 @@ export type LogFn = (level: LogLevel, msg: string, fields?: Record<string, unkno
 
 /** Why a send failed, as the transport saw it. */
 export type SendFailure = 'unreachable' | 'full';
-
-type Key = number | string;
-
-/** Routing ids that libzmq generates are 5 bytes, 0x00 + uint32; a number key is ~5x cheaper than a string. */
-export function peerKey(id: Buffer): Key {
-  return id.length === 5 && id[0] === 0 ? id.readUInt32BE(1) : id.toString('latin1');
-}
 
 function bytesEqual(a: Buffer, b: Buffer): boolean {
   const n = a.length;
@@ -167,7 +161,7 @@ export function emptyStats(): CoreStats {
     requests: 0, replies: 0, partials: 0, mmi: 0, malformed: 0, unexpected: 0, requeued: 0,
     workersRegistered: 0, workersExpired: 0, workersDisconnected: 0, workersUnreachable: 0,
     droppedClientGone: 0, droppedReplies: 0, undeliverable: 0, repliesDroppedFull: 0, accessDenied: 0,
-    errors: { expired: 0, overloaded: 0, failed: 0, invalid: 0, shutdown: 0, rejected: 0 },
+    errors: errorCounts(),
   };
 }
 
@@ -179,7 +173,7 @@ export interface CoreSnapshot {
   queued: number;
 }
 
-export class BrokerCore {
+export class BrokerCore implements MmiSource {
   /** Messages to send, each [routing id, ...frames]. The transport drains it after every call. */
   readonly out: Buffer[][] = [];
   /** Told the routing id of each worker the core forgets (the sharded broker keeps its routing table with it). */
@@ -199,9 +193,8 @@ export class BrokerCore {
   private lastFullWarning = -Infinity;
   private readonly workerTtl: number;
   readonly recorder = new StatsRecorder();
-  /** mmi.stats answers: the whole broker, and per service; set by the shell after each aggregation. */
-  private statsReply: Buffer | null = null;
-  private statsByService = new Map<string, Buffer>();
+  /** mmi.stats answers: the whole broker, and per service; installed by the shell after each aggregation. */
+  readonly statsReplies = new StatsReplies();
 
   constructor(opts: Partial<CoreOptions> = {}, private readonly log: LogFn = () => {}) {
     this.opts = { ...DEFAULT_CORE_OPTIONS, ...opts, limits: { ...DEFAULT_LIMITS, ...opts.limits } };
@@ -332,12 +325,6 @@ export class BrokerCore {
     return { at: wallNow, uptimeMs, global, services };
   }
 
-  /** Installs the answers to mmi.stats, rendered off the hot path. */
-  setStatsReplies(overall: Buffer, perService: Map<string, Buffer>): void {
-    this.statsReply = overall;
-    this.statsByService = perService;
-  }
-
   snapshot(): CoreSnapshot {
     let idle = 0;
     let queued = 0;
@@ -353,6 +340,18 @@ export class BrokerCore {
     const names: string[] = [];
     for (const svc of this.services.values()) if (svc.workers > 0) names.push(svc.name);
     return names;
+  }
+
+  /** MmiSource: name frames of the services with at least one worker. */
+  served(): Buffer[] {
+    const frames: Buffer[] = [];
+    for (const svc of this.services.values()) if (svc.workers > 0) frames.push(svc.frame);
+    return frames;
+  }
+
+  /** MmiSource: workers registered for a service. */
+  workersFor(name: string): number {
+    return this.services.get(name)?.workers ?? 0;
   }
 
   // ---- clients ----
@@ -410,24 +409,7 @@ export class BrokerCore {
 
   private onMmi(frames: Buffer[], m: ClientRequest): void {
     this.stats.mmi++;
-    const name = m.service.toString('latin1');
-    let body: Buffer[];
-    if (name === 'mmi.service') {
-      const q = frames[m.bodyAt];
-      const svc = q === undefined ? undefined : this.services.get(q.toString('latin1'));
-      body = [Buffer.from(svc !== undefined && svc.workers > 0 ? '200' : '404')];
-    } else if (name === 'mmi.services') {
-      body = [];
-      for (const svc of this.services.values()) if (svc.workers > 0) body.push(svc.frame);
-    } else if (name === 'mmi.stats') {
-      // Extension: the latest aggregated report as one JSON frame; with a service name, that service's only.
-      const q = frames[m.bodyAt];
-      const report = q === undefined ? this.statsReply : this.statsByService.get(q.toString('latin1'));
-      body = [report ?? Buffer.from(q === undefined ? '{}' : '404')];
-    } else {
-      body = [Buffer.from('501')];
-    }
-    this.reply(frames, m.headerAt, m.version, C2.FINAL, m.service, body, 0);
+    this.reply(frames, m.headerAt, m.version, C2.FINAL, m.service, mmiBody(m.service, frames[m.bodyAt], this), 0);
   }
 
   private dispatch(svc: Service, now: number): void {

@@ -11,6 +11,7 @@
 import { isUtf8 } from 'node:buffer';
 import { pathToFileURL } from 'node:url';
 import { resolve } from 'node:path';
+import { ConfigError } from './config-error.js';
 
 export interface ValidateRule {
   check: 'utf8' | 'json' | 'max-body' | 'module';
@@ -25,17 +26,17 @@ export function parseValidateFlags(flags: readonly string[]): ValidateRule[] {
   return flags.map((raw) => {
     if (raw.startsWith('module=')) {
       const path = raw.slice('module='.length);
-      if (!path) throw new Error(`--validate ${raw}: module needs a path`);
+      if (!path) throw new ConfigError('validate', `--validate ${raw}: module needs a path`);
       return { check: 'module', service: null, module: pathToFileURL(resolve(path)).href };
     }
     const at = raw.indexOf('@');
     const spec = at < 0 ? raw : raw.slice(0, at);
     const service = at < 0 ? null : raw.slice(at + 1);
-    if (service === '') throw new Error(`--validate ${raw}: empty service after '@'`);
+    if (service === '') throw new ConfigError('validate', `--validate ${raw}: empty service after '@'`);
     if (spec === 'utf8' || spec === 'json') return { check: spec, service };
     const m = /^max-body=(\d+)$/.exec(spec);
     if (m) return { check: 'max-body', service, maxBody: Number(m[1]) };
-    throw new Error(`--validate ${raw}: expected utf8, json, max-body=N (each optionally @SERVICE) or module=PATH`);
+    throw new ConfigError('validate', `--validate ${raw}: expected utf8, json, max-body=N (each optionally @SERVICE) or module=PATH`);
   });
 }
 
@@ -50,7 +51,7 @@ export async function buildValidator(rules: readonly ValidateRule[]): Promise<Va
   for (const r of rules) {
     if (r.check !== 'module') continue;
     const mod = (await import(r.module as string)) as { default?: unknown };
-    if (typeof mod.default !== 'function') throw new Error(`--validate module=${r.module}: default export is not a function`);
+    if (typeof mod.default !== 'function') throw new ConfigError('validate', `--validate module=${r.module}: default export is not a function`);
     modules.push(mod.default as (service: string, body: Buffer[]) => unknown);
   }
   return (service, body) => {

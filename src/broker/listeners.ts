@@ -4,7 +4,7 @@
 import { Router } from 'zeromq';
 import { PeerSockets, socketIO, type FrameIO } from './peer-sockets.js';
 import { secureRouter, zap } from './security.js';
-import type { BrokerOptions } from './broker.js';
+import type { BrokerOptions } from './options.js';
 
 export class Listeners {
   readonly io: FrameIO;

@@ -3,13 +3,11 @@
 
 import { parentPort, workerData } from 'node:worker_threads';
 import { Pair } from 'zeromq';
-import { BrokerCore, type LogLevel } from './broker-core.js';
-import { RouterTransport } from './transport.js';
-import { shardIO } from './peer-sockets.js';
-import { accessPolicy } from './security.js';
-import { Offload } from './offload.js';
-import { AdmissionPump, drainCore } from './admission.js';
-import { appliesTo, parseValidateFlags } from './validation.js';
+import type { LogLevel } from '../../core/broker-core.js';
+import { CoreHost } from '../core-host.js';
+import { shardIO } from './shard-io.js';
+import { Offload } from '../offload.js';
+import { parseValidateFlags } from '../validation.js';
 import { LEVELS, REPORT_MS, type FromShard, type ShardInit, type ToShard } from './shard-protocol.js';
 
 const init = workerData as ShardInit;
@@ -21,23 +19,14 @@ const log = (level: LogLevel, msg: string, fields?: Record<string, unknown>) => 
   if (LEVELS[level] >= minLevel) post({ type: 'log', level, msg, fields: { shard: init.index, ...fields } });
 };
 
-const t0 = performance.now();
-const now = () => performance.now() - t0;
-const rules = parseValidateFlags(o.validate);
-const core = new BrokerCore({ ...o, validates: rules.length > 0 ? (name) => appliesTo(rules, name) : null, mayRegister: accessPolicy(o.workerGroups) }, log);
+// Stats aggregation happens on the main thread; a shard's pool, if any, is for validation only.
+const offload = new Offload(o.offload === 'all' || o.offload === 'validation' ? 'validation' : 'none', parseValidateFlags(o.validate), o.offloadThreads);
+const pair = new Pair({ linger: 1000, sendHighWaterMark: 0, receiveHighWaterMark: 0, sendTimeout: 0 });
+const host = new CoreHost(o, shardIO(pair), offload, log);
+const core = host.core;
+const now = () => host.now();
 let departed: Uint8Array[] = [];
 core.departed = (id) => departed.push(new Uint8Array(id));
-// Stats aggregation happens on the main thread; a shard's pool, if any, is for validation only.
-const offload = new Offload(o.offload === 'all' || o.offload === 'validation' ? 'validation' : 'none', rules, o.offloadThreads);
-const pair = new Pair({ linger: 1000, sendHighWaterMark: 0, receiveHighWaterMark: 0, sendTimeout: 0 });
-const transport = new RouterTransport(shardIO(pair), core, now, (err) => log('warn', 'shard socket error', { err: String(err) }));
-const admission = new AdmissionPump(core, offload, now, () => transport.flush());
-if (rules.length > 0) transport.afterHandle = () => admission.pump();
-
-const tick = setInterval(() => {
-  core.tick(now());
-  transport.flush();
-}, Math.max(5, Math.min(1000, o.heartbeatInterval / 2)));
 
 const report = setInterval(() => {
   post({ type: 'report', snapshot: core.snapshot(), stats: core.stats, served: core.servedServices(), departed });
@@ -46,14 +35,12 @@ const report = setInterval(() => {
 
 async function close(): Promise<void> {
   clearInterval(report);
-  await drainCore(core, () => transport.flush(), admission, now, o.shutdownGrace);
-  clearInterval(tick);
+  await host.drain();
   // End marker on the data path itself (a routing id is never empty): when the main thread reads it, everything
   // we sent before it (the last replies, the DISCONNECTs) has been handed to its ROUTER.
   await pair.send([Buffer.alloc(0)]);
   // Close our socket here, before the thread ends: a thread stopped with a receive pending aborts the process.
-  await transport.close();
-  await offload.close();
+  await host.close();
   post({ type: 'report', snapshot: core.snapshot(), stats: core.stats, served: [], departed });
   post({ type: 'closed' });
   port.close();
@@ -62,7 +49,7 @@ async function close(): Promise<void> {
 port.on('message', (m: ToShard) => {
   if (m.type === 'sendFailed') {
     core.sendFailed(Buffer.from(m.id), m.why, now());
-    transport.flush();
+    host.transport.flush();
   } else if (m.type === 'stats') {
     post({ type: 'stats', seq: m.seq, snapshot: core.statsSnapshot(Date.now(), now()) });
   } else if (m.type === 'close') {
@@ -71,9 +58,8 @@ port.on('message', (m: ToShard) => {
 });
 
 async function main(): Promise<void> {
-  await offload.init();
   pair.connect(init.endpoint);
-  transport.start();
+  await host.start();
   post({ type: 'ready' });
 }
 main().catch((err: unknown) => {

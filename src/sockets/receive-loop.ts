@@ -15,12 +15,6 @@ export function errorCode(err: unknown): string {
   return typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : '';
 }
 
-/** What a failed un-awaited send means for the core: the peer is gone, its pipe is full, or (null) neither. */
-export function sendFailure(err: unknown): 'unreachable' | 'full' | null {
-  const code = errorCode(err);
-  return code === 'EHOSTUNREACH' ? 'unreachable' : code === 'EAGAIN' || code === 'EBUSY' ? 'full' : null;
-}
-
 /**
  * Calls onMessage for every message until the socket closes. `fast: false` uses plain awaited receives, cheaper
  * for sockets that see a message now and then (an EAGAIN rejection costs an Error object each time it drains).

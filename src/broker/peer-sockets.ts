@@ -5,14 +5,9 @@
 // start with 0x00, and a peer must not be able to pose as a group member.
 
 import type { Pair, Router } from 'zeromq';
-import { receiveLoop } from './receive-loop.js';
+import { receiveLoop } from '../sockets/receive-loop.js';
+import { GROUP_MARK } from '../core/peer-id.js';
 
-export const GROUP_MARK = 0xff;
-
-/** Which access group a routing id came through: -1 for the main socket. */
-export function groupOf(id: Buffer): number {
-  return id.length > 2 && id[0] === GROUP_MARK ? id[1] : -1;
-}
 
 export interface FrameIO {
   send(msg: Buffer[]): Promise<void>;
@@ -78,32 +73,4 @@ export class PeerSockets implements FrameIO {
   close(): void {
     for (const s of [this.main, ...this.groups]) if (!s.closed) s.close();
   }
-}
-
-// ---- shard <-> main over inproc ----
-//
-// zeromq.js sends frames over 128 bytes without copying and, once libzmq is done with them, hands the reference back
-// to the *sending* thread's module. A shard thread that has ended can no longer take it back, and the process
-// aborts (seen here: "free(): invalid pointer" when a shard's replies sat in a slow client's pipe). So a shard sends
-// its large frames as latin1 strings, which zeromq.js copies into memory of its own, and the main thread turns
-// them back into bytes. A frame of 128 bytes or less is always copied and travels as is; a converted frame is
-// always longer than 128 bytes, so the receiver can tell them apart by length alone.
-const COPY_LIMIT = 128;
-
-export function shardIO(pair: Pair): FrameIO {
-  return {
-    send: (msg) => pair.send(msg.map((f) => (f.length > COPY_LIMIT ? f.toString('latin1') : f))),
-    start: (onMessage, onError) => receiveLoop(pair, onMessage, onError),
-    close: () => {
-      if (!pair.closed) pair.close();
-    },
-  };
-}
-
-/** Undoes shardIO's conversion on frames received from a shard. */
-export function fromShardFrames(frames: Buffer[]): Buffer[] {
-  for (let i = 0; i < frames.length; i++) {
-    if (frames[i].length > COPY_LIMIT) frames[i] = Buffer.from(frames[i].toString('utf8'), 'latin1');
-  }
-  return frames;
 }

@@ -95,7 +95,7 @@ function isAnyHeader(b: Buffer): boolean {
   return b.length === 6 && b[0] === 0x4d && b[1] === 0x44 && b[2] === 0x50 && (b[3] === 0x43 || b[3] === 0x57) && b[4] === 0x30 && (b[5] === 0x31 || b[5] === 0x32);
 }
 
-function isHeader(b: Buffer, h: Buffer): boolean {
+export function isHeader(b: Buffer, h: Buffer): boolean {
   // All four headers share "MDP" and length 6; compare the distinguishing bytes only after the cheap checks.
   return b.length === 6 && b[0] === 0x4d && b[1] === 0x44 && b[2] === 0x50 && b[3] === h[3] && b[4] === h[4] && b[5] === h[5];
 }

@@ -1,0 +1,77 @@
+// A running broker. `shards: 1` (the default) is the plain broker: one thread, no extra hop. `shards: N` runs the
+// protocol cores on N worker threads behind the main thread's ROUTER socket (see docs/architecture.md).
+
+import type { CoreSnapshot, CoreStats } from '../core/broker-core.js';
+import { resolveOptions, type BrokerOptions } from './options.js';
+import type { AggregateOutput } from './stats-report.js';
+import { SingleBroker } from './single-broker.js';
+import { ShardedBroker } from './sharded/sharded-broker.js';
+import type { Listeners } from './listeners.js';
+
+/** What the plain and the sharded broker both provide (they need not import this: it is checked structurally). */
+interface BrokerImpl {
+  /** The listening sockets: endpoints, access-group endpoints, CURVE refusals. */
+  readonly listeners: Listeners;
+  readonly metricsPort: number | null;
+  start(): Promise<void>;
+  close(): Promise<void>;
+  snapshot(): CoreSnapshot;
+  stats(): CoreStats;
+  aggregateStats(): Promise<AggregateOutput>;
+}
+
+export class Broker {
+  readonly opts: BrokerOptions;
+  private readonly impl: BrokerImpl;
+  private closing: Promise<void> | null = null;
+
+  constructor(opts: Partial<BrokerOptions> = {}) {
+    this.opts = resolveOptions(opts);
+    this.impl = this.opts.shards === 1 ? new SingleBroker(this.opts) : new ShardedBroker(this.opts);
+  }
+
+  /** The endpoints actually bound (wildcard ports resolved). */
+  get endpoints(): string[] {
+    return this.impl.listeners.endpoints;
+  }
+
+  /** Per access group, the worker endpoints actually bound. */
+  get groupEndpoints(): string[][] {
+    return this.impl.listeners.groupEndpoints;
+  }
+
+  /** The metrics port actually bound, when metricsPort is set. */
+  get metricsPort(): number | null {
+    return this.impl.metricsPort;
+  }
+
+  start(): Promise<void> {
+    return this.impl.start();
+  }
+
+  /** Registered workers, queued requests and so on (with shards: as last reported, within ~50 ms). */
+  snapshot(): CoreSnapshot {
+    return this.impl.snapshot();
+  }
+
+  /** Connections refused by the CURVE allow-list so far. */
+  get curveDenied(): number {
+    return this.impl.listeners.denied;
+  }
+
+  /** The broker's counters (with shards: summed, as last reported). */
+  stats(): CoreStats {
+    return this.impl.stats();
+  }
+
+  /** Aggregates the stats now and installs the mmi.stats answers. */
+  aggregateStats(): Promise<AggregateOutput> {
+    return this.impl.aggregateStats();
+  }
+
+  /** Graceful stop: no new work, busy workers get shutdownGrace ms to reply, every worker is told DISCONNECT. */
+  close(): Promise<void> {
+    this.closing ??= this.impl.close();
+    return this.closing;
+  }
+}

@@ -1,0 +1,80 @@
+// One protocol core and what drives it: the frame stream it reads and writes, the --validate admission pump, the
+// clock ticks and the graceful drain. The plain broker runs one on the main thread over its ROUTER sockets; each
+// shard runs one on its own thread over its pipe to the main thread. Nothing else differs between the two.
+
+import { BrokerCore, type LogFn } from '../core/broker-core.js';
+import { accessPolicy } from './security.js';
+import { AdmissionPump } from './admission.js';
+import { RouterTransport } from './transport.js';
+import { appliesTo, parseValidateFlags } from './validation.js';
+import type { Offload } from './offload.js';
+import type { FrameIO } from './peer-sockets.js';
+import type { BrokerOptions } from './options.js';
+
+export type HostOptions = Omit<BrokerOptions, 'log'>;
+
+export class CoreHost {
+  readonly core: BrokerCore;
+  readonly transport: RouterTransport;
+  private readonly admission: AdmissionPump;
+  private timer: NodeJS.Timeout | null = null;
+  private readonly t0 = performance.now();
+
+  constructor(
+    private readonly opts: HostOptions,
+    io: FrameIO,
+    private readonly offload: Offload,
+    log: LogFn,
+  ) {
+    const rules = parseValidateFlags(opts.validate);
+    const validates = rules.length > 0 ? (name: string) => appliesTo(rules, name) : null;
+    this.core = new BrokerCore({ ...opts, validates, mayRegister: accessPolicy(opts.workerGroups) }, log);
+    const now = () => this.now();
+    this.transport = new RouterTransport(io, this.core, now, (err) => log('warn', 'socket error', { err: String(err) }));
+    this.admission = new AdmissionPump(this.core, offload, now, () => this.transport.flush());
+    if (rules.length > 0) this.transport.afterHandle = () => this.admission.pump();
+  }
+
+  /** Milliseconds since this host started: the core's clock. */
+  now(): number {
+    return performance.now() - this.t0;
+  }
+
+  /** Loads validators, starts reading and ticking. */
+  async start(): Promise<void> {
+    await this.offload.init();
+    this.transport.start();
+    // Ticks at least twice per heartbeat interval (the core's contract), at most every 5 ms.
+    const period = Math.max(5, Math.min(1000, this.opts.heartbeatInterval / 2));
+    this.timer = setInterval(() => {
+      this.core.tick(this.now());
+      this.transport.flush();
+    }, period);
+  }
+
+  /**
+   * The graceful half of a shutdown: no new work; busy workers and requests under validation get shutdownGrace ms
+   * to finish; then whatever is left fails with `shutdown` and every worker is told DISCONNECT.
+   */
+  async drain(): Promise<void> {
+    const core = this.core;
+    core.beginShutdown(this.now());
+    this.transport.flush();
+    const until = Date.now() + this.opts.shutdownGrace;
+    while (core.snapshot().busyWorkers > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    // Requests still under validation are answered (with `shutdown`) when their verdicts come back.
+    let wait: NodeJS.Timeout | undefined;
+    await Promise.race([this.admission.idle(), new Promise((r) => (wait = setTimeout(r, Math.max(0, until - Date.now()))))]);
+    clearTimeout(wait);
+    core.finishShutdown(this.now());
+    this.transport.flush();
+  }
+
+  /** Stops ticking and closes the frame stream and the pool. Call after drain(). */
+  async close(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    await this.transport.close();
+    await this.offload.close();
+  }
+}

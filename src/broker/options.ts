@@ -1,0 +1,70 @@
+// The broker's options and their defaults, in a file that imports nothing of the broker back (the facade, the plain
+// and the sharded broker, the listeners and the CLI all depend on it).
+
+import { DEFAULT_CORE_OPTIONS, type CoreOptions, type LogFn } from '../core/broker-core.js';
+import { DEFAULT_LIMITS, type Limits } from '../protocol/codec.js';
+import type { OffloadMode } from './offload.js';
+import type { KeyPair, WorkerGroup } from './security.js';
+import { ConfigError } from './config-error.js';
+
+export interface BrokerOptions extends Omit<CoreOptions, 'limits' | 'validates'> {
+  /** Endpoints to bind, e.g. tcp://127.0.0.1:5555. tcp://127.0.0.1:* picks a free port. */
+  bind: string[];
+  limits: Limits;
+  /** ZeroMQ high-water marks (messages per peer). */
+  sendHighWaterMark: number;
+  receiveHighWaterMark: number;
+  /** On close, how long busy workers get to finish before their requests fail with `shutdown`. */
+  shutdownGrace: number;
+  /** What runs in the piscina pool: nothing, stats aggregation, validation, or both. */
+  offload: OffloadMode;
+  offloadThreads: number;
+  /** --validate flags (see validation.ts). */
+  validate: string[];
+  /** Milliseconds between stats aggregations (and log lines); 0 turns the periodic line off. */
+  statsInterval: number;
+  /** Serve Prometheus text on this port (0 = any free port); null = no endpoint. */
+  metricsPort: number | null;
+  metricsHost: string;
+  /** Protocol cores on worker threads; services are partitioned over them by name. */
+  shards: number;
+  /** CURVE: the broker's key pair turns encryption on; null = plain TCP. */
+  curveKeys: KeyPair | null;
+  /** With CURVE, the public keys that may connect (clients and workers); null = any key. */
+  allowKeys: string[] | null;
+  /** --access: worker endpoints per access group, each with its own allow-list and services (needs CURVE). */
+  workerGroups: WorkerGroup[];
+  log: LogFn;
+  /** Lowest level passed to `log` (shard threads filter before posting). */
+  logLevel: 'debug' | 'info' | 'warn';
+}
+
+export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
+  ...DEFAULT_CORE_OPTIONS,
+  bind: ['tcp://127.0.0.1:5555'],
+  limits: DEFAULT_LIMITS,
+  sendHighWaterMark: 100000,
+  receiveHighWaterMark: 100000,
+  shutdownGrace: 5000,
+  offload: 'none',
+  offloadThreads: 1,
+  validate: [],
+  statsInterval: 10000,
+  metricsPort: null,
+  metricsHost: '127.0.0.1',
+  shards: 1,
+  curveKeys: null,
+  allowKeys: null,
+  workerGroups: [],
+  log: () => {},
+  logLevel: 'info',
+};
+
+/** The options with defaults filled in, checked; throws ConfigError. */
+export function resolveOptions(opts: Partial<BrokerOptions>): BrokerOptions {
+  const o: BrokerOptions = { ...DEFAULT_BROKER_OPTIONS, ...opts, limits: { ...DEFAULT_LIMITS, ...opts.limits } };
+  if (!Number.isInteger(o.shards) || o.shards < 1) throw new ConfigError('shards', `shards must be a positive integer, got ${o.shards}`);
+  if (o.workerGroups.length > 0 && o.curveKeys === null) throw new ConfigError('access', 'access groups (workerGroups) need CURVE (curveKeys)');
+  if (o.workerGroups.length > 250) throw new ConfigError('access', 'at most 250 access groups');
+  return o;
+}

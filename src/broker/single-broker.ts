@@ -1,0 +1,61 @@
+// The plain broker (--shards 1): the main thread runs the ROUTER sockets and the core, with no extra hop.
+
+import type { CoreSnapshot, CoreStats } from '../core/broker-core.js';
+import { CoreHost } from './core-host.js';
+import { Offload } from './offload.js';
+import { parseValidateFlags } from './validation.js';
+import { Listeners } from './listeners.js';
+import { LoopDelay } from './loop-delay.js';
+import { StatsService, mmiStatsReplies } from './stats-service.js';
+import type { AggregateOutput } from './stats-report.js';
+import type { BrokerOptions } from './options.js';
+
+export class SingleBroker {
+  readonly listeners: Listeners;
+  private readonly host: CoreHost;
+  private readonly statsService: StatsService;
+  private readonly loopDelay = new LoopDelay();
+
+  constructor(opts: BrokerOptions) {
+    // One pool (if any) for both stats aggregation and validation.
+    const offload = new Offload(opts.offload, parseValidateFlags(opts.validate), opts.offloadThreads);
+    this.listeners = new Listeners(opts);
+    this.host = new CoreHost(opts, this.listeners.io, offload, opts.log);
+    const core = this.host.core;
+    this.statsService = new StatsService(opts, offload, async () => {
+      const snap = core.statsSnapshot(Date.now(), this.host.now());
+      this.loopDelay.take(snap.global);
+      return [snap];
+    }, (out) => core.statsReplies.set(...mmiStatsReplies(out)));
+  }
+
+  get metricsPort(): number | null {
+    return this.statsService.metricsPort;
+  }
+
+  async start(): Promise<void> {
+    await this.listeners.bind();
+    await this.host.start();
+    await this.statsService.start();
+  }
+
+  snapshot(): CoreSnapshot {
+    return this.host.core.snapshot();
+  }
+
+  stats(): CoreStats {
+    return this.host.core.stats;
+  }
+
+  aggregateStats(): Promise<AggregateOutput> {
+    return this.statsService.aggregate();
+  }
+
+  async close(): Promise<void> {
+    await this.statsService.close();
+    this.loopDelay.close();
+    await this.host.drain();
+    await this.host.close();
+    this.listeners.close();
+  }
+}

@@ -1,0 +1,35 @@
+// The typed errors the client library throws.
+
+import type { ErrorCode } from '../protocol/errors.js';
+
+/** Base of every error the client library throws. */
+export class MdpError extends Error {
+  override name = 'MdpError';
+}
+
+/** The broker answered the request with an error reply. */
+export class BrokerError extends MdpError {
+  override name = 'BrokerError';
+  constructor(
+    readonly code: ErrorCode | string,
+    message: string,
+    readonly service: string,
+  ) {
+    super(`${service}: ${code}: ${message}`);
+  }
+}
+
+/** No reply came within the timeout, after every retry and every endpoint. */
+export class TimeoutError extends MdpError {
+  override name = 'TimeoutError';
+}
+
+/** The client was closed while the request was pending. */
+export class ClosedError extends MdpError {
+  override name = 'ClosedError';
+}
+
+/** A broker error reply (see protocol/errors.ts) as the error the client throws. */
+export function decodeError(body: readonly Buffer[], service: string): BrokerError {
+  return new BrokerError(body[1].toString('latin1'), body[2].toString('utf8'), service);
+}

@@ -1,0 +1,53 @@
+// MMI (RFC 8) and its extensions, answered by the broker itself. One home for both the plain broker's core and the
+// sharded broker's main thread, which answers the broker-wide names (mmi.services, mmi.stats) for all shards.
+//   mmi.service   body: a service name; 200 while at least one worker is registered for it, else 404
+//   mmi.services  (extension) the names of all served services, one frame each
+//   mmi.stats     (extension) the latest aggregated stats as one JSON frame; with a service name, that entry or 404
+//   mmi.*         anything else: 501
+
+export { isMmi } from '../protocol/codec.js';
+
+/** What the answers are made of; the sharded broker gives broker-wide figures. */
+export interface MmiSource {
+  /** Workers registered for a service. */
+  workersFor(name: string): number;
+  /** Name frames of services with at least one worker. */
+  served(): Buffer[];
+  readonly statsReplies: StatsReplies;
+}
+
+const CODE_200 = Buffer.from('200');
+const CODE_404 = Buffer.from('404');
+const CODE_501 = Buffer.from('501');
+const EMPTY_REPORT = Buffer.from('{}');
+
+/** The reply body for an MMI request on `service` with first body frame `query`. */
+export function mmiBody(service: Buffer, query: Buffer | undefined, src: MmiSource): Buffer[] {
+  switch (service.toString('latin1')) {
+    case 'mmi.service':
+      return [query !== undefined && src.workersFor(query.toString('latin1')) > 0 ? CODE_200 : CODE_404];
+    case 'mmi.services':
+      return src.served();
+    case 'mmi.stats':
+      return [src.statsReplies.get(query)];
+    default:
+      return [CODE_501];
+  }
+}
+
+/** The mmi.stats answers, rendered off the hot path after each aggregation and installed here. */
+export class StatsReplies {
+  private overall: Buffer = EMPTY_REPORT;
+  private perService = new Map<string, Buffer>();
+
+  set(overall: Buffer, perService: Map<string, Buffer>): void {
+    this.overall = overall;
+    this.perService = perService;
+  }
+
+  /** The whole broker's report, or one service's (404 when it has none). */
+  get(service: Buffer | undefined): Buffer {
+    if (service === undefined) return this.overall;
+    return this.perService.get(service.toString('latin1')) ?? CODE_404;
+  }
+}

@@ -1,0 +1,20 @@
+// The DEALER socket a client or worker opens to a broker: linger 0 (a request is retried, never left to linger),
+// CURVE options when keys are given, then the caller's own options.
+
+import { Dealer } from 'zeromq';
+
+/** CURVE keys of a client or worker: the broker's public key and this peer's key pair (Z85 text). */
+export interface CurveClientKeys {
+  serverKey: string;
+  publicKey: string;
+  secretKey: string;
+}
+
+export type DealerOptions = ConstructorParameters<typeof Dealer>[0];
+
+export function openDealer(endpoint: string, curve: CurveClientKeys | undefined, options: DealerOptions): Dealer {
+  const keys = curve ? { curveServerKey: curve.serverKey, curvePublicKey: curve.publicKey, curveSecretKey: curve.secretKey } : {};
+  const sock = new Dealer({ linger: 0, ...keys, ...options });
+  sock.connect(endpoint);
+  return sock;
+}
