@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { pino } from 'pino';
 import { Broker } from './broker/broker.js';
-import { DEFAULT_BROKER_OPTIONS } from './broker/options.js';
+import { DEFAULT_BROKER_OPTIONS, type Transport } from './broker/options.js';
 import { ConfigError } from './broker/config-error.js';
 import { DEFAULT_LIMITS } from './protocol/codec.js';
 import type { LogFn } from './core/broker-core.js';
@@ -29,7 +29,11 @@ Usage: mdbroker [options]
   --max-frames N             frames per message (default ${DEFAULT_LIMITS.maxFrames})
   --max-frame-bytes N        bytes per frame (default ${DEFAULT_LIMITS.maxFrameBytes})
   --max-service-name N       bytes per service name (default ${DEFAULT_LIMITS.maxServiceName})
-  --hwm N                    ZeroMQ send/receive high-water mark per peer (default ${d.sendHighWaterMark})
+  --transport NAME           zmtp (ZMTP spoken by the broker itself) or libzmq (the zeromq binding);
+                             CURVE and inproc:// endpoints always use libzmq (default ${d.transport})
+  --peer-queue-bytes N       zmtp: bytes queued for one peer before sends to it fail (default ${d.peerQueueBytes})
+  --handshake-timeout MS     zmtp: close a connection that has not finished its handshake (default ${d.handshakeTimeout})
+  --hwm N                    libzmq: send/receive high-water mark per peer, in messages (default ${d.sendHighWaterMark})
   --shutdown-grace MS        on SIGINT/SIGTERM, time busy workers get to reply (default ${d.shutdownGrace})
   --stats-interval MS        stats aggregation and a summary log line every MS; 0 = no line (default ${d.statsInterval})
   --metrics-port PORT        serve Prometheus metrics on http://HOST:PORT/metrics (0 = any free port)
@@ -64,6 +68,9 @@ const spec = {
   'max-frames': { type: 'string' },
   'max-frame-bytes': { type: 'string' },
   'max-service-name': { type: 'string' },
+  transport: { type: 'string' },
+  'peer-queue-bytes': { type: 'string' },
+  'handshake-timeout': { type: 'string' },
   hwm: { type: 'string' },
   'shutdown-grace': { type: 'string' },
   'stats-interval': { type: 'string' },
@@ -156,6 +163,9 @@ function main(argv: string[]): void {
         maxFrameBytes: int(values, 'max-frame-bytes', DEFAULT_LIMITS.maxFrameBytes),
         maxServiceName: int(values, 'max-service-name', DEFAULT_LIMITS.maxServiceName),
       },
+      transport: (values.transport as Transport | undefined) ?? d.transport,
+      peerQueueBytes: int(values, 'peer-queue-bytes', d.peerQueueBytes),
+      handshakeTimeout: int(values, 'handshake-timeout', d.handshakeTimeout),
       sendHighWaterMark: int(values, 'hwm', d.sendHighWaterMark, 0),
       receiveHighWaterMark: int(values, 'hwm', d.receiveHighWaterMark, 0),
       shutdownGrace: int(values, 'shutdown-grace', d.shutdownGrace, 0),
@@ -175,7 +185,7 @@ function main(argv: string[]): void {
     throw err;
   }
   broker.start().then(
-    () => logger.info({ endpoints: broker.endpoints, workerEndpoints: broker.groupEndpoints.length ? broker.groupEndpoints : undefined, metricsPort: broker.metricsPort ?? undefined, version: pkg.version, pid: process.pid }, 'mdbroker listening'),
+    () => logger.info({ endpoints: broker.endpoints, transport: broker.transport, workerEndpoints: broker.groupEndpoints.length ? broker.groupEndpoints : undefined, metricsPort: broker.metricsPort ?? undefined, version: pkg.version, pid: process.pid }, 'mdbroker listening'),
     (err: unknown) => {
       logger.error({ err: String(err) }, 'cannot bind; is another broker on that endpoint?');
       process.exit(1);

@@ -8,7 +8,8 @@ export const E = Buffer.alloc(0);
 
 /**
  * The whole suite runs again with MDBROKER_TEST_OFFLOAD=all (stats and a pass-through --validate rule in the
- * piscina pool, so every request goes through pool validation) and MDBROKER_TEST_SHARDS=2.
+ * piscina pool, so every request goes through pool validation), MDBROKER_TEST_SHARDS=2 and
+ * MDBROKER_TEST_TRANSPORT=libzmq (the zeromq binding's ROUTER instead of the default zmtp transport).
  */
 export function modeOptions(): Partial<BrokerOptions> {
   const o: Partial<BrokerOptions> = {};
@@ -17,6 +18,8 @@ export function modeOptions(): Partial<BrokerOptions> {
     o.offload = offload;
     if (offload !== 'stats') o.validate = ['max-body=4294967295'];
   }
+  const transport = process.env.MDBROKER_TEST_TRANSPORT;
+  if (transport === 'zmtp' || transport === 'libzmq') o.transport = transport;
   const shards = Number(process.env.MDBROKER_TEST_SHARDS ?? 1);
   if (shards > 1) (o as Record<string, unknown>).shards = shards;
   return o;
@@ -27,6 +30,7 @@ export function modeFlags(): string[] {
   const o = modeOptions();
   const f: string[] = [];
   if (o.offload) f.push('--offload', o.offload);
+  if (o.transport) f.push('--transport', o.transport);
   for (const v of o.validate ?? []) f.push('--validate', v);
   const shards = (o as Record<string, unknown>).shards;
   if (shards) f.push('--shards', String(shards));

@@ -35,6 +35,11 @@ export class Broker {
     return this.impl.listeners.endpoints;
   }
 
+  /** The transport serving the endpoints (zmtp unless CURVE, an inproc:// endpoint or the options ask for libzmq). */
+  get transport(): 'zmtp' | 'libzmq' {
+    return this.impl.listeners.transport;
+  }
+
   /** Per access group, the worker endpoints actually bound. */
   get groupEndpoints(): string[][] {
     return this.impl.listeners.groupEndpoints;

@@ -8,7 +8,7 @@ import { AdmissionPump } from './admission.js';
 import { RouterTransport } from './transport.js';
 import { appliesTo, parseValidateFlags } from './validation.js';
 import type { Offload } from './offload.js';
-import type { FrameIO } from './peer-sockets.js';
+import type { FrameIO } from './frame-io.js';
 import type { BrokerOptions } from './options.js';
 
 export type HostOptions = Omit<BrokerOptions, 'log'>;

@@ -1,20 +1,51 @@
-// The broker's listening sockets, shared by the plain and the sharded broker: the main ROUTER and one per access
-// group, with CURVE and a ZAP domain each when keys are set, bound to their endpoints.
+// The broker's listening endpoints, shared by the plain and the sharded broker. With the zmtp transport (the default
+// for tcp:// and ipc:// without CURVE) one ZmtpRouter serves every endpoint. The libzmq transport keeps a main ROUTER
+// and one per access group, with CURVE and a ZAP domain each when keys are set; it serves CURVE endpoints, other
+// schemes (inproc://), and anyone who asks for it (--transport libzmq).
 
 import { Router } from 'zeromq';
-import { PeerSockets, socketIO, type FrameIO } from './peer-sockets.js';
+import { PeerSockets } from './peer-sockets.js';
+import { zmqIO, type FrameIO } from './frame-io.js';
+import { ZmtpIO } from './zmtp-io.js';
+import { parseEndpoint } from '../zmtp/endpoint.js';
 import { secureRouter, zap } from './security.js';
-import type { BrokerOptions } from './options.js';
+import type { BrokerOptions, Transport } from './options.js';
+
+/** Which transport serves these options, and why when it is not the one asked for. */
+export function chooseTransport(o: BrokerOptions): { transport: Transport; why: string | null } {
+  if (o.transport === 'libzmq') return { transport: 'libzmq', why: null };
+  if (o.curveKeys !== null) return { transport: 'libzmq', why: 'CURVE is served by the libzmq transport' };
+  const other = o.bind.find((ep) => parseEndpoint(ep) === null);
+  if (other !== undefined) return { transport: 'libzmq', why: `${other} is served by the libzmq transport` };
+  return { transport: 'zmtp', why: null };
+}
 
 export class Listeners {
   readonly io: FrameIO;
+  readonly transport: Transport;
   readonly endpoints: string[] = [];
   readonly groupEndpoints: string[][] = [];
-  private readonly main: Router;
-  private readonly groups: Router[];
+  private readonly zmtp: ZmtpIO | null = null;
+  private readonly main: Router | null = null;
+  private readonly groups: Router[] = [];
   private readonly domains: string[] = [];
 
   constructor(private readonly opts: BrokerOptions) {
+    const choice = chooseTransport(opts);
+    this.transport = choice.transport;
+    if (choice.why !== null) opts.log('info', `transport: libzmq (${choice.why})`);
+    if (this.transport === 'zmtp') {
+      this.zmtp = new ZmtpIO({
+        maxFrameBytes: opts.limits.maxFrameBytes,
+        maxFrames: opts.limits.maxFrames,
+        maxQueuedBytes: opts.peerQueueBytes,
+        heartbeatInterval: opts.heartbeatInterval,
+        heartbeatLiveness: opts.heartbeatLiveness,
+        handshakeTimeout: opts.handshakeTimeout,
+      }, opts.log);
+      this.io = this.zmtp;
+      return;
+    }
     const router = () => new Router({
       // Without mandatory, ROUTER drops messages to unknown or full peers without a word.
       mandatory: true,
@@ -28,7 +59,7 @@ export class Listeners {
     });
     this.main = router();
     this.groups = opts.workerGroups.map(router);
-    this.io = this.groups.length > 0 ? new PeerSockets(this.main, this.groups) : socketIO(this.main);
+    this.io = this.groups.length > 0 ? new PeerSockets(this.main, this.groups) : zmqIO(this.main);
   }
 
   /** Connections refused by the allow-lists so far (all sockets). */
@@ -36,18 +67,31 @@ export class Listeners {
     return this.domains.reduce((a, d) => a + zap.deniedCount(d), 0);
   }
 
+  /** The zmtp transport's counters (connections, closes by reason); empty for libzmq. */
+  counters(): Record<string, number> {
+    if (this.zmtp === null) return {};
+    const out: Record<string, number> = { connections: this.zmtp.router.connections };
+    for (const [k, v] of Object.entries(this.zmtp.router.counters)) out[`zmtp_${k}`] = v;
+    return out;
+  }
+
   /** Registers the ZAP domains, puts CURVE options on, binds every endpoint. */
   async bind(): Promise<void> {
     const o = this.opts;
+    if (this.zmtp !== null) {
+      for (const ep of o.bind) this.endpoints.push(await this.zmtp.router.bind(ep));
+      return;
+    }
+    const main = this.main as Router;
     const secure = async (sock: Router, allow: string[] | null) => {
       const sec = await secureRouter(o.curveKeys, allow, o.log);
       if (sec.domain !== null) this.domains.push(sec.domain);
       Object.assign(sock, sec.options);
     };
-    await secure(this.main, o.allowKeys);
+    await secure(main, o.allowKeys);
     for (const ep of o.bind) {
-      await this.main.bind(ep);
-      this.endpoints.push(this.main.lastEndpoint ?? ep);
+      await main.bind(ep);
+      this.endpoints.push(main.lastEndpoint ?? ep);
     }
     for (let g = 0; g < this.groups.length; g++) {
       const sock = this.groups[g];
@@ -61,8 +105,8 @@ export class Listeners {
     }
   }
 
-  close(): void {
-    this.io.close();
+  async close(): Promise<void> {
+    await this.io.close();
     for (const d of this.domains) zap.unregister(d);
   }
 }

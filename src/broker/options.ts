@@ -7,11 +7,21 @@ import type { OffloadMode } from './offload.js';
 import type { KeyPair, WorkerGroup } from './security.js';
 import { ConfigError } from './config-error.js';
 
+/** zmtp: the broker speaks ZMTP itself on node:net (src/zmtp/); libzmq: the zeromq binding's ROUTER sockets. */
+export type Transport = 'zmtp' | 'libzmq';
+export const TRANSPORTS: readonly Transport[] = ['zmtp', 'libzmq'];
+
 export interface BrokerOptions extends Omit<CoreOptions, 'limits' | 'validates'> {
   /** Endpoints to bind, e.g. tcp://127.0.0.1:5555. tcp://127.0.0.1:* picks a free port. */
   bind: string[];
   limits: Limits;
-  /** ZeroMQ high-water marks (messages per peer). */
+  /** zmtp (default; CURVE and inproc:// endpoints fall back to libzmq) or libzmq. */
+  transport: Transport;
+  /** zmtp: bytes queued for one peer before sends to it fail as full (the high-water mark in bytes). */
+  peerQueueBytes: number;
+  /** zmtp: a connection that has not finished its ZMTP handshake within this many ms is closed. */
+  handshakeTimeout: number;
+  /** libzmq: high-water marks (messages per peer). */
   sendHighWaterMark: number;
   receiveHighWaterMark: number;
   /** On close, how long busy workers get to finish before their requests fail with `shutdown`. */
@@ -43,6 +53,9 @@ export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
   ...DEFAULT_CORE_OPTIONS,
   bind: ['tcp://127.0.0.1:5555'],
   limits: DEFAULT_LIMITS,
+  transport: 'zmtp',
+  peerQueueBytes: 16 * 1024 * 1024,
+  handshakeTimeout: 10000,
   sendHighWaterMark: 100000,
   receiveHighWaterMark: 100000,
   shutdownGrace: 5000,
@@ -66,5 +79,6 @@ export function resolveOptions(opts: Partial<BrokerOptions>): BrokerOptions {
   if (!Number.isInteger(o.shards) || o.shards < 1) throw new ConfigError('shards', `shards must be a positive integer, got ${o.shards}`);
   if (o.workerGroups.length > 0 && o.curveKeys === null) throw new ConfigError('access', 'access groups (workerGroups) need CURVE (curveKeys)');
   if (o.workerGroups.length > 250) throw new ConfigError('access', 'at most 250 access groups');
+  if (!TRANSPORTS.includes(o.transport)) throw new ConfigError('transport', `transport must be one of ${TRANSPORTS.join(', ')}, got '${String(o.transport)}'`);
   return o;
 }

@@ -4,32 +4,15 @@
 // the tag is taken off again on the way out. Main-socket ids that look like a tag are dropped: libzmq's own ids
 // start with 0x00, and a peer must not be able to pose as a group member.
 
-import type { Pair, Router } from 'zeromq';
-import { receiveLoop } from '../sockets/receive-loop.js';
+import type { Router } from 'zeromq';
 import { GROUP_MARK } from '../core/peer-id.js';
-
-
-export interface FrameIO {
-  send(msg: Buffer[]): Promise<void>;
-  start(onMessage: (frames: Buffer[]) => void, onError: (err: unknown) => void): Promise<void>;
-  close(): void;
-}
-
-/** One socket, as is (a shard's PAIR, or a broker without access groups). */
-export function socketIO(sock: Router | Pair): FrameIO {
-  return {
-    send: (msg) => sock.send(msg),
-    start: (onMessage, onError) => receiveLoop(sock, onMessage, onError),
-    close: () => {
-      if (!sock.closed) sock.close();
-    },
-  };
-}
-
-const unreachable = () => Promise.reject(Object.assign(new Error('no such access group'), { code: 'EHOSTUNREACH' }));
+import { zmqIO, type FrameIO, type FrameSink } from './frame-io.js';
 
 export class PeerSockets implements FrameIO {
   private readonly tags: Buffer[];
+  private readonly mainIO: FrameIO;
+  private readonly groupIO: FrameIO[];
+  private sink: FrameSink | null = null;
   /** Messages dropped from the main socket because their routing id posed as a group tag. */
   spoofed = 0;
 
@@ -38,39 +21,56 @@ export class PeerSockets implements FrameIO {
     private readonly groups: Router[],
   ) {
     this.tags = groups.map((_, g) => Buffer.from([GROUP_MARK, g]));
+    this.mainIO = zmqIO(main);
+    this.groupIO = groups.map((g) => zmqIO(g));
   }
 
-  send(msg: Buffer[]): Promise<void> {
+  send(msg: Buffer[], tag = -1): void {
     const id = msg[0];
     if (id.length > 2 && id[0] === GROUP_MARK) {
-      const sock = this.groups[id[1]];
-      if (!sock) return unreachable();
-      const m = msg.slice();
-      m[0] = id.subarray(2);
-      return sock.send(m);
-    }
-    return this.main.send(msg);
-  }
-
-  start(onMessage: (frames: Buffer[]) => void, onError: (err: unknown) => void): Promise<void> {
-    const loops = [receiveLoop(this.main, (f) => {
-      if (this.groups.length > 0 && f[0].length > 2 && f[0][0] === GROUP_MARK) {
-        this.spoofed++;
+      const io = this.groupIO[id[1]];
+      if (!io) {
+        this.sink?.sendFailed(id, 'unreachable', tag);
         return;
       }
-      onMessage(f);
-    }, onError)];
-    this.groups.forEach((sock, g) => {
+      const m = msg.slice();
+      m[0] = id.subarray(2);
+      // A failure names the tagged id, the one the core knows.
+      io.send(m, tag);
+      return;
+    }
+    this.mainIO.send(msg, tag);
+  }
+
+  start(sink: FrameSink): Promise<void> {
+    this.sink = sink;
+    const loops = [this.mainIO.start({
+      ...sink,
+      message: (f) => {
+        if (this.groups.length > 0 && f[0].length > 2 && f[0][0] === GROUP_MARK) {
+          this.spoofed++;
+          return;
+        }
+        sink.message(f);
+      },
+    })];
+    this.groupIO.forEach((io, g) => {
       const tag = this.tags[g];
-      loops.push(receiveLoop(sock, (f) => {
-        f[0] = Buffer.concat([tag, f[0]]);
-        onMessage(f);
-      }, onError));
+      const tagged = (id: Buffer) => Buffer.concat([tag, id]);
+      loops.push(io.start({
+        message: (f) => {
+          f[0] = tagged(f[0]);
+          sink.message(f);
+        },
+        sendFailed: (id, why, t) => sink.sendFailed(tagged(id), why, t),
+        peerClosed: (id) => sink.peerClosed(tagged(id)),
+        error: (err) => sink.error(err),
+      }));
     });
     return Promise.all(loops).then(() => undefined);
   }
 
-  close(): void {
+  async close(): Promise<void> {
     for (const s of [this.main, ...this.groups]) if (!s.closed) s.close();
   }
 }

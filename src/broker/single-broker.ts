@@ -25,6 +25,7 @@ export class SingleBroker {
     this.statsService = new StatsService(opts, offload, async () => {
       const snap = core.statsSnapshot(Date.now(), this.host.now());
       this.loopDelay.take(snap.global);
+      Object.assign(snap.global, this.listeners.counters());
       return [snap];
     }, (out) => core.statsReplies.set(...mmiStatsReplies(out)));
   }
@@ -34,8 +35,9 @@ export class SingleBroker {
   }
 
   async start(): Promise<void> {
-    await this.listeners.bind();
+    // Reading starts before the endpoints are bound, so no peer's first message finds nobody listening.
     await this.host.start();
+    await this.listeners.bind();
     await this.statsService.start();
   }
 
@@ -56,6 +58,6 @@ export class SingleBroker {
     this.loopDelay.close();
     await this.host.drain();
     await this.host.close();
-    this.listeners.close();
+    await this.listeners.close();
   }
 }

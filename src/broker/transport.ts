@@ -1,26 +1,18 @@
-// The socket loop around BrokerCore: receive, hand to the core, send what it queued. Nothing else lives here.
-//
-// Sends are never awaited (the sockets have sendTimeout = 0): a full pipe or a vanished peer (ROUTER mandatory)
-// rejects at once and the core is told, so nothing is dropped without being counted and answered.
+// The loop around BrokerCore: what the frame stream delivers goes to the core, what the core queued goes out.
+// Nothing else lives here.
 
-import type { BrokerCore } from '../core/broker-core.js';
-import { errorCode } from '../sockets/receive-loop.js';
-import type { FrameIO } from './peer-sockets.js';
+import type { BrokerCore, SendFailure } from '../core/broker-core.js';
+import type { FrameIO, FrameSink } from './frame-io.js';
 
-/** What a failed un-awaited send means for the core: the peer is gone, its pipe is full, or (null) neither. */
-export function sendFailure(err: unknown): 'unreachable' | 'full' | null {
-  const code = errorCode(err);
-  return code === 'EHOSTUNREACH' ? 'unreachable' : code === 'EAGAIN' || code === 'EBUSY' ? 'full' : null;
-}
-
-export class RouterTransport {
+export class RouterTransport implements FrameSink {
   private closed = false;
+  private flushing = false;
   private loopDone: Promise<void> | null = null;
   /** Runs after the core handled each message, before the flush (the --validate admission pump). */
   afterHandle: (() => void) | null = null;
 
   constructor(
-    /** The broker's ROUTER socket(s), or a shard's inproc PAIR to the main thread. */
+    /** The broker's ROUTER socket(s), or a shard's pipe to the main thread. */
     private readonly io: FrameIO,
     private readonly core: BrokerCore,
     private readonly now: () => number,
@@ -28,13 +20,30 @@ export class RouterTransport {
   ) {}
 
   start(): void {
-    this.loopDone = this.io.start((frames) => this.onMessage(frames), this.onError);
+    this.loopDone = this.io.start(this);
   }
 
-  private onMessage(frames: Buffer[]): void {
+  message(frames: Buffer[]): void {
     this.core.handle(frames, this.now());
     if (this.afterHandle !== null) this.afterHandle();
     this.flush();
+  }
+
+  sendFailed(id: Buffer, why: SendFailure): void {
+    if (this.closed) return;
+    this.core.sendFailed(id, why, this.now());
+    // A failure inside flush() is picked up by its loop; a later one needs its own flush.
+    if (!this.flushing) this.flush();
+  }
+
+  peerClosed(id: Buffer): void {
+    if (this.closed) return;
+    this.core.peerClosed(id, this.now());
+    this.flush();
+  }
+
+  error(err: unknown): void {
+    this.onError(err);
   }
 
   /** Sends everything the core has queued. */
@@ -42,29 +51,16 @@ export class RouterTransport {
     const out = this.core.out;
     if (out.length === 0) return;
     const io = this.io;
+    this.flushing = true;
     // Iterate by index: a synchronous failure below can make the core append more messages to `out`.
-    for (let i = 0; i < out.length; i++) {
-      const msg = out[i];
-      try {
-        io.send(msg).then(undefined, (err: unknown) => this.sendFailed(msg[0], err));
-      } catch (err) {
-        this.sendFailed(msg[0], err, true);
-      }
-    }
+    for (let i = 0; i < out.length; i++) io.send(out[i]);
     out.length = 0;
-  }
-
-  private sendFailed(id: Buffer, err: unknown, sync = false): void {
-    if (this.closed) return;
-    const why = sendFailure(err);
-    if (why !== null) this.core.sendFailed(id, why, this.now());
-    else this.onError(err);
-    if (!sync) this.flush();
+    this.flushing = false;
   }
 
   async close(): Promise<void> {
     this.closed = true;
-    this.io.close();
+    await this.io.close();
     await this.loopDone;
   }
 }

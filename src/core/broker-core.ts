@@ -145,6 +145,10 @@ export interface CoreStats {
   workersExpired: number;
   workersDisconnected: number;
   workersUnreachable: number;
+  /** Registered workers whose connection ended (transports that tell: zmtp); their requests were retried at once. */
+  workersGone: number;
+  /** Other peers (clients) whose connection ended: their queued requests and replies are dropped as they come up. */
+  clientsGone: number;
   droppedClientGone: number;
   droppedReplies: number;
   /** Sends that failed to a peer that is not a registered worker (a client gone or too slow, a departed worker). */
@@ -159,7 +163,7 @@ export interface CoreStats {
 export function emptyStats(): CoreStats {
   return {
     requests: 0, replies: 0, partials: 0, mmi: 0, malformed: 0, unexpected: 0, requeued: 0,
-    workersRegistered: 0, workersExpired: 0, workersDisconnected: 0, workersUnreachable: 0,
+    workersRegistered: 0, workersExpired: 0, workersDisconnected: 0, workersUnreachable: 0, workersGone: 0, clientsGone: 0,
     droppedClientGone: 0, droppedReplies: 0, undeliverable: 0, repliesDroppedFull: 0, accessDenied: 0,
     errors: errorCounts(),
   };
@@ -269,6 +273,24 @@ export class BrokerCore implements MmiSource {
       this.lastFullWarning = now;
       this.log('warn', 'replies dropped: a client is not reading (its pipe is at the high-water mark)', { total: this.stats.repliesDroppedFull });
     }
+  }
+
+  /**
+   * The transport saw a peer's connection end. A worker is gone at once: its request is retried now, not after
+   * heartbeat expiry. A client's queued requests are dropped (counted) when they come up, and replies for it are
+   * discarded, so no worker serves a client that left.
+   */
+  peerClosed(id: Buffer, now: number): void {
+    const key = peerKey(id);
+    const w = this.workers.get(key);
+    if (w) {
+      this.stats.workersGone++;
+      this.log('debug', 'worker connection closed', { service: w.service.name, busy: w.current !== null });
+      this.deleteWorker(w, now);
+      return;
+    }
+    this.stats.clientsGone++;
+    this.goneClients.set(key, true);
   }
 
   /** Stops taking work: queued requests fail with `shutdown`, idle workers are told DISCONNECT. */

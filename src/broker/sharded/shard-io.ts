@@ -8,18 +8,11 @@
 // always longer than 128 bytes, so the receiver can tell them apart by length alone.
 
 import type { Pair } from 'zeromq';
-import { receiveLoop } from '../../sockets/receive-loop.js';
-import type { FrameIO } from '../peer-sockets.js';
+import { zmqIO, type FrameIO } from '../frame-io.js';
 const COPY_LIMIT = 128;
 
 export function shardIO(pair: Pair): FrameIO {
-  return {
-    send: (msg) => pair.send(msg.map((f) => (f.length > COPY_LIMIT ? f.toString('latin1') : f))),
-    start: (onMessage, onError) => receiveLoop(pair, onMessage, onError),
-    close: () => {
-      if (!pair.closed) pair.close();
-    },
-  };
+  return zmqIO(pair, (msg) => msg.map((f) => (f.length > COPY_LIMIT ? f.toString('latin1') : f)));
 }
 
 /** Undoes shardIO's conversion on frames received from a shard. */

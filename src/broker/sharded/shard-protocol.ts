@@ -17,6 +17,7 @@ export interface ShardInit {
 
 export type ToShard =
   | { type: 'sendFailed'; id: Uint8Array; why: SendFailure }
+  | { type: 'peerClosed'; id: Uint8Array }
   | { type: 'stats'; seq: number }
   | { type: 'close' };
 

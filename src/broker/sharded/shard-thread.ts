@@ -50,6 +50,9 @@ port.on('message', (m: ToShard) => {
   if (m.type === 'sendFailed') {
     core.sendFailed(Buffer.from(m.id), m.why, now());
     host.transport.flush();
+  } else if (m.type === 'peerClosed') {
+    core.peerClosed(Buffer.from(m.id), now());
+    host.transport.flush();
   } else if (m.type === 'stats') {
     post({ type: 'stats', seq: m.seq, snapshot: core.statsSnapshot(Date.now(), now()) });
   } else if (m.type === 'close') {

@@ -11,8 +11,7 @@ import { C2, Kind, WCmd, clientReply, isMmi, parseInbound } from '../../protocol
 import { peerKey } from '../../core/peer-id.js';
 import { StatsReplies, mmiBody, type MmiSource } from '../../core/mmi.js';
 import { emptyStats, type CoreSnapshot, type CoreStats } from '../../core/broker-core.js';
-import { receiveLoop } from '../../sockets/receive-loop.js';
-import { sendFailure } from '../transport.js';
+import { zmqIO, type FrameIO } from '../frame-io.js';
 import { Offload } from '../offload.js';
 import { parseValidateFlags } from '../validation.js';
 import { Listeners } from '../listeners.js';
@@ -35,6 +34,8 @@ function fnv1a(b: Buffer): number {
 interface ShardState {
   thread: Thread;
   pair: Pair;
+  /** The pipe as a frame stream. */
+  io: FrameIO;
   snapshot: CoreSnapshot;
   stats: CoreStats | null;
   served: string[];
@@ -85,7 +86,7 @@ export class ShardedBroker implements MmiSource {
       let drained!: () => void;
       const drainedP = new Promise<void>((r) => (drained = r));
       const state: ShardState = {
-        thread, pair, snapshot: EMPTY_SNAPSHOT, stats: null, served: [], closed: new Promise((r) => (closed = r)), exited, drained, drainedP,
+        thread, pair, io: zmqIO(pair), snapshot: EMPTY_SNAPSHOT, stats: null, served: [], closed: new Promise((r) => (closed = r)), exited, drained, drainedP,
       };
       this.shards.push(state);
       const ready = new Promise<void>((resolve, reject) => {
@@ -99,10 +100,23 @@ export class ShardedBroker implements MmiSource {
       thread.on('error', (err) => log('warn', 'shard thread failed', { shard: i, err: String(err) }));
       thread.on('exit', () => closed());
       await ready;
-      void receiveLoop(pair, (frames) => this.toPeer(i, frames), (err) => log('warn', 'shard pipe error', { err: String(err) }));
+      void state.io.start({
+        message: (frames) => this.toPeer(i, frames),
+        sendFailed: (_id, why) => log('warn', 'hand-off to a shard failed', { shard: i, why }),
+        peerClosed: () => undefined,
+        error: (err) => log('warn', 'shard pipe error', { err: String(err) }),
+      });
     }
+    void this.listeners.io.start({
+      message: (frames) => this.fromPeer(frames),
+      sendFailed: (id, why, shard) => {
+        // The shard that sent it learns the peer is gone (a worker: requeue; a client: drop its queued requests).
+        if (!this.closedFlag && shard >= 0) this.post(shard, { type: 'sendFailed', id: new Uint8Array(id), why });
+      },
+      peerClosed: (id) => this.peerClosed(id),
+      error: (err) => log('warn', 'socket error', { err: String(err) }),
+    });
     await this.listeners.bind();
-    void this.listeners.io.start((frames) => this.fromPeer(frames), (err) => log('warn', 'socket error', { err: String(err) }));
     await this.statsService.start();
   }
 
@@ -147,7 +161,7 @@ export class ShardedBroker implements MmiSource {
         const name = svc.toString('latin1');
         if (name === 'mmi.services' || name === 'mmi.stats') {
           const body = mmiBody(svc, frames[m.bodyAt], this);
-          return this.send(this.listeners.io, clientReply(frames, m.headerAt, m.version, C2.FINAL, svc, body, 0), -1);
+          return this.listeners.io.send(clientReply(frames, m.headerAt, m.version, C2.FINAL, svc, body, 0));
         }
         // mmi.service is answered by the shard that owns the service asked about.
         const q = frames[m.bodyAt];
@@ -165,7 +179,7 @@ export class ShardedBroker implements MmiSource {
         if (m.command === WCmd.Disconnect && known !== undefined) this.workerShard.delete(key);
       }
     }
-    this.send(this.shards[shard].pair, frames, -1);
+    this.shards[shard].io.send(frames);
   }
 
   /** MmiSource: the services served on any shard, as last reported. */
@@ -183,27 +197,19 @@ export class ShardedBroker implements MmiSource {
   /** A message a shard wants sent to a peer. */
   private toPeer(shard: number, frames: Buffer[]): void {
     if (frames.length === 1 && frames[0].length === 0) return this.shards[shard].drained();
-    this.send(this.listeners.io, fromShardFrames(frames), shard);
+    this.listeners.io.send(fromShardFrames(frames), shard);
   }
 
-  private send(sock: { send(msg: Buffer[]): Promise<void> }, frames: Buffer[], fromShard: number): void {
-    try {
-      sock.send(frames).then(undefined, (err: unknown) => this.sendFailed(frames[0], err, fromShard));
-    } catch (err) {
-      this.sendFailed(frames[0], err, fromShard);
-    }
-  }
-
-  private sendFailed(id: Buffer, err: unknown, fromShard: number): void {
+  /** A peer's connection ended: a worker's shard is told; a client may have requests on any shard. */
+  private peerClosed(id: Buffer): void {
     if (this.closedFlag) return;
-    const why = sendFailure(err);
-    if (why === null) {
-      this.opts.log('warn', 'send failed', { err: String(err) });
-      return;
-    }
-    // The shard that sent it learns the peer is gone (a worker: requeue; a client: drop its queued requests).
-    if (fromShard >= 0) this.post(fromShard, { type: 'sendFailed', id: new Uint8Array(id), why });
-    else this.opts.log('warn', 'hand-off to a shard failed', { why });
+    const key = peerKey(id);
+    const shard = this.workerShard.get(key);
+    const msg: ToShard = { type: 'peerClosed', id: new Uint8Array(id) };
+    if (shard !== undefined) {
+      this.workerShard.delete(key);
+      this.post(shard, msg);
+    } else for (let i = 0; i < this.shards.length; i++) this.post(i, msg);
   }
 
   snapshot(): CoreSnapshot {
@@ -237,7 +243,10 @@ export class ShardedBroker implements MmiSource {
     return new Promise((done) => {
       // The main thread's event-loop delay rides on the first shard's snapshot (global counters are summed).
       const withLoop = (snaps: StatsSnapshot[]) => {
-        if (snaps[0]) this.loopDelay.take(snaps[0].global);
+        if (snaps[0]) {
+          this.loopDelay.take(snaps[0].global);
+          Object.assign(snaps[0].global, this.listeners.counters());
+        }
         done(snaps);
       };
       this.statsWaiters.set(seq, { left: this.shards.length, snaps: [], done: withLoop });
@@ -253,8 +262,8 @@ export class ShardedBroker implements MmiSource {
     // Keep routing while shards drain: their DISCONNECTs and last replies come through us.
     await Promise.race([Promise.all(this.shards.map((s) => Promise.all([s.closed, s.drainedP]))), deadline]);
     this.closedFlag = true;
-    for (const s of this.shards) s.pair.close();
-    this.listeners.close();
+    for (const s of this.shards) await s.io.close();
+    await this.listeners.close();
     await Promise.all(this.shards.map((s) => s.exited));
     await this.offload.close();
   }

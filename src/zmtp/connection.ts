@@ -1,0 +1,409 @@
+// One ZMTP 3.x connection over a node:net socket, for either end: the greeting, the NULL handshake, the frame
+// parser, PING/PONG, and a writer that encodes everything queued for the connection in one write per flush.
+//
+// Reading: a frame that arrived whole in one read chunk is delivered as a subarray of that chunk, never copied. Only
+// a frame (or header) split across reads is assembled: the pieces are collected and concatenated once, when the
+// last one arrives. Size limits are checked from the header, before anything is buffered.
+// Writing: send() only queues; the owner calls flush() once per event-loop turn, which encodes headers and small
+// bodies into one scratch buffer (one write syscall), and passes large bodies to the kernel without a copy.
+
+import type { Socket } from 'node:net';
+import {
+  FLAG_COMMAND, FLAG_LONG, FLAG_MORE, FLAG_RESERVED, GREETING_BYTES, GREETING_HEAD,
+  checkGreetingHead, errorCommand, greeting, headerBytes, parseCommand, parseGreeting, parseProperties, pingCommand,
+  pongCommand, readyCommand, writeHeader,
+} from './wire.js';
+
+/** Why a connection ended; each is counted by the owner. */
+export type CloseReason =
+  | 'peer-closed'
+  | 'socket-error'
+  | 'bad-greeting'
+  | 'mechanism'
+  | 'socket-type'
+  | 'bad-command'
+  | 'protocol-error'
+  | 'frame-too-large'
+  | 'handshake-timeout'
+  | 'heartbeat-timeout'
+  | 'duplicate-identity'
+  | 'peer-error'
+  | 'shutdown';
+
+export interface ConnectionOwner {
+  /** The handshake is done. Returns null to accept, or why the connection is refused (it is then closed). */
+  onReady(conn: ZmtpConnection, socketType: string, identity: Buffer): CloseReason | null;
+  /** A whole message; for a ROUTER owner frames[0] is the routing id (the connection's prefix). */
+  onMessage(conn: ZmtpConnection, frames: Buffer[]): void;
+  /** The connection is gone (after onReady or not). */
+  onClose(conn: ZmtpConnection, reason: CloseReason): void;
+  /** Something was queued: call flush() on this connection before the event loop turns. */
+  needsFlush(conn: ZmtpConnection): void;
+}
+
+export interface ConnectionOptions {
+  /** Our socket type, sent in READY. */
+  socketType: 'ROUTER' | 'DEALER';
+  /** Peer socket types we accept. */
+  peers: ReadonlySet<string>;
+  /** Largest message frame accepted; a bigger one closes the connection before its body is read. */
+  maxFrameBytes: number;
+  /** Frames kept per message (frames[0], the prefix, included); one more is delivered so the owner can refuse. */
+  maxFrames: number;
+  /** DEALER: the Identity to announce (empty: none). */
+  identity?: Buffer;
+}
+
+/** Command frames are small (READY with a 255-byte identity, PING); anything bigger is hostile. */
+const MAX_COMMAND_BYTES = 65536;
+/** Bodies at least this big are written as they are (no copy) instead of through the scratch buffer. */
+const ZERO_COPY_BYTES = 16384;
+/** The shared scratch buffer is kept between flushes up to this size. */
+const SCRATCH_KEEP = 256 * 1024;
+
+const enum State {
+  Greeting,
+  Handshake,
+  Ready,
+  Closed,
+}
+
+/** One scratch buffer shared by every connection of an owner (all flushes run on one thread, one at a time). */
+export class Scratch {
+  buf: Buffer = Buffer.allocUnsafe(64 * 1024);
+}
+
+const GREETING = greeting();
+
+export class ZmtpConnection {
+  /** The routing id a ROUTER gave this peer (frames[0] of every message it delivers); null for a DEALER's. */
+  id: Buffer | null = null;
+  /** The owner's key for `id`. */
+  key: number | string = 0;
+  /** Peer greeted with ZMTP 3.1 or later: it answers PING. */
+  pingable = false;
+  /** Traffic arrived since the owner last looked (any data counts as a sign of life). */
+  heard = true;
+  lastHeard = 0;
+  lastPing = 0;
+  readonly openedAt: number;
+  /** In the owner's list of connections to flush. */
+  flushQueued = false;
+  private state = State.Greeting;
+  private reason: CloseReason = 'peer-closed';
+  private pending: Buffer[] = [];
+  private pendingLen = 0;
+  private need = GREETING_BYTES;
+  private frames: Buffer[] = [];
+  private readonly out: Buffer[][] = [];
+  /** Index of the first frame to write in each queued message (1 for a ROUTER: the routing id is not sent). */
+  private readonly outFrom: number;
+  private outBytes = 0;
+  private readonly cmds: Buffer[] = [];
+
+  constructor(
+    readonly sock: Socket,
+    private readonly owner: ConnectionOwner,
+    private readonly opts: ConnectionOptions,
+    now: number,
+  ) {
+    this.openedAt = now;
+    this.lastHeard = now;
+    this.outFrom = opts.socketType === 'ROUTER' ? 1 : 0;
+    sock.setNoDelay(true);
+    sock.on('data', (chunk: Buffer) => this.onData(chunk));
+    sock.on('error', () => {
+      if (this.state !== State.Closed) this.reason = 'socket-error';
+    });
+    sock.on('close', () => {
+      this.state = State.Closed;
+      this.owner.onClose(this, this.reason);
+    });
+    sock.write(GREETING);
+  }
+
+  get ready(): boolean {
+    return this.state === State.Ready;
+  }
+
+  get closed(): boolean {
+    return this.state === State.Closed;
+  }
+
+  /** Bytes queued and not yet taken by the kernel: the send high-water mark is checked against this. */
+  get queuedBytes(): number {
+    return this.outBytes + this.sock.writableLength;
+  }
+
+  /** Queues msg[from..] (from: 1 for a ROUTER's [id, ...frames], else 0). Written on the next flush(). */
+  send(msg: Buffer[]): void {
+    this.out.push(msg);
+    for (let i = this.outFrom; i < msg.length; i++) this.outBytes += msg[i].length + 9;
+    if (!this.flushQueued) this.owner.needsFlush(this);
+  }
+
+  /** Queues a PING (TTL in tenths of a second: how long the peer should wait for traffic before giving up). */
+  ping(now: number, ttlDeciseconds: number): void {
+    this.lastPing = now;
+    this.cmds.push(pingCommand(ttlDeciseconds));
+    if (!this.flushQueued) this.owner.needsFlush(this);
+  }
+
+  /** Ends the connection: counted as `reason`; with `tell`, an ERROR command goes first (RFC 37). */
+  close(reason: CloseReason, tell?: string): void {
+    if (this.state === State.Closed) return;
+    this.state = State.Closed;
+    this.reason = reason;
+    this.out.length = 0;
+    this.outBytes = 0;
+    if (tell !== undefined && !this.sock.destroyed) {
+      this.sock.end(errorCommand(tell));
+      // A peer that does not close its side is not waited for.
+      setTimeout(() => this.sock.destroy(), 1000).unref();
+    } else this.sock.destroy();
+  }
+
+  /** Writes everything queued, in one write where the bodies are small. */
+  flush(scratch: Scratch): void {
+    this.flushQueued = false;
+    if (this.state !== State.Ready) {
+      if (this.state === State.Closed) this.cmds.length = 0;
+      return; // messages wait for the handshake; commands too (nothing is sent before READY but READY)
+    }
+    const out = this.out;
+    const from = this.outFrom;
+    let total = 0;
+    let big = false;
+    for (let c = 0; c < this.cmds.length; c++) total += this.cmds[c].length;
+    for (let m = 0; m < out.length; m++) {
+      const msg = out[m];
+      for (let i = from; i < msg.length; i++) {
+        const n = msg[i].length;
+        total += headerBytes(n) + n;
+        if (n >= ZERO_COPY_BYTES) big = true;
+      }
+    }
+    if (total === 0) return;
+    if (big) return this.flushWithLargeBodies(total);
+    let buf = scratch.buf;
+    const shared = total <= SCRATCH_KEEP;
+    if (!shared) buf = Buffer.allocUnsafe(total);
+    else if (buf.length < total) buf = scratch.buf = Buffer.allocUnsafe(SCRATCH_KEEP);
+    let at = 0;
+    for (let c = 0; c < this.cmds.length; c++) at += this.cmds[c].copy(buf, at);
+    this.cmds.length = 0;
+    for (let m = 0; m < out.length; m++) {
+      const msg = out[m];
+      const last = msg.length - 1;
+      for (let i = from; i <= last; i++) {
+        const f = msg[i];
+        at = writeHeader(buf, at, i < last ? FLAG_MORE : 0, f.length);
+        at += f.copy(buf, at);
+      }
+    }
+    out.length = 0;
+    this.outBytes = 0;
+    this.sock.write(at === buf.length ? buf : buf.subarray(0, at));
+    // The kernel took it all at once: the scratch is free again. Otherwise the socket holds it until written.
+    if (shared && this.sock.writableLength !== 0) scratch.buf = Buffer.allocUnsafe(SCRATCH_KEEP);
+  }
+
+  private flushWithLargeBodies(total: number): void {
+    const sock = this.sock;
+    sock.cork();
+    // Headers and small bodies go into runs of a fresh buffer; large bodies are written as they are.
+    const buf = Buffer.allocUnsafe(total);
+    let runStart = 0;
+    let at = 0;
+    for (let c = 0; c < this.cmds.length; c++) at += this.cmds[c].copy(buf, at);
+    this.cmds.length = 0;
+    for (const msg of this.out) {
+      const last = msg.length - 1;
+      for (let i = this.outFrom; i <= last; i++) {
+        const f = msg[i];
+        at = writeHeader(buf, at, i < last ? FLAG_MORE : 0, f.length);
+        if (f.length >= ZERO_COPY_BYTES) {
+          sock.write(buf.subarray(runStart, at));
+          sock.write(f);
+          runStart = at;
+        } else at += f.copy(buf, at);
+      }
+    }
+    if (at > runStart) sock.write(buf.subarray(runStart, at));
+    this.out.length = 0;
+    this.outBytes = 0;
+    sock.uncork();
+  }
+
+  private onData(chunk: Buffer): void {
+    this.heard = true;
+    if (this.closed) return;
+    let o = 0;
+    // Complete a unit (greeting, frame header or frame) split across reads: copy only that unit, then go on
+    // reading the rest of this chunk in place.
+    while (this.pendingLen > 0) {
+      const want = this.need - this.pendingLen;
+      if (chunk.length - o < want) {
+        this.pending.push(o === 0 ? chunk : chunk.subarray(o));
+        this.pendingLen += chunk.length - o;
+        return;
+      }
+      this.pending.push(chunk.subarray(o, o + want));
+      o += want;
+      const unit = Buffer.concat(this.pending, this.need);
+      this.pending = [];
+      this.pendingLen = 0;
+      const used = this.parse(unit, 0);
+      if (this.closed) return;
+      if (used < unit.length) {
+        // Only the header was complete; `need` now covers the body.
+        this.pending.push(unit.subarray(used));
+        this.pendingLen = unit.length - used;
+      }
+    }
+    const used = this.parse(chunk, o);
+    if (used < chunk.length && !this.closed) {
+      this.pending.push(chunk.subarray(used));
+      this.pendingLen = chunk.length - used;
+    }
+  }
+
+  /** Parses whole units from b[o..]; returns where the first incomplete one starts (setting `need`). */
+  private parse(b: Buffer, o: number): number {
+    const len = b.length;
+    while (o < len) {
+      if (this.state === State.Greeting) {
+        const rem = len - o;
+        if (rem >= GREETING_HEAD) {
+          const bad = checkGreetingHead(b.subarray(o));
+          if (bad !== null) {
+            this.close('bad-greeting');
+            return len;
+          }
+        }
+        if (rem < GREETING_BYTES) {
+          this.need = rem < GREETING_HEAD ? GREETING_HEAD : GREETING_BYTES;
+          return o;
+        }
+        this.onGreeting(b.subarray(o, o + GREETING_BYTES));
+        o += GREETING_BYTES;
+        if (this.closed) return len;
+        continue;
+      }
+      const flags = b[o];
+      let size: number;
+      let hdr: number;
+      if ((flags & FLAG_LONG) !== 0) {
+        if (len - o < 9) {
+          this.need = 9;
+          return o;
+        }
+        // Sizes past 4 GiB are over every limit we have.
+        size = b.readUInt32BE(o + 1) !== 0 ? Number.MAX_SAFE_INTEGER : b.readUInt32BE(o + 5);
+        hdr = 9;
+      } else {
+        if (len - o < 2) {
+          this.need = 2;
+          return o;
+        }
+        size = b[o + 1];
+        hdr = 2;
+      }
+      if ((flags & FLAG_RESERVED) !== 0) {
+        this.close('protocol-error', 'reserved flag bits set');
+        return len;
+      }
+      const isCommand = (flags & FLAG_COMMAND) !== 0;
+      if (size > (isCommand ? MAX_COMMAND_BYTES : this.opts.maxFrameBytes)) {
+        this.close('frame-too-large', 'frame too large');
+        return len;
+      }
+      if (len - o - hdr < size) {
+        this.need = hdr + size;
+        return o;
+      }
+      const body = b.subarray(o + hdr, o + hdr + size);
+      o += hdr + size;
+      if (isCommand) {
+        const inMessage = this.frames.length > this.outFrom;
+        if ((flags & FLAG_MORE) !== 0 || inMessage) {
+          this.close('protocol-error', 'command frame inside a message');
+          return len;
+        }
+        this.onCommand(body);
+        if (this.closed) return len;
+        continue;
+      }
+      if (this.state !== State.Ready) {
+        this.close('protocol-error', 'message before READY');
+        return len;
+      }
+      const frames = this.frames;
+      // Past the limit the frames are dropped (nothing more is held), and the message still ends where it ends.
+      if (frames.length <= this.opts.maxFrames) frames.push(body);
+      if ((flags & FLAG_MORE) === 0) {
+        this.frames = this.id === null ? [] : [this.id];
+        this.owner.onMessage(this, frames);
+        if (this.closed) return len;
+      }
+    }
+    return o;
+  }
+
+  private onGreeting(g: Buffer): void {
+    const peer = parseGreeting(g);
+    if (peer.mechanism !== 'NULL') {
+      this.close('mechanism');
+      return;
+    }
+    this.pingable = peer.major > 3 || peer.minor >= 1;
+    this.state = State.Handshake;
+    // NULL: the client (connecting side) sends READY first; the server answers it.
+    if (this.opts.socketType === 'DEALER') this.sock.write(this.readyFrame());
+  }
+
+  private readyFrame(): Buffer {
+    const props: Record<string, Buffer | string> = { 'Socket-Type': this.opts.socketType };
+    if (this.opts.identity && this.opts.identity.length > 0) props.Identity = this.opts.identity;
+    return readyCommand(props);
+  }
+
+  private onCommand(body: Buffer): void {
+    const c = parseCommand(body);
+    if (c === null) return this.close('bad-command', 'malformed command');
+    if (this.state === State.Handshake) {
+      if (c.name === 'ERROR') return this.close('peer-error');
+      if (c.name !== 'READY') return this.close('bad-command', `expected READY, got ${c.name}`);
+      const props = parseProperties(c.data);
+      if (props === null) return this.close('bad-command', 'malformed READY metadata');
+      const type = props.get('socket-type')?.toString('latin1') ?? '';
+      if (!this.opts.peers.has(type)) return this.close('socket-type', `invalid socket type ${type || '(none)'} for ${this.opts.socketType}`);
+      const identity = Buffer.from(props.get('identity') ?? Buffer.alloc(0));
+      if (this.opts.socketType === 'ROUTER') this.sock.write(this.readyFrame());
+      this.state = State.Ready;
+      const refused = this.owner.onReady(this, type, identity);
+      if (refused !== null) return this.close(refused);
+      if (this.id !== null) this.frames = [this.id];
+      // Anything queued before the handshake finished goes now.
+      if (this.out.length > 0 || this.cmds.length > 0) this.owner.needsFlush(this);
+      return;
+    }
+    switch (c.name) {
+      case 'PING':
+        // RFC 37: answer with PONG echoing the context (at most 16 bytes, after the 2-byte TTL).
+        if (c.data.length < 2) return this.close('bad-command', 'malformed PING');
+        this.cmds.push(pongCommand(c.data.subarray(2, 18)));
+        if (!this.flushQueued) this.owner.needsFlush(this);
+        return;
+      case 'PONG':
+        return;
+      case 'ERROR':
+        return this.close('peer-error');
+      case 'READY':
+        return this.close('bad-command', 'second READY');
+      default:
+        // SUBSCRIBE, CANCEL, JOIN, LEAVE and unknown commands mean nothing to a ROUTER or DEALER.
+        return;
+    }
+  }
+}

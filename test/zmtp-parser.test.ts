@@ -1,0 +1,181 @@
+// The zmtp transport's connection state machine, byte for byte, without a network: a fake socket feeds it the bytes
+// a libzmq DEALER would send, split at every possible place, and records what it writes back.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import type { Socket } from 'node:net';
+import fc from 'fast-check';
+import { ZmtpConnection, Scratch, type CloseReason, type ConnectionOwner } from '../src/zmtp/connection.js';
+import { FLAG_COMMAND, FLAG_MORE, ROUTER_PEERS, greeting, readyCommand, writeHeader, headerBytes, command } from '../src/zmtp/wire.js';
+
+const SEED = Number(process.env.FUZZ_SEED ?? 20261128);
+const RUNS = Number(process.env.FUZZ_RUNS ?? 200);
+
+class FakeSocket extends EventEmitter {
+  written: Buffer[] = [];
+  destroyed = false;
+  writableLength = 0;
+  setNoDelay(): void {}
+  cork(): void {}
+  uncork(): void {}
+  write(b: Buffer): boolean {
+    this.written.push(Buffer.from(b));
+    return true;
+  }
+  end(b?: Buffer): void {
+    if (b) this.write(b);
+    this.destroy();
+  }
+  destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    this.emit('close');
+  }
+}
+
+class Owner implements ConnectionOwner {
+  messages: Buffer[][] = [];
+  closes: CloseReason[] = [];
+  readonly id = Buffer.from([0, 1, 2, 3, 4]);
+  onReady(conn: ZmtpConnection): CloseReason | null {
+    conn.id = this.id;
+    return null;
+  }
+  onMessage(_c: ZmtpConnection, frames: Buffer[]): void {
+    this.messages.push(frames.map((f) => Buffer.from(f)));
+  }
+  onClose(_c: ZmtpConnection, reason: CloseReason): void {
+    this.closes.push(reason);
+  }
+  needsFlush(conn: ZmtpConnection): void {
+    conn.flushQueued = true;
+  }
+}
+
+function open(opts: { maxFrameBytes?: number; maxFrames?: number } = {}): { sock: FakeSocket; owner: Owner; conn: ZmtpConnection } {
+  const sock = new FakeSocket();
+  const owner = new Owner();
+  const conn = new ZmtpConnection(sock as unknown as Socket, owner, {
+    socketType: 'ROUTER', peers: ROUTER_PEERS, maxFrameBytes: opts.maxFrameBytes ?? 1 << 20, maxFrames: opts.maxFrames ?? 1024,
+  }, 0);
+  return { sock, owner, conn };
+}
+
+function frame(body: Buffer, flags: number): Buffer {
+  const out = Buffer.alloc(headerBytes(body.length) + body.length);
+  body.copy(out, writeHeader(out, 0, flags, body.length));
+  return out;
+}
+
+/** What a DEALER sends: its greeting, READY, then the messages (a PING between some). */
+function dealerStream(messages: Buffer[][], pings: boolean[]): Buffer {
+  const parts = [greeting(), readyCommand({ 'Socket-Type': 'DEALER' })];
+  messages.forEach((m, k) => {
+    if (pings[k]) parts.push(command('PING', Buffer.from([0, 0, 0x61, 0x62])));
+    m.forEach((f, i) => parts.push(frame(f, i < m.length - 1 ? FLAG_MORE : 0)));
+  });
+  return Buffer.concat(parts);
+}
+
+function feed(sock: FakeSocket, bytes: Buffer, cuts: number[]): void {
+  const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
+  let at = 0;
+  for (const p of [...points, bytes.length]) {
+    if (p > at) sock.emit('data', bytes.subarray(at, p));
+    at = p;
+  }
+}
+
+const frameArb = fc.oneof(
+  fc.uint8Array({ maxLength: 20 }),
+  fc.uint8Array({ minLength: 250, maxLength: 700 }), // long frames (8-byte size) and both sides of 255
+);
+const messagesArb = fc.array(fc.array(frameArb.map((a) => Buffer.from(a)), { minLength: 1, maxLength: 5 }), { minLength: 1, maxLength: 12 });
+
+test('any split of a valid byte stream gives the same messages, and the broker answers READY and every PING', () => {
+  fc.assert(
+    fc.property(messagesArb, fc.array(fc.boolean(), { maxLength: 12 }), fc.array(fc.nat(), { maxLength: 40 }), (messages, pings, cuts) => {
+      const { sock, owner, conn } = open();
+      feed(sock, dealerStream(messages, pings), cuts);
+      assert.deepEqual(owner.closes, []);
+      assert.equal(owner.messages.length, messages.length);
+      owner.messages.forEach((m, k) => assert.deepEqual(m, [owner.id, ...messages[k]]));
+      conn.flush(new Scratch());
+      const out = Buffer.concat(sock.written);
+      // Our greeting (ZMTP 3.1, NULL), then READY with Socket-Type ROUTER, then one PONG "ab" per PING.
+      assert.deepEqual(out.subarray(0, 12), Buffer.from([0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 3, 1]));
+      assert.equal(out.subarray(12, 16).toString(), 'NULL');
+      const rest = out.subarray(64);
+      assert.deepEqual(rest.subarray(0, rest.indexOf('PONG') < 0 ? rest.length : rest.indexOf('PONG') - 3), readyCommand({ 'Socket-Type': 'ROUTER' }));
+      const pongs = pings.slice(0, messages.length).filter(Boolean).length;
+      assert.equal(rest.toString('latin1').split('\x04PONGab').length - 1, pongs);
+    }),
+    { seed: SEED, numRuns: RUNS },
+  );
+});
+
+test('frames that arrived whole are delivered as views of the read chunk, not copies', () => {
+  const sock = new FakeSocket();
+  const seen: Buffer[][] = [];
+  const owner = new Owner();
+  owner.onMessage = (_c, frames) => seen.push(frames);
+  new ZmtpConnection(sock as unknown as Socket, owner, { socketType: 'ROUTER', peers: ROUTER_PEERS, maxFrameBytes: 1 << 20, maxFrames: 16 }, 0);
+  const body = Buffer.alloc(1000, 7);
+  const chunk = dealerStream([[Buffer.from('hello'), body]], []);
+  sock.emit('data', chunk);
+  assert.equal(seen.length, 1);
+  assert.equal(seen[0][2].buffer, chunk.buffer, 'the 1000-byte frame shares the chunk memory');
+});
+
+test('random bytes never throw: after a good handshake or instead of one, they end in a counted close or wait for more', () => {
+  fc.assert(
+    fc.property(fc.boolean(), fc.uint8Array({ minLength: 1, maxLength: 600 }), fc.array(fc.nat(), { maxLength: 10 }), (handshake, junk, cuts) => {
+      const { sock, owner } = open({ maxFrameBytes: 300, maxFrames: 8 });
+      const prefix = handshake ? Buffer.concat([greeting(), readyCommand({ 'Socket-Type': 'DEALER' })]) : Buffer.alloc(0);
+      feed(sock, Buffer.concat([prefix, Buffer.from(junk)]), cuts);
+      assert.ok(owner.closes.length <= 1);
+      // Any frame it delivered respects the limits.
+      for (const m of owner.messages) assert.ok(m.length <= 9 && m.every((f) => f.length <= 300));
+      // The peer hangs up: exactly one close is reported, with a reason.
+      sock.destroy();
+      assert.equal(owner.closes.length, 1);
+    }),
+    { seed: SEED, numRuns: RUNS * 5 },
+  );
+});
+
+test('limits are enforced from the header: an oversized frame closes before its body arrives; extra frames are dropped', () => {
+  const { sock, owner } = open({ maxFrameBytes: 100, maxFrames: 3 });
+  sock.emit('data', Buffer.concat([greeting(), readyCommand({ 'Socket-Type': 'DEALER' })]));
+  // 5 frames: the message keeps [id] + 3 frames (+1 so the core sees it was over), the rest is dropped.
+  sock.emit('data', Buffer.concat(['a', 'b', 'c', 'd', 'e'].map((s, i) => frame(Buffer.from(s), i < 4 ? FLAG_MORE : 0))));
+  assert.deepEqual(owner.messages.map((m) => m.slice(1).map(String)), [['a', 'b', 'c']]);
+  assert.equal(owner.messages[0].length, 4);
+  // A header that announces 1 GiB: closed at once, nothing buffered.
+  const big = Buffer.alloc(9);
+  writeHeader(big, 0, 0, 1 << 30);
+  sock.emit('data', big);
+  assert.deepEqual(owner.closes, ['frame-too-large']);
+  // The peer was told why: an ERROR command is the last thing written.
+  assert.match(Buffer.concat(sock.written).toString('latin1'), /\x05ERROR\x0fframe too large$/);
+});
+
+test('handshake refusals: a PUB peer gets ERROR and is closed; a greeting that is not ZMTP 3 is closed', () => {
+  const a = open();
+  a.sock.emit('data', Buffer.concat([greeting(), readyCommand({ 'Socket-Type': 'PUB' })]));
+  assert.deepEqual(a.owner.closes, ['socket-type']);
+  assert.match(Buffer.concat(a.sock.written).toString('latin1'), /\x05ERROR.invalid socket type PUB for ROUTER$/);
+  const b = open();
+  b.sock.emit('data', Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+  assert.deepEqual(b.owner.closes, ['bad-greeting']);
+  const c = open();
+  c.sock.emit('data', Buffer.concat([greeting(), frame(Buffer.from('early'), 0)]));
+  assert.deepEqual(c.owner.closes, ['protocol-error']);
+  const d = open();
+  const curve = greeting();
+  curve.fill(0, 12, 32);
+  curve.write('CURVE', 12);
+  d.sock.emit('data', curve);
+  assert.deepEqual(d.owner.closes, ['mechanism']);
+  void FLAG_COMMAND;
+});
