@@ -87,6 +87,8 @@ export class ZmtpConnection {
   lastHeard = 0;
   lastPing = 0;
   readonly openedAt: number;
+  /** The peer's address, for log lines (a closed socket no longer knows it). */
+  readonly peer: string;
   /** In the owner's list of connections to flush. */
   flushQueued = false;
   private state = State.Greeting;
@@ -110,6 +112,7 @@ export class ZmtpConnection {
     this.openedAt = now;
     this.lastHeard = now;
     this.outFrom = opts.socketType === 'ROUTER' ? 1 : 0;
+    this.peer = sock.remoteAddress === undefined ? 'ipc' : `${sock.remoteAddress}:${sock.remotePort}`;
     sock.setNoDelay(true);
     sock.on('data', (chunk: Buffer) => this.onData(chunk));
     sock.on('error', () => {

@@ -153,7 +153,7 @@ export class ZmtpRouter implements ConnectionOwner {
   onClose(conn: ZmtpConnection, reason: CloseReason): void {
     this.all.delete(conn);
     this.counters[reason] = (this.counters[reason] ?? 0) + 1;
-    if (reason !== 'peer-closed' && reason !== 'socket-error' && reason !== 'shutdown') this.events.closed?.(reason, `${conn.sock.remoteAddress ?? 'ipc'}:${conn.sock.remotePort ?? ''}`);
+    if (reason !== 'peer-closed' && reason !== 'socket-error' && reason !== 'shutdown') this.events.closed?.(reason, conn.peer);
     if (conn.id !== null && this.peers.get(conn.key) === conn) {
       this.peers.delete(conn.key);
       if (!this.closing) this.events.peerClosed(conn.id);
