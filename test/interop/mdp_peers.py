@@ -99,6 +99,39 @@ check("requeued body", req[5:], [b"precious"])
 w6.send_multipart([b"", b"MDPW01", b"\x03", req[3], b"", b"saved"])
 check("requeued reply", c1.recv_multipart(), [b"MDPC01", b"py.die", b"saved"])
 
+# Transport variants: a routing id set by the peer, ZMTP heartbeats on (the broker answers the peer's PINGs and
+# PINGs it back), a REQ with an identity; each served by a 0.1 worker that heartbeats.
+def variant(kind, identity=None, heartbeat=False):
+    s = ctx.socket(kind)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RCVTIMEO, 3000)
+    if identity:
+        s.setsockopt(zmq.IDENTITY, identity)
+    if heartbeat:
+        s.setsockopt(zmq.HEARTBEAT_IVL, 50)
+        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 500)
+    s.connect(EP)
+    return s
+
+
+w7 = sock(zmq.DEALER)
+w7.send_multipart([b"", b"MDPW01", b"\x01", b"py.echo7"])
+for name, kind, ident, hb in [("dealer+id", zmq.DEALER, b"py-dealer", False), ("dealer+hb", zmq.DEALER, None, True),
+                              ("req+id+hb", zmq.REQ, b"py-req", True)]:
+    v = variant(kind, ident, hb)
+    env = [] if kind == zmq.REQ else [b""]
+    for k in range(2):
+        v.send_multipart(env + [b"MDPC01", b"py.echo7", name.encode()])
+        req = recv_non_heartbeat(w7, HB1)
+        w7.send_multipart([b"", b"MDPW01", b"\x03", req[3], b""] + req[5:])
+        try:
+            check(f"{name} reply {k}", v.recv_multipart(), env + [b"MDPC01", b"py.echo7", name.encode()])
+        except zmq.Again:
+            failures.append(f"{name} reply {k}: timed out")
+        time.sleep(0.1)  # idle: ZMTP heartbeats flow both ways
+        w7.send_multipart(HB1)
+    v.close()
+
 for f in failures:
     print("FAIL", f)
 print("python peers:", "ok" if not failures else f"{len(failures)} failures")
