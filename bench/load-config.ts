@@ -25,14 +25,21 @@ export interface LoadSpec {
   durationMs: number;
   /** Heartbeat interval the simulated workers use (must match the broker's). */
   heartbeatInterval: number;
+  /**
+   * How the simulated peers speak ZMTP: zmtp = the project's own ZMTP client side (src/zmtp/dealer.ts, cheap, so the
+   * generator costs less than the broker); libzmq = zeromq.js DEALER sockets (a stock libzmq peer).
+   */
+  peers: 'zmtp' | 'libzmq';
 }
 
 export interface RunConfig extends LoadSpec {
   name: string;
   /** Extra broker flags, e.g. { "max-queue": 1000 }. */
   broker: Record<string, string | number>;
-  /** Also run the same load through the zero-logic proxy, for the ratio (default true). */
+  /** Also run the same load through the zero-logic proxy in Node, for the ratio (default true). */
   baseline: boolean;
+  /** Also run it through libzmq's own proxy in a native thread (zeromq's Proxy class): the physical floor. */
+  native: boolean;
 }
 
 export const DEFAULT_RUN: Omit<RunConfig, 'name'> = {
@@ -49,8 +56,10 @@ export const DEFAULT_RUN: Omit<RunConfig, 'name'> = {
   warmupMs: 1000,
   durationMs: 4000,
   heartbeatInterval: 2500,
+  peers: 'zmtp',
   broker: {},
   baseline: true,
+  native: false,
 };
 
 /** Where the generator connects: one endpoint for an MDP broker, two for the raw proxy. */

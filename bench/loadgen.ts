@@ -10,6 +10,7 @@
 import { Context, Dealer } from 'zeromq';
 import * as hdr from 'hdr-histogram-js';
 import { receiveLoop } from '../src/sockets/receive-loop.js';
+import { ZmtpDealer } from '../src/zmtp/dealer.js';
 import type { LoadMessage, LoadResult, LoadSpec, Target } from './load-config.js';
 
 interface Args extends LoadSpec {
@@ -47,14 +48,31 @@ const PAD = args.json
 const myWorkers = args.workerTo - args.workerFrom;
 const myClients = args.withClients ? args.clients : 0;
 const ctx = new Context({ maxSockets: myWorkers + myClients + 64, blocky: false });
-const sockets: Dealer[] = [];
 let stopping = false;
 
-function dealer(endpoint: string): Dealer {
-  const s = new Dealer({ context: ctx, linger: 0, sendTimeout: 0, sendHighWaterMark: 0, receiveHighWaterMark: 0 });
-  s.connect(endpoint);
-  sockets.push(s);
-  return s;
+/** One simulated peer's connection, whichever ZMTP implementation carries it. */
+interface Peer {
+  send(msg: Buffer[]): void;
+  close(): void;
+}
+const peers: Peer[] = [];
+
+/** `fast`: the libzmq receive loop's fast style, for peers that receive a lot (clients). */
+function openPeer(endpoint: string, onMessage: (frames: Buffer[]) => void, fast: boolean): Peer {
+  let peer: Peer;
+  if (args.peers === 'zmtp') {
+    const d = new ZmtpDealer(endpoint, onMessage, (reason) => {
+      if (!stopping) fail(new Error(`connection to ${endpoint} closed: ${reason}`));
+    }, { intern: [MDPC01, MDPC02, MDPW01, MDPW02] });
+    peer = { send: (msg) => d.send(msg), close: () => d.close() };
+  } else {
+    const s = new Dealer({ context: ctx, linger: 0, sendTimeout: 0, sendHighWaterMark: 0, receiveHighWaterMark: 0 });
+    s.connect(endpoint);
+    void receiveLoop(s, onMessage, fail, fast);
+    peer = { send: (msg) => fire(s, msg), close: () => s.close() };
+  }
+  peers.push(peer);
+  return peer;
 }
 
 function fail(err: unknown): void {
@@ -75,27 +93,26 @@ function fire(sock: Dealer, msg: Buffer[]): void {
 
 function startWorker(i: number): void {
   const service = Buffer.from(`svc-${i % args.services}`);
-  const sock = dealer(args.target.workers);
   if (args.target.kind === 'raw') {
     // Zero-logic peer behind the raw proxy: echo [client id, ...frames] as received.
-    void receiveLoop(sock, (frames) => reply(sock, frames), fail, false);
+    const peer: Peer = openPeer(args.target.workers, (frames) => reply(peer, frames), false);
     return;
   }
   const v1 = args.version === 1;
-  fire(sock, v1 ? [EMPTY, MDPW01, W_READY, service] : [MDPW02, W_READY, service]);
-  void receiveLoop(sock, (f) => {
+  const peer: Peer = openPeer(args.target.workers, (f) => {
     const at = v1 ? 1 : 0;
     const c = f[at + 1]?.[0];
     if (c !== 2) return; // heartbeats need no answer; any command we send counts as one
     const body = f.slice(at + 4);
     const msg = v1 ? [EMPTY, MDPW01, W1_REPLY, f[at + 2], EMPTY, ...body] : [MDPW02, W2_FINAL, f[at + 2], EMPTY, ...body];
-    reply(sock, msg);
-  }, fail, false);
+    reply(peer, msg);
+  }, false);
+  peer.send(v1 ? [EMPTY, MDPW01, W_READY, service] : [MDPW02, W_READY, service]);
 }
 
-function reply(sock: Dealer, msg: Buffer[]): void {
-  if (args.serviceTimeMs > 0) setTimeout(() => fire(sock, msg), args.serviceTimeMs);
-  else fire(sock, msg);
+function reply(peer: Peer, msg: Buffer[]): void {
+  if (args.serviceTimeMs > 0) setTimeout(() => peer.send(msg), args.serviceTimeMs);
+  else peer.send(msg);
 }
 
 // ---- clients ----
@@ -113,7 +130,7 @@ let windowReplies = 0;
 let totalReplies = 0;
 
 interface SimClient {
-  sock: Dealer;
+  peer: Peer;
   index: number;
   inflight: number;
   nextService: number;
@@ -149,7 +166,7 @@ function sendRequest(c: SimClient, at: number): void {
   else msg.push(MDPC02, C2_REQUEST, svc, head);
   if (PAD.length > 0) msg.push(PAD);
   c.inflight++;
-  fire(c.sock, msg);
+  c.peer.send(msg);
 }
 
 function onReply(c: SimClient, f: Buffer[]): void {
@@ -196,9 +213,11 @@ function onReply(c: SimClient, f: Buffer[]): void {
 }
 
 function startClient(i: number): void {
-  const c: SimClient = { sock: dealer(args.target.clients), index: i, inflight: 0, nextService: i % args.services };
+  // No reply can arrive before the first request, which goes out after `c` is set.
+  let c: SimClient;
+  const peer = openPeer(args.target.clients, (f) => onReply(c, f), true);
+  c = { peer, index: i, inflight: 0, nextService: i % args.services };
   clients.push(c);
-  void receiveLoop(c.sock, (f) => onReply(c, f), fail, true);
 }
 
 // ---- run ----
@@ -211,7 +230,7 @@ async function main(): Promise<void> {
   if (args.target.kind === 'mdp') {
     const frame = args.version === 1 ? [EMPTY, MDPW01, W1_HEARTBEAT] : [MDPW02, W2_HEARTBEAT];
     heartbeat = setInterval(() => {
-      for (let i = 0; i < myWorkers; i++) fire(sockets[i], frame);
+      for (let i = 0; i < myWorkers; i++) peers[i].send(frame);
     }, args.heartbeatInterval);
   }
   for (let i = 0; i < myClients; i++) startClient(i);
@@ -287,7 +306,7 @@ async function main(): Promise<void> {
     generatorCpuUsPerReq: windowReplies > 0 ? (cpu.user + cpu.system) / windowReplies : 0,
   };
   send({ type: 'result', result });
-  for (const s of sockets) s.close();
+  for (const p of peers) p.close();
   process.disconnect?.();
 }
 

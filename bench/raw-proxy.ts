@@ -1,9 +1,12 @@
-// The zero-logic baseline: ROUTER (clients) to DEALER (workers) and back, in Node with the same zeromq binding and
-// the same receive loop as the broker. Whatever the broker costs beyond this is MDP logic. Its workers are plain
-// echo peers and DEALER hands them requests round-robin with no one-at-a-time rule, so this is an upper bound.
-// Forked by bench/run.ts; reports its endpoints over IPC and runs until told to stop (SIGTERM or disconnect).
+// The zero-logic baselines: ROUTER (clients) to DEALER (workers) and back. Its workers are plain echo peers and
+// DEALER hands them requests round-robin with no one-at-a-time rule, so each is an upper bound.
+//   js:     in Node, with the zeromq binding and the receive loop the libzmq transport uses
+//   native: libzmq's own zmq_proxy in a native thread (zeromq's Proxy class): no JavaScript per message at all,
+//           the physical floor for a ZeroMQ ROUTER-DEALER hop on this machine
+// Forked by bench/run.ts with 'js' or 'native' as argv[2]; reports its endpoints over IPC and runs until told to
+// stop (SIGTERM or disconnect).
 
-import { Dealer, Router } from 'zeromq';
+import { Dealer, Proxy, Router } from 'zeromq';
 import { receiveLoop } from '../src/sockets/receive-loop.js';
 
 const front = new Router({ sendTimeout: 0, sendHighWaterMark: 0, receiveHighWaterMark: 0, linger: 0 });
@@ -22,15 +25,24 @@ function fail(err: unknown): void {
   process.stderr.write(`raw-proxy: ${String(err)}\n`);
 }
 
+const native = process.argv[2] === 'native';
+const proxy = native ? new Proxy(front, back) : null;
+
 async function main(): Promise<void> {
   await front.bind('tcp://127.0.0.1:*');
   await back.bind('tcp://127.0.0.1:*');
-  void receiveLoop(front, (f) => forward(back, f), fail);
-  void receiveLoop(back, (f) => forward(front, f), fail);
+  if (proxy) {
+    proxy.run().catch(fail);
+  } else {
+    void receiveLoop(front, (f) => forward(back, f), fail);
+    void receiveLoop(back, (f) => forward(front, f), fail);
+  }
   process.send?.({ type: 'endpoints', frontend: front.lastEndpoint, backend: back.lastEndpoint });
 }
 
 function stop(): void {
+  // A proxy's sockets belong to its thread until it ends; exiting the process ends both.
+  if (proxy) process.exit(0);
   front.close();
   back.close();
   if (dropped > 0) process.stderr.write(`raw-proxy: ${dropped} messages dropped\n`);

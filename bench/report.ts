@@ -19,7 +19,10 @@ export interface ConfigResult {
   raw: Measurement | null;
   /** broker throughput / raw proxy throughput, median of per-repeat ratios. */
   ratio: number | null;
-  repeats: { broker: Measurement; raw: Measurement | null }[];
+  /** libzmq's own proxy in a native thread (--native); absent in older results. */
+  native?: Measurement | null;
+  nativeRatio?: number | null;
+  repeats: { broker: Measurement; raw: Measurement | null; native?: Measurement | null }[];
 }
 
 export interface BenchReport {
@@ -51,25 +54,39 @@ function table(head: string[], rows: string[][]): string {
   return [line(head), width.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }
 
-export const COLUMNS = ['config', 'msgs/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'CPU %', 'CPU us/req', 'peak RSS', 'loop p99', 'raw msgs/s', 'vs raw', 'errors', 'lost'];
+const BASE_COLUMNS = ['config', 'msgs/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'CPU %', 'CPU us/req', 'peak RSS', 'loop p99', 'raw msgs/s', 'vs raw'];
+const NATIVE_COLUMNS = ['native msgs/s', 'vs native'];
+const TAIL_COLUMNS = ['errors', 'lost'];
 
-export function resultRow(r: ConfigResult): string[] {
+/** The table's columns: the native-proxy pair only when some result has it. */
+export function columns(report: BenchReport): string[] {
+  return [...BASE_COLUMNS, ...(hasNative(report) ? NATIVE_COLUMNS : []), ...TAIL_COLUMNS];
+}
+
+function hasNative(report: BenchReport): boolean {
+  return report.results.some((r) => r.native);
+}
+
+export function resultRow(r: ConfigResult, withNative: boolean): string[] {
   const b = r.broker;
   return [
     r.config.name, int(b.throughput), ms(b.p50), ms(b.p99), ms(b.p999), ms(b.max),
     opt(b.serverCpuPct), opt(b.serverCpuUsPerReq, 1), mib(b.serverPeakRssBytes), b.serverLoopDelayP99Ms === null || b.serverLoopDelayP99Ms === undefined ? '-' : ms(b.serverLoopDelayP99Ms * 1000),
     r.raw ? int(r.raw.throughput) : '-', r.ratio === null ? '-' : r.ratio.toFixed(2),
+    ...(withNative ? [r.native ? int(r.native.throughput) : '-', r.nativeRatio == null ? '-' : r.nativeRatio.toFixed(2)] : []),
     String(errorsOf(b)), String(b.lost + b.duplicates),
   ];
 }
 
 export function renderTable(report: BenchReport): string {
-  return table(COLUMNS, report.results.map(resultRow));
+  const n = hasNative(report);
+  return table(columns(report), report.results.map((r) => resultRow(r, n)));
 }
 
 export function renderConditions(report: BenchReport): string {
+  const peers = [...new Set(report.results.map((r) => r.config.peers ?? 'libzmq'))].join('+');
   return `${report.date}  node ${report.node}  libzmq ${report.libzmq}  ${report.cores} x ${report.cpu}  ` +
-    `target ${report.target}  config ${report.configFile}  repeat ${report.repeat} (median)`;
+    `target ${report.target}  config ${report.configFile}  generator peers ${peers}  repeat ${report.repeat} (median)`;
 }
 
 export function renderCharts(report: BenchReport, color: boolean): string {
@@ -127,7 +144,8 @@ function svgBars(title: string, data: { label: string; value: number }[], unit: 
 export function renderHtml(report: BenchReport): string {
   const tp = report.results.map((r) => ({ label: r.config.name, value: Math.round(r.broker.throughput) }));
   const p99 = report.results.map((r) => ({ label: r.config.name, value: Number((r.broker.p99 / 1000).toFixed(2)) }));
-  const rows = report.results.map((r) => `<tr>${resultRow(r).map((c) => `<td>${esc(c)}</td>`).join('')}</tr>`).join('\n');
+  const n = hasNative(report);
+  const rows = report.results.map((r) => `<tr>${resultRow(r, n).map((c) => `<td>${esc(c)}</td>`).join('')}</tr>`).join('\n');
   return `<!doctype html>
 <html><head><meta charset="utf-8"><title>mdbroker benchmark ${esc(report.date)}</title>
 <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}</style>
@@ -136,11 +154,11 @@ export function renderHtml(report: BenchReport): string {
 <p>${esc(renderConditions(report))}</p>
 ${svgBars('Throughput (msgs/s)', tp, '')}
 ${svgBars('p99 latency (ms)', p99, 'ms')}
-<table><tr>${COLUMNS.map((c) => `<th>${esc(c)}</th>`).join('')}</tr>
+<table><tr>${columns(report).map((c) => `<th>${esc(c)}</th>`).join('')}</tr>
 ${rows}
 </table>
 <p>CPU % and CPU us/req are the broker process's (all threads), over the measured window. "vs raw" is broker msgs/s
-divided by the zero-logic ROUTER-DEALER proxy's under the same load.</p>
+divided by the zero-logic ROUTER-DEALER proxy's under the same load ("vs native": libzmq's own proxy in C).</p>
 </body></html>
 `;
 }

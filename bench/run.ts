@@ -20,7 +20,8 @@ const ROOT = here('../../');
 const CONFIG_DIR = `${ROOT}bench/configs`;
 const LOADGEN = here('./loadgen.js');
 const RAW_PROXY = here('./raw-proxy.js');
-const WORKERS_PER_PROCESS = 4000;
+/** Simulated workers per generator process: libzmq sockets take 2 file descriptors each, zmtp ones 1 (~20,000 allowed). */
+const WORKERS_PER_PROCESS = { libzmq: 4000, zmtp: 12000 } as const;
 const pkg = JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8')) as { version: string };
 
 const HELP = `npm run bench -- [options]
@@ -34,6 +35,9 @@ ROUTER-DEALER proxy under the same load, and prints msgs/s, latency percentiles,
   --repeat N          run each config N times; report medians (default 1)
   --target ENDPOINT   bench an external MDP broker at ENDPOINT instead of starting ours
   --no-baseline       skip the raw-proxy runs
+  --native            also run every config through libzmq's own proxy in a native thread (the physical floor)
+  --peers KIND        the generator's simulated peers: zmtp (the project's ZMTP client side, cheap) or libzmq
+                      (zeromq.js sockets); default: each config's, else zmtp
   --json FILE         write results as JSON; '-' writes to stdout and prints nothing else
   --html FILE         write a self-contained HTML report with charts
   --compare A B       compare two saved --json results and exit
@@ -92,6 +96,7 @@ function validate(r: RunConfig): void {
   if (r.mode !== 'closed' && r.mode !== 'open') bad("mode must be 'closed' or 'open'");
   if (r.mode === 'open' && !(r.rate > 0)) bad('open loop needs rate > 0');
   if (!(r.durationMs > 0 && r.durationMs <= 600000)) bad('durationMs must be 1..600000');
+  if (r.peers !== 'zmtp' && r.peers !== 'libzmq') bad("peers must be 'zmtp' or 'libzmq'");
 }
 
 /** Starts the broker CLI on a free port; resolves with its process, endpoint and metrics port. */
@@ -106,8 +111,8 @@ async function startBroker(cfg: RunConfig): Promise<{ proc: ChildProcess; endpoi
   return { proc: b.child, endpoint: b.endpoint, metricsPort: b.metricsPort };
 }
 
-function startRawProxy(): Promise<{ proc: ChildProcess; frontend: string; backend: string }> {
-  const proc = fork(RAW_PROXY, [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+function startRawProxy(native: boolean): Promise<{ proc: ChildProcess; frontend: string; backend: string }> {
+  const proc = fork(RAW_PROXY, [native ? 'native' : 'js'], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
   children.add(proc);
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('raw proxy did not start within 10 s')), 10000);
@@ -129,8 +134,8 @@ async function stop(proc: ChildProcess | null): Promise<void> {
   children.delete(proc);
 }
 
-/** One measured run of `cfg` against the broker, the raw proxy, or an external target. */
-async function measure(cfg: RunConfig, kind: 'broker' | 'raw' | 'external', external: string, label: string): Promise<Measurement> {
+/** One measured run of `cfg` against the broker, the JS or native raw proxy, or an external target. */
+async function measure(cfg: RunConfig, kind: 'broker' | 'raw' | 'native' | 'external', external: string, label: string): Promise<Measurement> {
   let server: ChildProcess | null = null;
   let target: Target;
   let metricsPort: number | null = null;
@@ -139,8 +144,8 @@ async function measure(cfg: RunConfig, kind: 'broker' | 'raw' | 'external', exte
     server = b.proc;
     metricsPort = b.metricsPort;
     target = { kind: 'mdp', clients: b.endpoint, workers: b.endpoint };
-  } else if (kind === 'raw') {
-    const p = await startRawProxy();
+  } else if (kind === 'raw' || kind === 'native') {
+    const p = await startRawProxy(kind === 'native');
     server = p.proc;
     target = { kind: 'raw', clients: p.frontend, workers: p.backend };
   } else {
@@ -151,8 +156,9 @@ async function measure(cfg: RunConfig, kind: 'broker' | 'raw' | 'external', exte
   const helpers: ChildProcess[] = [];
   const base = { ...cfg, target, envelope: kind !== 'external' };
   let from = 0;
-  while (cfg.workers - from > WORKERS_PER_PROCESS) {
-    const h = fork(LOADGEN, [JSON.stringify({ ...base, workerFrom: from, workerTo: from + WORKERS_PER_PROCESS, withClients: false })], {
+  const perProcess = WORKERS_PER_PROCESS[cfg.peers];
+  while (cfg.workers - from > perProcess) {
+    const h = fork(LOADGEN, [JSON.stringify({ ...base, workerFrom: from, workerTo: from + perProcess, withClients: false })], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     children.add(h);
@@ -161,7 +167,7 @@ async function measure(cfg: RunConfig, kind: 'broker' | 'raw' | 'external', exte
       h.on('message', (m: LoadMessage) => (m.type === 'ready' ? resolve() : m.type === 'error' ? reject(new Error(m.message)) : undefined));
       h.on('exit', (code) => reject(new Error(`load generator helper exited with ${code}`)));
     });
-    from += WORKERS_PER_PROCESS;
+    from += perProcess;
   }
   const spec = { ...base, workerFrom: from, workerTo: cfg.workers, withClients: true };
   const gen = fork(LOADGEN, [JSON.stringify(spec)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
@@ -248,6 +254,7 @@ async function main(): Promise<number> {
       config: { type: 'string', default: 'default' }, list: { type: 'boolean' }, duration: { type: 'string' },
       repeat: { type: 'string', default: '1' }, target: { type: 'string' }, 'no-baseline': { type: 'boolean' },
       json: { type: 'string' }, html: { type: 'string' }, compare: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      native: { type: 'boolean' }, peers: { type: 'string' },
     },
     allowPositionals: true,
   });
@@ -277,6 +284,8 @@ async function main(): Promise<number> {
     if (!(d > 0)) throw new Error(`--duration must be a positive number of ms, got '${values.duration}'`);
     for (const r of runs) r.durationMs = d;
   }
+  if (values.peers !== undefined) for (const r of runs) r.peers = values.peers as RunConfig['peers'];
+  if (values.native) for (const r of runs) r.native = true;
   runs.forEach(validate);
   const external = values.target;
   const baseline = !values['no-baseline'];
@@ -284,19 +293,30 @@ async function main(): Promise<number> {
   const results: ConfigResult[] = [];
   for (let i = 0; i < runs.length; i++) {
     const cfg = runs[i];
-    const reps: { broker: Measurement; raw: Measurement | null }[] = [];
+    const reps: { broker: Measurement; raw: Measurement | null; native: Measurement | null }[] = [];
     for (let k = 0; k < repeat; k++) {
       const tag = `[${i + 1}/${runs.length}${repeat > 1 ? ` #${k + 1}` : ''}] ${cfg.name}`;
       const broker = await measure(cfg, external ? 'external' : 'broker', external ?? '', `${tag} ${external ? 'target' : 'broker'}`);
       const raw = baseline && cfg.baseline ? await measure(cfg, 'raw', '', `${tag} raw proxy`) : null;
-      reps.push({ broker, raw });
+      const native = baseline && cfg.native ? await measure(cfg, 'native', '', `${tag} native proxy`) : null;
+      reps.push({ broker, raw, native });
     }
-    const ratios = reps.filter((r) => r.raw && r.raw.throughput > 0).map((r) => r.broker.throughput / (r.raw as Measurement).throughput);
+    // Ratios are taken within each repeat (same minute, same machine state), then the median.
+    const ratioTo = (pick: (r: (typeof reps)[number]) => Measurement | null) => {
+      const xs = reps.filter((r) => (pick(r)?.throughput ?? 0) > 0).map((r) => r.broker.throughput / (pick(r) as Measurement).throughput);
+      return xs.length ? median(xs) : null;
+    };
+    const medianOfSome = (pick: (r: (typeof reps)[number]) => Measurement | null) => {
+      const ms = reps.flatMap((r) => (pick(r) ? [pick(r) as Measurement] : []));
+      return ms.length ? medianOf(ms) : null;
+    };
     const res: ConfigResult = {
       config: cfg,
       broker: medianOf(reps.map((r) => r.broker)),
-      raw: reps.some((r) => r.raw) ? medianOf(reps.flatMap((r) => (r.raw ? [r.raw] : []))) : null,
-      ratio: ratios.length ? median(ratios) : null,
+      raw: medianOfSome((r) => r.raw),
+      ratio: ratioTo((r) => r.raw),
+      native: medianOfSome((r) => r.native),
+      nativeRatio: ratioTo((r) => r.native),
       repeats: reps,
     };
     results.push(res);
@@ -318,8 +338,8 @@ async function main(): Promise<number> {
   else if (values.json) writeFileSync(values.json, `${JSON.stringify(report, null, 2)}\n`);
   if (values.html) writeFileSync(values.html, renderHtml(report));
 
-  const lost = results.reduce((a, r) => a + r.broker.lost + (r.raw?.lost ?? 0), 0);
-  const dups = results.reduce((a, r) => a + r.broker.duplicates + (r.raw?.duplicates ?? 0), 0);
+  const lost = results.reduce((a, r) => a + r.broker.lost + (r.raw?.lost ?? 0) + (r.native?.lost ?? 0), 0);
+  const dups = results.reduce((a, r) => a + r.broker.duplicates + (r.raw?.duplicates ?? 0) + (r.native?.duplicates ?? 0), 0);
   if (lost > 0 || dups > 0) {
     process.stderr.write(`\n!!! ${lost} request(s) LOST and ${dups} answered more than once. This is a bug. !!!\n`);
     return 1;

@@ -8,6 +8,7 @@ import { PeerSockets } from './peer-sockets.js';
 import { zmqIO, type FrameIO } from './frame-io.js';
 import { ZmtpIO } from './zmtp-io.js';
 import { parseEndpoint } from '../zmtp/endpoint.js';
+import { MDPC01, MDPC02, MDPW01, MDPW02 } from '../protocol/codec.js';
 import { secureRouter, zap } from './security.js';
 import type { BrokerOptions, Transport } from './options.js';
 
@@ -42,6 +43,8 @@ export class Listeners {
         heartbeatInterval: opts.heartbeatInterval,
         heartbeatLiveness: opts.heartbeatLiveness,
         handshakeTimeout: opts.handshakeTimeout,
+        // The core never writes to a frame, so MDP's header frames can arrive as shared constants.
+        intern: [MDPC01, MDPC02, MDPW01, MDPW02],
       }, opts.log);
       this.io = this.zmtp;
       return;

@@ -52,6 +52,29 @@ export interface ConnectionOptions {
   maxFrames: number;
   /** DEALER: the Identity to announce (empty: none). */
   identity?: Buffer;
+  /**
+   * Frames that arrive often (protocol headers): a received frame equal to one of these is delivered as that shared
+   * Buffer instead of a new view. Empty and one-byte frames are always shared. The owner must never write to a
+   * received frame.
+   */
+  intern?: readonly Buffer[];
+}
+
+const EMPTY_FRAME = Buffer.alloc(0);
+const BYTE_FRAMES: Buffer[] = Array.from({ length: 256 }, (_, i) => Buffer.from([i]));
+
+/** A shared Buffer equal to b[at..at+size], or null; for frames of up to 8 bytes. */
+function internedFrame(b: Buffer, at: number, size: number, intern: readonly Buffer[]): Buffer | null {
+  if (size === 0) return EMPTY_FRAME;
+  if (size === 1) return BYTE_FRAMES[b[at]];
+  for (let k = 0; k < intern.length; k++) {
+    const c = intern[k];
+    if (c.length !== size) continue;
+    let i = 0;
+    while (i < size && c[i] === b[at + i]) i++;
+    if (i === size) return c;
+  }
+  return null;
 }
 
 /** Command frames are small (READY with a 255-byte identity, PING); anything bigger is hostile. */
@@ -102,6 +125,7 @@ export class ZmtpConnection {
   private readonly outFrom: number;
   private outBytes = 0;
   private readonly cmds: Buffer[] = [];
+  private readonly intern: readonly Buffer[];
 
   constructor(
     readonly sock: Socket,
@@ -112,6 +136,7 @@ export class ZmtpConnection {
     this.openedAt = now;
     this.lastHeard = now;
     this.outFrom = opts.socketType === 'ROUTER' ? 1 : 0;
+    this.intern = opts.intern ?? [];
     this.peer = sock.remoteAddress === undefined ? 'ipc' : `${sock.remoteAddress}:${sock.remotePort}`;
     sock.setNoDelay(true);
     sock.on('data', (chunk: Buffer) => this.onData(chunk));
@@ -325,7 +350,8 @@ export class ZmtpConnection {
         this.need = hdr + size;
         return o;
       }
-      const body = b.subarray(o + hdr, o + hdr + size);
+      // Creating a view costs more than comparing a few bytes: headers, delimiters and command bytes are shared.
+      const body = (size <= 8 ? internedFrame(b, o + hdr, size, this.intern) : null) ?? b.subarray(o + hdr, o + hdr + size);
       o += hdr + size;
       if (isCommand) {
         const inMessage = this.frames.length > this.outFrom;

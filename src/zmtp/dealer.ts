@@ -15,6 +15,8 @@ export interface ZmtpDealerOptions {
   maxFrames?: number;
   /** Identity announced to a ROUTER (default none: the ROUTER makes one up). */
   identity?: Buffer;
+  /** Frames delivered as shared Buffers (see ConnectionOptions.intern). */
+  intern?: readonly Buffer[];
 }
 
 /** One flush list for every dealer in the process, drained once per event-loop turn. */
@@ -52,6 +54,7 @@ export class ZmtpDealer implements ConnectionOwner {
       maxFrameBytes: opts.maxFrameBytes ?? 256 * 1024 * 1024,
       maxFrames: opts.maxFrames ?? 1024,
       identity: opts.identity,
+      intern: opts.intern,
     }, performance.now());
   }
 

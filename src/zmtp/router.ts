@@ -25,6 +25,8 @@ export interface ZmtpRouterOptions {
   heartbeatLiveness: number;
   /** Close a peer that has not finished the handshake within this many ms. */
   handshakeTimeout: number;
+  /** Frames delivered as shared Buffers when they arrive (see ConnectionOptions.intern). */
+  intern?: readonly Buffer[];
 }
 
 export interface ZmtpRouterEvents {
@@ -61,7 +63,7 @@ export class ZmtpRouter implements ConnectionOwner {
     private readonly opts: ZmtpRouterOptions,
     private readonly events: ZmtpRouterEvents,
   ) {
-    this.connOpts = { socketType: 'ROUTER', peers: ROUTER_PEERS, maxFrameBytes: opts.maxFrameBytes, maxFrames: opts.maxFrames };
+    this.connOpts = { socketType: 'ROUTER', peers: ROUTER_PEERS, maxFrameBytes: opts.maxFrameBytes, maxFrames: opts.maxFrames, intern: opts.intern };
   }
 
   /** Peers connected now (handshake done or not). */
