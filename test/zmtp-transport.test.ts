@@ -3,7 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { Context, Dealer, Publisher, Request } from 'zeromq';
 import { Client } from '../src/client/client.js';
 import { Worker } from '../src/client/worker.js';
@@ -229,4 +230,34 @@ test('5,000 libzmq connections to one broker process: every one is served, RSS s
   const rss = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1]) / 1024;
   t.diagnostic(`broker RSS with ${N} connections: ${rss.toFixed(0)} MiB`);
   assert.ok(rss < 200, `RSS ${rss} MiB`);
+});
+
+test('ipc:// endpoints: a libzmq client and worker over a Unix socket; the socket file is removed on close', async () => {
+  const path = `${tmpdir()}/mdbroker-test-${process.pid}-${Date.now()}.sock`;
+  const broker = new Broker({ bind: [`ipc://${path}`], transport: 'zmtp', statsInterval: 0, shutdownGrace: 100 });
+  await broker.start();
+  assert.equal(broker.transport, 'zmtp');
+  assert.deepEqual(broker.endpoints, [`ipc://${path}`]);
+  const worker = new Worker({ endpoint: `ipc://${path}`, service: 'echo', handler: (b) => b });
+  const client = new Client({ endpoints: `ipc://${path}`, timeout: 5000 });
+  try {
+    assert.deepEqual((await client.request('echo', ['over', 'ipc'])).map(String), ['over', 'ipc']);
+  } finally {
+    client.close();
+    await worker.close();
+    await broker.close();
+  }
+  assert.equal(existsSync(path), false);
+});
+
+test('transport choice: CURVE and inproc:// fall back to libzmq and say so; --transport libzmq is honoured', async () => {
+  const logs: string[] = [];
+  const inproc = new Broker({ bind: ['inproc://mdbroker-choice-test'], statsInterval: 0, log: (_l, m) => logs.push(m) });
+  assert.equal(inproc.transport, 'libzmq');
+  assert.ok(logs.some((m) => m.includes('inproc://mdbroker-choice-test is served by the libzmq transport')));
+  const asked = new Broker({ bind: ['tcp://127.0.0.1:*'], transport: 'libzmq', statsInterval: 0 });
+  assert.equal(asked.transport, 'libzmq');
+  assert.throws(() => new Broker({ transport: 'quic' as never }), { name: 'ConfigError', code: 'transport' });
+  await inproc.close();
+  await asked.close();
 });

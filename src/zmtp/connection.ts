@@ -35,8 +35,8 @@ export interface ConnectionOwner {
   onReady(conn: ZmtpConnection, socketType: string, identity: Buffer): CloseReason | null;
   /** A whole message; for a ROUTER owner frames[0] is the routing id (the connection's prefix). */
   onMessage(conn: ZmtpConnection, frames: Buffer[]): void;
-  /** The connection is gone (after onReady or not). */
-  onClose(conn: ZmtpConnection, reason: CloseReason): void;
+  /** The connection is gone (after onReady or not); `unsent` messages queued for it were never written. */
+  onClose(conn: ZmtpConnection, reason: CloseReason, unsent: number): void;
   /** Something was queued: call flush() on this connection before the event loop turns. */
   needsFlush(conn: ZmtpConnection): void;
 }
@@ -145,7 +145,10 @@ export class ZmtpConnection {
     });
     sock.on('close', () => {
       this.state = State.Closed;
-      this.owner.onClose(this, this.reason);
+      const unsent = this.out.length;
+      this.out.length = 0;
+      this.outBytes = 0;
+      this.owner.onClose(this, this.reason, unsent);
     });
     sock.write(GREETING);
   }
@@ -182,8 +185,6 @@ export class ZmtpConnection {
     if (this.state === State.Closed) return;
     this.state = State.Closed;
     this.reason = reason;
-    this.out.length = 0;
-    this.outBytes = 0;
     if (tell !== undefined && !this.sock.destroyed) {
       this.sock.end(errorCommand(tell));
       // A peer that does not close its side is not waited for.

@@ -81,7 +81,7 @@ export class ZmtpDealer implements ConnectionOwner {
     this.onMessage_(frames);
   }
 
-  onClose(_conn: ZmtpConnection, reason: CloseReason): void {
+  onClose(_conn: ZmtpConnection, reason: CloseReason, _unsent: number): void {
     this.settle?.(new Error(`connection closed before the handshake: ${reason}`));
     this.settle = null;
     this.onClosed(reason);

@@ -46,7 +46,7 @@ function keyOf(id: Buffer): number | string {
 
 export class ZmtpRouter implements ConnectionOwner {
   /** Connections closed, by reason; handshakes completed. */
-  readonly counters: Record<string, number> = { accepted: 0, handshakes: 0 };
+  readonly counters: Record<string, number> = { accepted: 0, handshakes: 0, unsent: 0 };
   private readonly servers: { server: Server; path: string | null }[] = [];
   private readonly peers = new Map<number | string, ZmtpConnection>();
   private readonly all = new Set<ZmtpConnection>();
@@ -152,9 +152,12 @@ export class ZmtpRouter implements ConnectionOwner {
     this.events.message(frames);
   }
 
-  onClose(conn: ZmtpConnection, reason: CloseReason): void {
+  onClose(conn: ZmtpConnection, reason: CloseReason, unsent: number): void {
     this.all.delete(conn);
     this.counters[reason] = (this.counters[reason] ?? 0) + 1;
+    // Messages accepted by send() but not yet written when the peer went: counted, never silent. (The core has
+    // already re-queued what a gone worker held; what a gone client was owed has nobody left to take it.)
+    if (unsent > 0) this.counters.unsent = (this.counters.unsent ?? 0) + unsent;
     if (reason !== 'peer-closed' && reason !== 'socket-error' && reason !== 'shutdown') this.events.closed?.(reason, conn.peer);
     if (conn.id !== null && this.peers.get(conn.key) === conn) {
       this.peers.delete(conn.key);
