@@ -175,6 +175,7 @@ async function measure(cfg: RunConfig, kind: 'broker' | 'raw' | 'native' | 'exte
   const pid = server?.pid ?? null;
   let cpu0: number | null = null;
   let cpu1: number | null = null;
+  let peakRss: number | null = null;
   let t0 = 0;
   let t1 = 0;
   let loopDelay: Promise<number | null> = Promise.resolve(null);
@@ -188,6 +189,8 @@ async function measure(cfg: RunConfig, kind: 'broker' | 'raw' | 'native' | 'exte
         } else if (m.type === 'window-end') {
           t1 = performance.now();
           cpu1 = pid === null ? null : cpuSeconds(pid);
+          // Peak so far: connection set-up, warm-up and the measured load; not the teardown that follows.
+          peakRss = pid === null ? null : peakRssBytes(pid);
           if (metricsPort !== null) loopDelay = loopDelayMs(metricsPort);
         } else if (m.type === 'progress') {
           progress(`${label}  ${m.phase.padEnd(7)} ${(m.elapsedMs / 1000).toFixed(1)}/${(m.totalMs / 1000).toFixed(1)} s  ${m.replies.toLocaleString('en-US')} replies`);
@@ -202,7 +205,7 @@ async function measure(cfg: RunConfig, kind: 'broker' | 'raw' | 'native' | 'exte
       ...result,
       serverCpuPct: cpu === null ? null : (cpu / windowS) * 100,
       serverCpuUsPerReq: cpu === null || result.replies === 0 ? null : (cpu * 1e6) / result.replies,
-      serverPeakRssBytes: pid === null ? null : peakRssBytes(pid),
+      serverPeakRssBytes: peakRss,
       serverLoopDelayP99Ms: await loopDelay,
     };
   } finally {

@@ -2,7 +2,7 @@
 // both places; only the call differs. Work goes to the pool in batches (validation) or on a timer (stats), never
 // per message: a pool task costs ~55-65 us of CPU here (shared/node-perf-facts.md).
 
-import { Piscina } from 'piscina';
+import type { Piscina } from 'piscina';
 import { aggregate, type AggregateInput, type AggregateOutput } from './stats-report.js';
 import { buildValidator, packBatch, type ValidateRule, type Validator } from './validation.js';
 
@@ -15,7 +15,8 @@ export interface BatchItem {
 }
 
 export class Offload {
-  private pool: Piscina | null = null;
+  /** Started on first use: a broker that offloads nothing never loads piscina (~10 MB of RSS, measured). */
+  private pool: Promise<Piscina> | null = null;
   private inlineValidator: Validator | null = null;
   readonly statsInPool: boolean;
   readonly validationInPool: boolean;
@@ -23,30 +24,33 @@ export class Offload {
   constructor(
     readonly mode: OffloadMode,
     private readonly rules: readonly ValidateRule[],
-    threads: number,
+    private readonly threads: number,
   ) {
     this.statsInPool = mode === 'stats' || mode === 'all';
     this.validationInPool = (mode === 'validation' || mode === 'all') && rules.length > 0;
-    if (this.statsInPool || this.validationInPool) {
-      this.pool = new Piscina({
-        filename: new URL('./offload-worker.js', import.meta.url).href,
-        minThreads: threads,
-        maxThreads: threads,
-        // Batches are small and independent; let a thread take several at once instead of queueing.
-        concurrentTasksPerWorker: 4,
-        idleTimeout: 60_000,
-        workerData: { rules },
-      });
-    }
+  }
+
+  private getPool(): Promise<Piscina> {
+    this.pool ??= import('piscina').then(({ Piscina }) => new Piscina({
+      filename: new URL('./offload-worker.js', import.meta.url).href,
+      minThreads: this.threads,
+      maxThreads: this.threads,
+      // Batches are small and independent; let a thread take several at once instead of queueing.
+      concurrentTasksPerWorker: 4,
+      idleTimeout: 60_000,
+      workerData: { rules: this.rules },
+    }));
+    return this.pool;
   }
 
   /** Loads the user validator module for inline validation; call before serving. */
   async init(): Promise<void> {
+    if (this.statsInPool || this.validationInPool) await this.getPool();
     if (this.rules.length > 0 && !this.validationInPool) this.inlineValidator = await buildValidator(this.rules);
   }
 
   aggregate(input: AggregateInput): Promise<AggregateOutput> {
-    if (this.statsInPool && this.pool) return this.pool.run(input, { name: 'stats' }) as Promise<AggregateOutput>;
+    if (this.statsInPool) return this.getPool().then((pool) => pool.run(input, { name: 'stats' }) as Promise<AggregateOutput>);
     return aggregate(input);
   }
 
@@ -58,12 +62,13 @@ export class Offload {
   /** Pool validation of one batch: [index, reason] for each rejected item. */
   validateBatch(items: readonly BatchItem[]): Promise<[number, string][]> {
     const packed = packBatch(items);
-    return (this.pool as Piscina).run(packed, { name: 'validate', transferList: [packed.data.buffer as ArrayBuffer] }) as Promise<[number, string][]>;
+    return this.getPool().then((pool) => pool.run(packed, { name: 'validate', transferList: [packed.data.buffer as ArrayBuffer] }) as Promise<[number, string][]>);
   }
 
   async close(): Promise<void> {
-    await this.pool?.destroy();
+    const pool = this.pool;
     this.pool = null;
+    if (pool) await (await pool).destroy();
   }
 }
 

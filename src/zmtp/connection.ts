@@ -5,7 +5,9 @@
 // a frame (or header) split across reads is assembled: the pieces are collected and concatenated once, when the
 // last one arrives. Size limits are checked from the header, before anything is buffered.
 // Writing: send() only queues; the owner calls flush() once per event-loop turn, which encodes headers and small
-// bodies into one scratch buffer (one write syscall), and passes large bodies to the kernel without a copy.
+// bodies into one buffer (one write syscall), and passes large bodies to the kernel without a copy. The buffer is
+// sized to what is written (under 4 KiB it comes from Node's shared pool), so a peer whose writes are pending
+// holds only its own bytes.
 
 import type { Socket } from 'node:net';
 import {
@@ -79,21 +81,14 @@ function internedFrame(b: Buffer, at: number, size: number, intern: readonly Buf
 
 /** Command frames are small (READY with a 255-byte identity, PING); anything bigger is hostile. */
 const MAX_COMMAND_BYTES = 65536;
-/** Bodies at least this big are written as they are (no copy) instead of through the scratch buffer. */
+/** Bodies at least this big are written as they are (no copy) instead of being encoded into the write buffer. */
 const ZERO_COPY_BYTES = 16384;
-/** The shared scratch buffer is kept between flushes up to this size. */
-const SCRATCH_KEEP = 256 * 1024;
 
 const enum State {
   Greeting,
   Handshake,
   Ready,
   Closed,
-}
-
-/** One scratch buffer shared by every connection of an owner (all flushes run on one thread, one at a time). */
-export class Scratch {
-  buf: Buffer = Buffer.allocUnsafe(64 * 1024);
 }
 
 const GREETING = greeting();
@@ -193,7 +188,7 @@ export class ZmtpConnection {
   }
 
   /** Writes everything queued, in one write where the bodies are small. */
-  flush(scratch: Scratch): void {
+  flush(): void {
     this.flushQueued = false;
     if (this.state !== State.Ready) {
       if (this.state === State.Closed) this.cmds.length = 0;
@@ -214,10 +209,7 @@ export class ZmtpConnection {
     }
     if (total === 0) return;
     if (big) return this.flushWithLargeBodies(total);
-    let buf = scratch.buf;
-    const shared = total <= SCRATCH_KEEP;
-    if (!shared) buf = Buffer.allocUnsafe(total);
-    else if (buf.length < total) buf = scratch.buf = Buffer.allocUnsafe(SCRATCH_KEEP);
+    const buf = Buffer.allocUnsafe(total);
     let at = 0;
     for (let c = 0; c < this.cmds.length; c++) at += this.cmds[c].copy(buf, at);
     this.cmds.length = 0;
@@ -232,9 +224,7 @@ export class ZmtpConnection {
     }
     out.length = 0;
     this.outBytes = 0;
-    this.sock.write(at === buf.length ? buf : buf.subarray(0, at));
-    // The kernel took it all at once: the scratch is free again. Otherwise the socket holds it until written.
-    if (shared && this.sock.writableLength !== 0) scratch.buf = Buffer.allocUnsafe(SCRATCH_KEEP);
+    this.sock.write(buf);
   }
 
   private flushWithLargeBodies(total: number): void {

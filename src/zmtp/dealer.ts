@@ -4,7 +4,7 @@
 // It does not reconnect: a closed connection is reported and the caller decides.
 
 import { connect } from 'node:net';
-import { ZmtpConnection, Scratch, type CloseReason, type ConnectionOwner } from './connection.js';
+import { ZmtpConnection, type CloseReason, type ConnectionOwner } from './connection.js';
 import { DEALER_PEERS } from './wire.js';
 import { parseEndpoint } from './endpoint.js';
 
@@ -21,12 +21,11 @@ export interface ZmtpDealerOptions {
 
 /** One flush list for every dealer in the process, drained once per event-loop turn. */
 const dirty: ZmtpConnection[] = [];
-const scratch = new Scratch();
 let scheduled = false;
 function flushAll(): void {
   scheduled = false;
   const list = dirty.splice(0);
-  for (const c of list) c.flush(scratch);
+  for (const c of list) c.flush();
 }
 
 export class ZmtpDealer implements ConnectionOwner {

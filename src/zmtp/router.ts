@@ -9,7 +9,7 @@
 
 import { createServer, type Server, type Socket } from 'node:net';
 import { unlinkSync, statSync } from 'node:fs';
-import { ZmtpConnection, Scratch, type CloseReason, type ConnectionOwner, type ConnectionOptions } from './connection.js';
+import { ZmtpConnection, type CloseReason, type ConnectionOwner, type ConnectionOptions } from './connection.js';
 import { ROUTER_PEERS } from './wire.js';
 import { formatEndpoint, listenOptions, parseEndpoint } from './endpoint.js';
 
@@ -52,7 +52,6 @@ export class ZmtpRouter implements ConnectionOwner {
   private readonly all = new Set<ZmtpConnection>();
   private dirty: ZmtpConnection[] = [];
   private flushScheduled = false;
-  private readonly scratch = new Scratch();
   private readonly connOpts: ConnectionOptions;
   private nextId = (Math.random() * 0x100000000) >>> 0;
   private timer: NodeJS.Timeout | null = null;
@@ -179,7 +178,7 @@ export class ZmtpRouter implements ConnectionOwner {
     this.flushScheduled = false;
     const list = this.dirty;
     this.dirty = [];
-    for (let i = 0; i < list.length; i++) list[i].flush(this.scratch);
+    for (let i = 0; i < list.length; i++) list[i].flush();
   }
 
   private accept(sock: Socket): void {
