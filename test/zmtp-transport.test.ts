@@ -232,7 +232,7 @@ test('5,000 libzmq connections to one broker process: every one is served, RSS s
   assert.ok(rss < 200, `RSS ${rss} MiB`);
 });
 
-test('ipc:// endpoints: a libzmq client and worker over a Unix socket; the socket file is removed on close', async () => {
+test('ipc:// endpoints: a libzmq client and worker over a Unix socket; a live endpoint is not taken over; the file is removed on close', async () => {
   const path = `${tmpdir()}/mdbroker-test-${process.pid}-${Date.now()}.sock`;
   const broker = new Broker({ bind: [`ipc://${path}`], transport: 'zmtp', statsInterval: 0, shutdownGrace: 100 });
   await broker.start();
@@ -242,6 +242,11 @@ test('ipc:// endpoints: a libzmq client and worker over a Unix socket; the socke
   const client = new Client({ endpoints: `ipc://${path}`, timeout: 5000 });
   try {
     assert.deepEqual((await client.request('echo', ['over', 'ipc'])).map(String), ['over', 'ipc']);
+    // A second broker on the same path: refused (the first is alive), and the first keeps serving.
+    const second = new Broker({ bind: [`ipc://${path}`], transport: 'zmtp', statsInterval: 0, shutdownGrace: 100 });
+    await assert.rejects(second.start(), { code: 'EADDRINUSE' });
+    await second.close();
+    assert.deepEqual((await client.request('echo', 'still')).map(String), ['still']);
   } finally {
     client.close();
     await worker.close();

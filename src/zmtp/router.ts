@@ -7,7 +7,7 @@
 // that says nothing within the handshake timeout is closed. libzmq answers PING from its I/O thread, so a peer whose
 // application is blocked in a long handler stays connected.
 
-import { createServer, type Server, type Socket } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { unlinkSync, statSync } from 'node:fs';
 import { ZmtpConnection, type CloseReason, type ConnectionOwner, type ConnectionOptions } from './connection.js';
 import { ROUTER_PEERS } from './wire.js';
@@ -75,7 +75,7 @@ export class ZmtpRouter implements ConnectionOwner {
     const ep = parseEndpoint(endpoint);
     if (ep === null) throw new Error(`${endpoint}: the zmtp transport serves tcp://HOST:PORT and ipc://PATH endpoints`);
     if (this.closing) throw new Error('router is closed');
-    if (ep.kind === 'ipc' && !ep.path.startsWith('\0')) removeStaleSocket(ep.path);
+    if (ep.kind === 'ipc' && !ep.path.startsWith('\0')) await removeStaleSocket(ep.path);
     if (this.timer === null) {
       const period = Math.max(5, Math.min(1000, (this.opts.heartbeatInterval || this.opts.handshakeTimeout) / 2));
       this.timer = setInterval(() => this.tick(performance.now()), period);
@@ -120,7 +120,7 @@ export class ZmtpRouter implements ConnectionOwner {
     clearTimeout(t);
     for (const c of open) c.sock.destroy();
     await stopped;
-    for (const { path } of this.servers) if (path) removeStaleSocket(path);
+    for (const { path } of this.servers) if (path) unlinkSocket(path);
   }
 
   // ---- ConnectionOwner ----
@@ -210,11 +210,33 @@ export class ZmtpRouter implements ConnectionOwner {
   }
 }
 
-/** A socket file left by a broker that did not exit cleanly would make listen() fail with EADDRINUSE. */
-function removeStaleSocket(path: string): void {
+/**
+ * A socket file left by a broker that did not exit cleanly would make listen() fail with EADDRINUSE, so it is
+ * removed; but one that a live process still accepts on is left alone (listen() then fails: the endpoint is taken).
+ */
+async function removeStaleSocket(path: string): Promise<void> {
+  let isSocket = false;
+  try {
+    isSocket = statSync(path).isSocket();
+  } catch {
+    return; // not there
+  }
+  if (!isSocket) return;
+  const live = await new Promise<boolean>((resolve) => {
+    const probe = connect({ path });
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (!live) unlinkSocket(path);
+}
+
+function unlinkSocket(path: string): void {
   try {
     if (statSync(path).isSocket()) unlinkSync(path);
   } catch {
-    // not there: nothing to remove
+    // already gone
   }
 }

@@ -18,7 +18,9 @@ export interface BrokerProcess {
 
 /** Spawns `mdbroker FLAGS` (log level info or lower, so the listening line is printed). */
 export function spawnBroker(flags: string[], timeoutMs = 10000): Promise<BrokerProcess> {
-  const child = spawn(process.execPath, [CLI, ...flags], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // MDBROKER_NODE_FLAGS: V8/Node flags for the broker process (e.g. --max-semi-space-size=4), for experiments.
+  const nodeFlags = (process.env.MDBROKER_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+  const child = spawn(process.execPath, [...nodeFlags, CLI, ...flags], { stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: string[] = [];
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
