@@ -46,10 +46,13 @@ export class CoreHost {
     this.transport.start();
     // Ticks at least twice per heartbeat interval (the core's contract), at most every 5 ms.
     const period = Math.max(5, Math.min(1000, this.opts.heartbeatInterval / 2));
-    this.timer = setInterval(() => {
+    // The tick runs after this turn's reads (setImmediate: the check phase follows the poll phase): after the event
+    // loop stalls, timers fire before the waiting messages are read, and every worker would look silent.
+    const tick = () => {
       this.core.tick(this.now());
       this.transport.flush();
-    }, period);
+    };
+    this.timer = setInterval(() => setImmediate(tick), period);
   }
 
   /**

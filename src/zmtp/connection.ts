@@ -104,6 +104,8 @@ export class ZmtpConnection {
   heard = true;
   lastHeard = 0;
   lastPing = 0;
+  /** Owner ticks in a row that found nothing heard (a stalled event loop counts as one, not as its duration). */
+  silentTicks = 0;
   readonly openedAt: number;
   /** The peer's address, for log lines (a closed socket no longer knows it). */
   readonly peer: string;

@@ -55,6 +55,7 @@ export class ZmtpRouter implements ConnectionOwner {
   private readonly connOpts: ConnectionOptions;
   private nextId = (Math.random() * 0x100000000) >>> 0;
   private timer: NodeJS.Timeout | null = null;
+  private period = 1000;
   private closing = false;
   private readonly flushAll = () => this.flushNow();
 
@@ -77,8 +78,8 @@ export class ZmtpRouter implements ConnectionOwner {
     if (this.closing) throw new Error('router is closed');
     if (ep.kind === 'ipc' && !ep.path.startsWith('\0')) await removeStaleSocket(ep.path);
     if (this.timer === null) {
-      const period = Math.max(5, Math.min(1000, (this.opts.heartbeatInterval || this.opts.handshakeTimeout) / 2));
-      this.timer = setInterval(() => this.tick(performance.now()), period);
+      this.period = Math.max(5, Math.min(1000, (this.opts.heartbeatInterval || this.opts.handshakeTimeout) / 2));
+      this.timer = setInterval(() => this.tick(performance.now()), this.period);
     }
     const server = createServer((sock) => this.accept(sock));
     await new Promise<void>((resolve, reject) => {
@@ -193,19 +194,22 @@ export class ZmtpRouter implements ConnectionOwner {
   private tick(now: number): void {
     const interval = this.opts.heartbeatInterval;
     const ttl = interval * this.opts.heartbeatLiveness;
+    // Silence is counted in ticks, not read off the clock: after the event loop stalls, this timer runs before the
+    // reads that were waiting, and every peer would look silent for the length of the stall.
+    const deadAfter = Math.ceil(ttl / this.period);
     for (const c of this.all) {
       if (c.heard) {
         c.heard = false;
         c.lastHeard = now;
-      }
+        c.silentTicks = 0;
+      } else c.silentTicks++;
       if (!c.ready) {
         if (!c.closed && now - c.openedAt > this.opts.handshakeTimeout) c.close('handshake-timeout');
         continue;
       }
       if (interval <= 0 || !c.pingable) continue;
-      const silent = now - c.lastHeard;
-      if (silent >= ttl) c.close('heartbeat-timeout');
-      else if (silent >= interval && now - c.lastPing >= interval) c.ping(now, ttl / 100);
+      if (c.silentTicks >= deadAfter) c.close('heartbeat-timeout');
+      else if (now - c.lastHeard >= interval && now - c.lastPing >= interval) c.ping(now, ttl / 100);
     }
   }
 }
