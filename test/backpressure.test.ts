@@ -38,9 +38,11 @@ test('a slow worker: the queue fills to --max-queue, the rest get `overloaded` a
 
 test('a client that stops reading: its replies hit the high-water mark and are counted; other clients are served', async (t) => {
   const logs: string[] = [];
-  // The cap per peer: 20 messages (libzmq transport) or 256 KiB (zmtp transport).
-  const { broker, endpoint } = await startBroker({ ...HB, sendHighWaterMark: 20, peerQueueBytes: 256 * 1024, log: (lvl, msg) => { if (lvl === 'warn') logs.push(msg); } });
-  const worker = new Worker({ endpoint, service: 'echo', ...HB, handler: (b) => [b[0], Buffer.alloc(16 * 1024)] });
+  // The cap per peer: 20 messages (libzmq transport) or 256 KiB (zmtp transport). Heartbeats at 1 s: the zmtp
+  // transport closes the deaf connection after 3 s without a PONG, long after its replies reached the cap.
+  const SLOW_HB = { heartbeatInterval: 1000, heartbeatLiveness: 3 };
+  const { broker, endpoint } = await startBroker({ ...SLOW_HB, sendHighWaterMark: 20, peerQueueBytes: 256 * 1024, log: (lvl, msg) => { if (lvl === 'warn') logs.push(msg); } });
+  const worker = new Worker({ endpoint, service: 'echo', ...SLOW_HB, handler: (b) => [b[0], Buffer.alloc(16 * 1024)] });
   const deaf = new Dealer({ linger: 0, receiveHighWaterMark: 10, sendHighWaterMark: 0 });
   deaf.connect(endpoint);
   const good = new Client({ endpoints: endpoint, timeout: 10000 });
