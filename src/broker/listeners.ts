@@ -3,7 +3,8 @@
 // and one per access group, with CURVE and a ZAP domain each when keys are set; it serves CURVE endpoints, other
 // schemes (inproc://), and anyone who asks for it (--transport libzmq).
 
-import { Router } from 'zeromq';
+import type { Router } from 'zeromq';
+import { zeromq } from '../sockets/zeromq.js';
 import { PeerSockets } from './peer-sockets.js';
 import { zmqIO, type FrameIO } from './frame-io.js';
 import { ZmtpIO } from './zmtp-io.js';
@@ -49,6 +50,7 @@ export class Listeners {
       this.io = this.zmtp;
       return;
     }
+    const { Router } = zeromq();
     const router = () => new Router({
       // Without mandatory, ROUTER drops messages to unknown or full peers without a word.
       mandatory: true,

@@ -6,7 +6,8 @@
 // is a comment).
 
 import { readFileSync, writeFileSync } from 'node:fs';
-import { Router, curveKeyPair } from 'zeromq';
+import type { Router } from 'zeromq';
+import { zeromq } from '../sockets/zeromq.js';
 import type { LogFn } from '../core/broker-core.js';
 import { receiveLoop } from '../sockets/receive-loop.js';
 
@@ -45,7 +46,7 @@ export function readAllowList(path: string): Set<string> {
 
 /** Writes NAME.key (secret, 0600) and NAME.pub (public); returns the pair. */
 export function keygen(name: string): KeyPair {
-  const pair = curveKeyPair();
+  const pair = zeromq().curveKeyPair();
   const stamp = `# mdbroker CURVE key, ${new Date().toISOString()}\n`;
   writeFileSync(`${name}.key`, `${stamp}public-key = "${pair.publicKey}"\nsecret-key = "${pair.secretKey}"\n`, { mode: 0o600 });
   writeFileSync(`${name}.pub`, `${stamp}public-key = "${pair.publicKey}"\n`);
@@ -93,7 +94,7 @@ class ZapHandler {
   async register(domain: string, d: Domain): Promise<void> {
     this.domains.set(domain, d);
     if (this.sock) return;
-    const sock = new Router();
+    const sock = new (zeromq().Router)();
     this.sock = sock;
     await sock.bind('inproc://zeromq.zap.01');
     void this.loop(sock);

@@ -1,7 +1,7 @@
-// Aggregation of raw stats snapshots: merging shards, percentiles, rates, the Prometheus text (prom-client), the
-// mmi.stats JSON and the log line. A pure function of its input, so it runs the same inline or in the piscina pool.
+// Aggregation of raw stats snapshots: merging shards, percentiles, rates, the Prometheus text (prom-client, when
+// asked for), the mmi.stats JSON and the log line. A pure function of its input, so it runs the same inline or in the piscina pool.
 
-import { Counter, Gauge, Registry } from 'prom-client';
+import type * as PromClient from 'prom-client';
 import { ERROR_CODES } from '../protocol/errors.js';
 import { addSnapshot, newHistogram, type ServiceSnapshot, type StatsSnapshot } from '../core/stats.js';
 import type { Histogram } from 'hdr-histogram-js';
@@ -43,10 +43,13 @@ export interface StatsReport {
 export interface AggregateInput {
   current: StatsSnapshot[];
   previous: StatsSnapshot[] | null;
+  /** Render the Prometheus text (default true). False skips it, and never loads prom-client (13 MB of RSS). */
+  prometheus?: boolean;
 }
 
 export interface AggregateOutput {
   report: StatsReport;
+  /** Empty when not asked for. */
   prometheus: string;
   line: string;
   mmiOverall: string;
@@ -93,21 +96,6 @@ export async function aggregate(input: AggregateInput): Promise<AggregateOutput>
   const merged = mergeServices(current);
   const prevMerged = previous ? mergeServices(previous) : new Map<string, { snaps: ServiceSnapshot[] }>();
 
-  const reg = new Registry();
-  const r = [reg];
-  const cRequests = new Counter({ name: 'mdbroker_requests_total', help: 'Client requests received, by service', labelNames: ['service'], registers: r });
-  const cReplies = new Counter({ name: 'mdbroker_replies_total', help: 'Worker replies delivered, by service', labelNames: ['service'], registers: r });
-  const cRequeued = new Counter({ name: 'mdbroker_requeued_total', help: 'Requests put back after a worker died holding them', labelNames: ['service'], registers: r });
-  const cErrors = new Counter({ name: 'mdbroker_errors_total', help: 'Error replies sent, by service and reason', labelNames: ['service', 'reason'], registers: r });
-  const gQueued = new Gauge({ name: 'mdbroker_queue_depth', help: 'Requests waiting for a worker', labelNames: ['service'], registers: r });
-  const gWorkers = new Gauge({ name: 'mdbroker_workers', help: 'Registered workers by state', labelNames: ['service', 'state'], registers: r });
-  const gWait = new Gauge({ name: 'mdbroker_queue_wait_seconds', help: 'Time from enqueue to dispatch, quantiles since start (HDR)', labelNames: ['service', 'quantile'], registers: r });
-  const gSvc = new Gauge({ name: 'mdbroker_service_time_seconds', help: 'Time from dispatch to final reply, quantiles since start (HDR)', labelNames: ['service', 'quantile'], registers: r });
-  const gWaitCount = new Gauge({ name: 'mdbroker_queue_wait_seconds_count', help: 'Dispatches measured', labelNames: ['service'], registers: r });
-  const gSvcCount = new Gauge({ name: 'mdbroker_service_time_seconds_count', help: 'Replies measured', labelNames: ['service'], registers: r });
-  const gGlobal = new Gauge({ name: 'mdbroker_broker', help: 'Broker-wide counters and gauges (name label)', labelNames: ['name'], registers: r });
-  const gUp = new Gauge({ name: 'mdbroker_uptime_seconds', help: 'Seconds since the broker started', registers: r });
-
   const services: Record<string, ServiceReport> = {};
   const allWait = newHistogram();
   const allSvc = newHistogram();
@@ -131,24 +119,8 @@ export async function aggregate(input: AggregateInput): Promise<AggregateOutput>
       requestsPerSec: perSec(requests, prevRequests), queueWaitMs: percentiles(wait), serviceTimeMs: percentiles(svc),
     };
     services[name] = rep;
-    const l = { service: name };
-    cRequests.inc(l, requests);
-    cReplies.inc(l, replies);
-    cRequeued.inc(l, requeued);
-    for (const e of ERROR_CODES) cErrors.inc({ service: name, reason: e }, errors[e]);
-    gQueued.set(l, queued);
-    gWorkers.set({ service: name, state: 'idle' }, idle);
-    gWorkers.set({ service: name, state: 'busy' }, workers - idle);
-    for (const [k, q] of QUANTILES) {
-      gWait.set({ service: name, quantile: q }, rep.queueWaitMs[k] / 1000);
-      gSvc.set({ service: name, quantile: q }, rep.serviceTimeMs[k] / 1000);
-    }
-    gWaitCount.set(l, rep.queueWaitMs.count);
-    gSvcCount.set(l, rep.serviceTimeMs.count);
   }
-  for (const [k, v] of Object.entries(global)) gGlobal.set({ name: k }, v);
   const uptimeMs = Math.max(...current.map((s) => s.uptimeMs));
-  gUp.set(uptimeMs / 1000);
 
   const rates = {
     requestsPerSec: perSec(global.requests ?? 0, prevGlobal.requests ?? 0),
@@ -164,5 +136,44 @@ export async function aggregate(input: AggregateInput): Promise<AggregateOutput>
     `wait p99 ${w.p99.toFixed(2)} ms, service p99 ${s.p99.toFixed(2)} ms (since start)`;
   const mmiPerService: Record<string, string> = {};
   for (const [name, rep] of Object.entries(services)) mmiPerService[name] = JSON.stringify({ at: report.at, service: name, ...rep });
-  return { report, prometheus: await reg.metrics(), line, mmiOverall: JSON.stringify(report), mmiPerService };
+  const prometheus = input.prometheus === false ? '' : await prometheusText(report);
+  return { report, prometheus, line, mmiOverall: JSON.stringify(report), mmiPerService };
+}
+
+/** The report as Prometheus text exposition, rendered by prom-client (loaded on first use). */
+async function prometheusText(report: StatsReport): Promise<string> {
+  const { Counter, Gauge, Registry } = (await import('prom-client')) as typeof PromClient;
+  const reg = new Registry();
+  const r = [reg];
+  const cRequests = new Counter({ name: 'mdbroker_requests_total', help: 'Client requests received, by service', labelNames: ['service'], registers: r });
+  const cReplies = new Counter({ name: 'mdbroker_replies_total', help: 'Worker replies delivered, by service', labelNames: ['service'], registers: r });
+  const cRequeued = new Counter({ name: 'mdbroker_requeued_total', help: 'Requests put back after a worker died holding them', labelNames: ['service'], registers: r });
+  const cErrors = new Counter({ name: 'mdbroker_errors_total', help: 'Error replies sent, by service and reason', labelNames: ['service', 'reason'], registers: r });
+  const gQueued = new Gauge({ name: 'mdbroker_queue_depth', help: 'Requests waiting for a worker', labelNames: ['service'], registers: r });
+  const gWorkers = new Gauge({ name: 'mdbroker_workers', help: 'Registered workers by state', labelNames: ['service', 'state'], registers: r });
+  const gWait = new Gauge({ name: 'mdbroker_queue_wait_seconds', help: 'Time from enqueue to dispatch, quantiles since start (HDR)', labelNames: ['service', 'quantile'], registers: r });
+  const gSvc = new Gauge({ name: 'mdbroker_service_time_seconds', help: 'Time from dispatch to final reply, quantiles since start (HDR)', labelNames: ['service', 'quantile'], registers: r });
+  const gWaitCount = new Gauge({ name: 'mdbroker_queue_wait_seconds_count', help: 'Dispatches measured', labelNames: ['service'], registers: r });
+  const gSvcCount = new Gauge({ name: 'mdbroker_service_time_seconds_count', help: 'Replies measured', labelNames: ['service'], registers: r });
+  const gGlobal = new Gauge({ name: 'mdbroker_broker', help: 'Broker-wide counters and gauges (name label)', labelNames: ['name'], registers: r });
+  const gUp = new Gauge({ name: 'mdbroker_uptime_seconds', help: 'Seconds since the broker started', registers: r });
+  for (const [name, rep] of Object.entries(report.services)) {
+    const l = { service: name };
+    cRequests.inc(l, rep.requests);
+    cReplies.inc(l, rep.replies);
+    cRequeued.inc(l, rep.requeued);
+    for (const e of ERROR_CODES) cErrors.inc({ service: name, reason: e }, rep.errors[e] ?? 0);
+    gQueued.set(l, rep.queued);
+    gWorkers.set({ service: name, state: 'idle' }, rep.idle);
+    gWorkers.set({ service: name, state: 'busy' }, rep.busy);
+    for (const [k, q] of QUANTILES) {
+      gWait.set({ service: name, quantile: q }, rep.queueWaitMs[k] / 1000);
+      gSvc.set({ service: name, quantile: q }, rep.serviceTimeMs[k] / 1000);
+    }
+    gWaitCount.set(l, rep.queueWaitMs.count);
+    gSvcCount.set(l, rep.serviceTimeMs.count);
+  }
+  for (const [k, v] of Object.entries(report.global)) gGlobal.set({ name: k }, v);
+  gUp.set(report.uptimeMs / 1000);
+  return reg.metrics();
 }

@@ -16,7 +16,7 @@ export interface StatsServiceOptions {
 
 export class StatsService {
   private prev: StatsSnapshot[] | null = null;
-  private running: Promise<AggregateOutput> | null = null;
+  private running: { done: Promise<AggregateOutput>; prometheus: boolean } | null = null;
   private timer: NodeJS.Timeout | null = null;
   private readonly metrics: MetricsServer | null;
   /** The metrics port actually bound. */
@@ -37,10 +37,10 @@ export class StatsService {
   async start(): Promise<void> {
     if (this.metrics) this.metricsPort = await this.metrics.listen(this.opts.metricsPort as number, this.opts.metricsHost);
     // A first (empty) report so mmi.stats and /metrics answer from the start.
-    await this.aggregate();
+    await this.aggregate(this.metrics !== null);
     if (this.opts.statsInterval > 0) {
       this.timer = setInterval(() => {
-        this.aggregate().then(
+        this.aggregate(this.metrics !== null).then(
           (out) => this.opts.log('info', `stats: ${out.line}`),
           (err: unknown) => this.opts.log('warn', 'stats aggregation failed', { err: String(err) }),
         );
@@ -48,26 +48,31 @@ export class StatsService {
     }
   }
 
-  aggregate(): Promise<AggregateOutput> {
-    if (this.running) return this.running;
-    const run = this.collect().then(async (current) => {
-      const out = await this.offload.aggregate({ current, previous: this.prev });
+  /**
+   * Aggregates now (coalesced with a run in progress). The Prometheus text is rendered only when asked for: by a
+   * /metrics scrape, by the public aggregateStats(), or on the timer when /metrics is served.
+   */
+  aggregate(prometheus = true): Promise<AggregateOutput> {
+    const running = this.running;
+    if (running) return running.prometheus || !prometheus ? running.done : running.done.then(() => this.aggregate(true));
+    const done = this.collect().then(async (current) => {
+      const out = await this.offload.aggregate({ current, previous: this.prev, prometheus });
       this.prev = current;
       this.install(out);
       return out;
     });
-    this.running = run;
+    this.running = { done, prometheus };
     const clear = () => {
       this.running = null;
     };
-    run.then(clear, clear);
-    return run;
+    done.then(clear, clear);
+    return done;
   }
 
   async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
-    await this.running?.catch(() => undefined);
+    await this.running?.done.catch(() => undefined);
     await this.metrics?.close();
   }
 }

@@ -5,7 +5,8 @@
 // shard it registered with. mmi.services and mmi.stats are answered here, for the whole broker.
 
 import { Worker as Thread } from 'node:worker_threads';
-import { Pair } from 'zeromq';
+import type { Pair } from 'zeromq';
+import { zeromq } from '../../sockets/zeromq.js';
 import { LRUCacheWithDelete } from 'mnemonist';
 import { C2, Kind, WCmd, clientReply, isMmi, parseInbound } from '../../protocol/codec.js';
 import { peerKey } from '../../core/peer-id.js';
@@ -77,7 +78,7 @@ export class ShardedBroker implements MmiSource {
     const { log, ...shardOpts } = this.opts;
     for (let i = 0; i < this.opts.shards; i++) {
       const endpoint = `inproc://mdbroker-${id}-shard-${i}`;
-      const pair = new Pair({ linger: 1000, sendHighWaterMark: 0, receiveHighWaterMark: 0, sendTimeout: 0 });
+      const pair = new (zeromq().Pair)({ linger: 1000, sendHighWaterMark: 0, receiveHighWaterMark: 0, sendTimeout: 0 });
       await pair.bind(endpoint);
       const init: ShardInit = { index: i, endpoint, opts: shardOpts };
       const thread = new Thread(new URL('./shard-thread.js', import.meta.url), { workerData: init });
