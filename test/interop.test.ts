@@ -3,7 +3,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { startBroker } from './helpers.js';
+import { startBroker, until } from './helpers.js';
+import { Client } from '../src/client/client.js';
+import { Worker } from '../src/client/worker.js';
 
 const PY = process.env.MDP_PYTHON ?? '/usr/bin/python3';
 const hasPyzmq = spawnSync(PY, ['-c', 'import zmq'], { timeout: 10000 }).status === 0;
@@ -20,4 +22,49 @@ test('pyzmq MDP/0.1, MDP/0.2 and MMI peers work unchanged', { skip: hasPyzmq ? f
   const code = await new Promise<number | null>((r) => child.on('exit', r));
   assert.equal(code, 0, output);
   assert.match(output, /python peers: ok/);
+});
+
+const REFERENCE_WORKER = fileURLToPath(new URL('../../test/interop/reference_worker.py', import.meta.url));
+
+test('a reference-style worker (heartbeats only while idle, blocks in its handler) is kept while busy: the job runs once', { skip: hasPyzmq ? false : `no pyzmq for ${PY}` }, async (t) => {
+  // MDP expiry would come after 3 x 200 ms; the job takes 1.5 s of MDP silence. Its connection stays alive (libzmq
+  // answers the broker's ZMTP PINGs), so the broker waits for the reply instead of retrying the job elsewhere.
+  const { broker, endpoint } = await startBroker({ heartbeatInterval: 200, heartbeatLiveness: 3 });
+  t.after(() => broker.close());
+  const child = spawn(PY, [REFERENCE_WORKER, endpoint, 'slow', '200', '1.5', '2'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.after(() => child.kill('SIGKILL'));
+  let output = '';
+  child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+  const exited = new Promise<number | null>((r) => child.on('exit', r));
+  const client = new Client({ endpoints: endpoint, timeout: 10000, retries: 0 });
+  t.after(() => client.close());
+  assert.ok(await until(() => broker.snapshot().workers === 1, 5000), 'worker registered');
+  const replies = await Promise.all([client.request('slow', 'a'), client.request('slow', 'b')]);
+  assert.deepEqual(replies.map((r) => r.map(String)), [['done:a'], ['done:b']]);
+  assert.equal(await exited, 0, output);
+  assert.match(output, /jobs 2 reconnects 0/);
+  await new Promise((r) => setTimeout(r, 100)); // with shards, counters arrive within 50 ms
+  assert.equal(broker.stats().workersExpired, 0);
+  assert.equal(broker.stats().requeued, 0);
+});
+
+test('a busy worker whose process freezes (SIGSTOP: no PONG either) is given up at the ZMTP level and its job retried', { skip: hasPyzmq ? false : `no pyzmq for ${PY}` }, async (t) => {
+  const { broker, endpoint } = await startBroker({ heartbeatInterval: 200, heartbeatLiveness: 3 });
+  t.after(() => broker.close());
+  const child = spawn(PY, [REFERENCE_WORKER, endpoint, 'frozen', '200', '30', '1'], { stdio: ['ignore', 'ignore', 'ignore'] });
+  t.after(() => child.kill('SIGKILL'));
+  const client = new Client({ endpoints: endpoint, timeout: 15000, retries: 0 });
+  t.after(() => client.close());
+  assert.ok(await until(() => broker.snapshot().workers === 1, 5000), 'worker registered');
+  const reply = client.request('frozen', 'x');
+  assert.ok(await until(() => broker.snapshot().busyWorkers === 1, 5000), 'the job is in hand');
+  child.kill('SIGSTOP');
+  const rescuer = new Worker({ endpoint, service: 'frozen', heartbeatInterval: 200, heartbeatLiveness: 3, handler: (b) => [`rescued:${b[0].toString()}`] });
+  t.after(() => rescuer.close());
+  const t0 = Date.now();
+  assert.deepEqual((await reply).map(String), ['rescued:x']);
+  assert.ok(Date.now() - t0 < 8000, `retried after ${Date.now() - t0} ms`);
+  // (With shards the counters arrive within 50 ms.)
+  assert.ok(await until(() => broker.stats().requeued === 1), 'counted as requeued');
 });

@@ -60,6 +60,11 @@ export class Listeners {
       receiveHighWaterMark: opts.receiveHighWaterMark,
       // libzmq drops the connection of a peer that sends a frame over this size, before it costs us memory.
       maxMessageSize: opts.limits.maxFrameBytes,
+      // ZMTP heartbeats: libzmq drops a peer that answers no PING for liveness intervals; the next send to it then
+      // fails (mandatory) and the core learns the worker is gone. A peer whose application is blocked still answers.
+      heartbeatInterval: opts.heartbeatInterval,
+      heartbeatTimeout: opts.heartbeatInterval * opts.heartbeatLiveness,
+      heartbeatTimeToLive: opts.heartbeatInterval * opts.heartbeatLiveness,
       linger: 1000,
     });
     this.main = router();

@@ -51,6 +51,8 @@ export interface BrokerOptions extends Omit<CoreOptions, 'limits' | 'validates'>
 
 export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
   ...DEFAULT_CORE_OPTIONS,
+  // Both transports detect dead connections (see listeners.ts), so a busy worker lives as long as its connection.
+  connectionLiveness: true,
   bind: ['tcp://127.0.0.1:5555'],
   limits: DEFAULT_LIMITS,
   transport: 'zmtp',

@@ -21,6 +21,12 @@ export interface CoreOptions {
   heartbeatLiveness: number;
   /** A worker holding one request longer than this (without PARTIAL progress) is expired. */
   busyTimeout: number;
+  /**
+   * The transport notices dead connections (ZMTP heartbeats; the zmtp transport's close events, libzmq's failed
+   * mandatory sends). A busy worker is then not expired for MDP silence, only by busyTimeout or its connection's
+   * end: reference workers (the ZeroMQ Guide's) heartbeat only while idle and block in their handler.
+   */
+  connectionLiveness: boolean;
   /** Dispatches per request before the client gets `failed`. */
   maxAttempts: number;
   /** Milliseconds a request may wait in a queue for a worker. */
@@ -38,6 +44,7 @@ export const DEFAULT_CORE_OPTIONS: CoreOptions = {
   heartbeatInterval: 2500,
   heartbeatLiveness: 3,
   busyTimeout: 60000,
+  connectionLiveness: false,
   maxAttempts: 3,
   requestTtl: 30000,
   maxQueue: 100000,
@@ -220,8 +227,9 @@ export class BrokerCore implements MmiSource {
   /** Clock tick: heartbeats, dead workers, expired requests. Call at least every heartbeatInterval / 2. */
   tick(now: number): void {
     const interval = this.opts.heartbeatInterval;
+    const keepBusy = this.opts.connectionLiveness;
     for (const w of this.workers.values()) {
-      if (now >= w.expiry) {
+      if (now >= w.expiry && !(keepBusy && w.current !== null)) {
         this.stats.workersExpired++;
         this.log('info', 'worker expired: no heartbeat', { service: w.service.name, busy: w.current !== null });
         this.sendDisconnect(w.id, w.version, w.delimited);
