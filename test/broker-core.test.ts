@@ -321,7 +321,7 @@ test('malformed messages are dropped and counted, never thrown', () => {
     [CLIENT, E, B('MDPC01')], // no service
     [CLIENT, E, B('XXXXXX'), B('s')],
     [CLIENT, E, B('MDPC0'), B('s')],
-    [CLIENT, B('MDPC02'), B([9]), B('s')], // bad 0.2 client command
+    [CLIENT, B('MDPC02'), B([9])], // bad 0.2 client command, no service to answer on (with one: `invalid`, below)
     [CLIENT, B('MDPC02')],
     [W_B, E, B('MDPW01'), B([1])], // READY without service
     [W_B, E, B('MDPW01'), B([1]), B('s'), B('extra')], // READY with extra frame
@@ -431,4 +431,35 @@ test('memory stays bounded under churn: services and workers are forgotten', () 
     c.handle([w, E, B('MDPW01'), B([5])], i);
   }
   assert.deepEqual(c.snapshot(), { services: 0, workers: 0, idleWorkers: 0, busyWorkers: 0, queued: 0 });
+});
+
+test('an MDP/0.2 client sending REQUEST as 0x02 (seen from a third-party library) gets an `invalid` reply naming the byte', () => {
+  const c = core();
+  c.handle([CLIENT, B('MDPC02'), B([2]), B('echo'), B('body')], 1);
+  const out = take(c);
+  assert.equal(out.length, 1);
+  assert.deepEqual(show(out)[0].slice(0, 4), ['\x00\x00\x00\x00\x01', 'MDPC02', '\x03', 'echo']);
+  const err = errorOf(out[0]);
+  assert.equal(err.code, 'invalid');
+  assert.match(err.message, /0x02, not REQUEST \(0x01\)/);
+  assert.equal(c.stats.malformed, 1);
+  assert.equal(c.stats.requests, 0);
+});
+
+test('protocol errors are logged at warn, once a minute per peer; log fields carry wire values', () => {
+  const logs: { level: string; msg: string; fields?: Record<string, unknown> }[] = [];
+  const c = new BrokerCore({ heartbeatInterval: 1000 }, (level, msg, fields) => logs.push({ level, msg, fields }));
+  const warns = () => logs.filter((l) => l.level === 'warn').length;
+  c.handle([CLIENT, B('junk')], 1);
+  c.handle([CLIENT, B('junk'), B('again')], 2);
+  assert.equal(warns(), 1, 'the same peer again within a minute: debug only');
+  c.handle([CLIENT2, B('junk')], 3);
+  assert.equal(warns(), 2, 'another peer: its own warning');
+  c.handle([CLIENT, B('junk')], 60_002);
+  assert.equal(warns(), 3, 'a minute later: warned again');
+  // HEARTBEAT before READY: MDP/0.1 HEARTBEAT is 0x04 on the wire (the log must not say 5, the internal value).
+  c.handle(hb1(W_A), 60_003);
+  const before = logs.find((l) => l.msg.startsWith('command before READY'));
+  assert.equal(before?.fields?.command, 4);
+  assert.equal(before?.fields?.version, 1);
 });

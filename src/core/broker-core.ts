@@ -200,6 +200,8 @@ export class BrokerCore implements MmiSource {
   private readonly goneClients = new LRUCacheWithDelete<Key, true>(65536);
   /** Workers told DISCONNECT (or that said it): anything but a fresh READY from them is ignored. Bounded. */
   private readonly disconnected = new LRUCacheWithDelete<Key, true>(65536);
+  /** When each peer last got a protocol-error warning in the log. Bounded. */
+  private readonly lastWarned = new LRUCacheWithDelete<Key, number>(4096);
   private stopping = false;
   private lastFullWarning = -Infinity;
   private readonly workerTtl: number;
@@ -219,7 +221,13 @@ export class BrokerCore implements MmiSource {
     else if (m.kind === Kind.Worker) this.onWorker(frames, m, now);
     else {
       this.stats.malformed++;
-      this.log('debug', 'malformed message dropped', { reason: m.reason, frames: frames.length });
+      // Said out loud (a peer is broken), but at most once a minute per peer.
+      const key = peerKey(frames[0]);
+      const last = this.lastWarned.get(key);
+      if (last === undefined || now - last >= 60000) {
+        this.lastWarned.set(key, now);
+        this.log('warn', m.request ? 'invalid request answered with `invalid`' : 'malformed message dropped', { reason: m.reason, frames: frames.length });
+      } else this.log('debug', 'malformed message dropped', { reason: m.reason, frames: frames.length });
       if (m.request) this.replyError(frames, m.request.headerAt, m.request.version, m.request.service, 'invalid', m.reason);
     }
   }
@@ -563,7 +571,7 @@ export class BrokerCore implements MmiSource {
       // A worker we told DISCONNECT (or that said it) hears nothing more from us.
       if (this.disconnected.has(key)) return;
       this.stats.unexpected++;
-      this.log('info', 'command before READY; worker told DISCONNECT', { command: m.command });
+      this.log('info', 'command before READY; worker told DISCONNECT', { command: m.byte, version: m.version });
       this.disconnected.set(key, true);
       return this.sendDisconnect(id, m.version, m.delimited);
     }

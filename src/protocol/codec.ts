@@ -74,6 +74,8 @@ export interface WorkerMessage {
   /** True when the peer put an empty frame before the header (always for 0.1; a tolerated variant for 0.2). */
   delimited: boolean;
   command: WCmd;
+  /** The command byte as on the wire (for log lines: HEARTBEAT is 4 in MDP/0.1 and 5 in MDP/0.2). */
+  byte: number;
   /** READY: the service name. */
   service: Buffer;
   /** REPLY/PARTIAL/FINAL: the client address frame. */
@@ -155,7 +157,15 @@ function parseClient(frames: Buffer[], at: number, version: Version, limits: Lim
   let s = at + 1;
   if (version === 2) {
     const c = frames[s];
-    if (c === undefined || c.length !== 1 || c[0] !== C2.REQUEST) return invalid('MDP/0.2 client command is not REQUEST');
+    if (c === undefined || c.length !== 1 || c[0] !== C2.REQUEST) {
+      const what = c === undefined ? 'missing' : c.length === 1 ? `0x${c[0].toString(16).padStart(2, '0')}` : `${c.length} bytes`;
+      // Seen from a third-party library that sends 0x02: when a service frame follows, the client can be told why.
+      const service = frames[s + 1];
+      const req: ClientRequest | undefined = c !== undefined && service !== undefined && service.length > 0 && service.length <= limits.maxServiceName
+        ? { kind: Kind.ClientRequest, version, headerAt: at, service, bodyAt: s + 2 }
+        : undefined;
+      return invalid(`MDP/0.2 client command is ${what}, not REQUEST (0x01)`, req);
+    }
     s++;
   }
   if (s >= n) return invalid('request without service frame');
@@ -201,7 +211,7 @@ function parseWorker(frames: Buffer[], at: number, version: Version, delimited: 
       default: return invalid(`unknown MDP/0.2 worker command 0x${b.toString(16)}`);
     }
   }
-  const msg: WorkerMessage = { kind: Kind.Worker, version, delimited, command, service: EMPTY, client: EMPTY, bodyAt: n };
+  const msg: WorkerMessage = { kind: Kind.Worker, version, delimited, command, byte: b, service: EMPTY, client: EMPTY, bodyAt: n };
   switch (command) {
     case WCmd.Ready:
       if (rest !== 3) return invalid('READY must have exactly one service frame');
