@@ -2,7 +2,7 @@
 // mdbroker command line: parse flags, run a Broker, log structured JSON (pino), stop cleanly on SIGINT/SIGTERM.
 
 import { parseArgs } from 'node:util';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { pino } from 'pino';
 import { Broker } from './broker/broker.js';
 import { DEFAULT_BROKER_OPTIONS, type Transport } from './broker/options.js';
@@ -48,7 +48,9 @@ Usage: mdbroker [options]
   --allow-workers FILE       with CURVE: public keys allowed to connect as workers (one per line)
   --access FILE              with CURVE: worker endpoints per access group (JSON; see README, Security)
 
-  mdbroker keygen NAME       write a CURVE key pair to NAME.key (secret, mode 0600) and NAME.pub
+  mdbroker keygen NAME [--force]
+                             write a CURVE key pair to NAME.key (secret, mode 0600) and NAME.pub;
+                             an existing pair is replaced only with --force
   --log-level LEVEL          debug, info, warn, error or silent (default info)
   -h, --help                 this text
   -v, --version              the version
@@ -123,8 +125,13 @@ function offloadMode(raw: unknown): OffloadMode {
 
 function main(argv: string[]): void {
   if (argv[0] === 'keygen') {
-    const name = argv[1];
-    if (!name || argv.length > 2) return usage('usage: mdbroker keygen NAME   (writes NAME.key and NAME.pub)');
+    const force = argv.includes('--force');
+    const rest = argv.slice(1).filter((a) => a !== '--force');
+    const name = rest[0];
+    if (!name || rest.length > 1) return usage('usage: mdbroker keygen NAME [--force]   (writes NAME.key and NAME.pub)');
+    const existing = [`${name}.key`, `${name}.pub`].filter((f) => existsSync(f));
+    // A key pair that clients and workers already trust is not replaced by accident.
+    if (existing.length > 0 && !force) return usage(`${existing.join(' and ')} already exist${existing.length === 1 ? 's' : ''}; add --force to replace the key pair`);
     const pair = keygen(name);
     process.stdout.write(`wrote ${name}.key (secret, mode 0600) and ${name}.pub\npublic key: ${pair.publicKey}\n`);
     return;
@@ -146,7 +153,8 @@ function main(argv: string[]): void {
   const level = String(values['log-level']);
   if (!['debug', 'info', 'warn', 'error', 'silent'].includes(level)) return usage(`--log-level must be debug, info, warn, error or silent, got '${level}'`);
   let broker: Broker;
-  const logger = pino({ level, base: { name: 'mdbroker' } });
+  // Synchronous writes: lines appear in the order they were logged, also right before process.exit.
+  const logger = pino({ level, base: { name: 'mdbroker' } }, pino.destination({ dest: 1, sync: true }));
   const log: LogFn = (lvl, msg, fields) => logger[lvl](fields ?? {}, msg);
   try {
     broker = new Broker({
@@ -187,7 +195,7 @@ function main(argv: string[]): void {
   broker.start().then(
     () => logger.info({ endpoints: broker.endpoints, transport: broker.transport, workerEndpoints: broker.groupEndpoints.length ? broker.groupEndpoints : undefined, metricsPort: broker.metricsPort ?? undefined, version: pkg.version, pid: process.pid }, 'mdbroker listening'),
     (err: unknown) => {
-      logger.error({ err: String(err) }, 'cannot bind; is another broker on that endpoint?');
+      logger.error({ err: String(err) }, startupFailure(err));
       process.exit(1);
     },
   );
@@ -206,6 +214,16 @@ function main(argv: string[]): void {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+/** The log line for a broker that could not start: the real cause, in words. */
+function startupFailure(err: unknown): string {
+  const e = err as { code?: string; message?: string; address?: string; port?: number };
+  const where = e.address === undefined ? '' : ` ${e.address}${e.port === undefined ? '' : `:${e.port}`}`;
+  if (e.code === 'EADDRINUSE') return `cannot bind${where}: in use (is another broker, or another server, on it?)`;
+  if (e.code === 'EACCES') return `cannot bind${where}: permission denied`;
+  if (e.code === 'EADDRNOTAVAIL') return `cannot bind${where}: that address is not on this machine`;
+  return `cannot start: ${e.message ?? String(err)}`;
 }
 
 function usage(msg: string): void {

@@ -3,6 +3,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { createServer, type AddressInfo } from 'node:net';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { RawPeer, modeFlags, show } from './helpers.js';
 import { spawnBroker } from './support/spawn-broker.js';
 
@@ -43,7 +47,8 @@ test('SIGTERM: workers are told DISCONNECT and the broker exits 0', async (t) =>
   child.kill('SIGTERM');
   assert.deepEqual(show(await w.recvSkippingHeartbeats(3000)), ['', 'MDPW01', '\x05']);
   assert.equal(await exited, 0);
-  assert.ok(lines.some((l) => l.includes('"msg":"stopped"')));
+  const at = (msg: string) => lines.findIndex((l) => l.includes(`"msg":"${msg}"`));
+  assert.ok(at('stopped') > at('shutting down') && at('shutting down') >= 0, 'the stopped line comes after shutting down');
 });
 
 test('a port already in use: a clear error and exit 1', async (t) => {
@@ -52,4 +57,45 @@ test('a port already in use: a clear error and exit 1', async (t) => {
   const second = run(['--bind', endpoint]);
   assert.equal(second.status, 1);
   assert.match(second.stdout, /cannot bind/);
+});
+
+test('startup failures name their real cause', async () => {
+  const blocker = createServer();
+  await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', () => r()));
+  const port = (blocker.address() as AddressInfo).port;
+  try {
+    const metrics = run(['--bind', 'tcp://127.0.0.1:*', '--metrics-port', String(port)]);
+    assert.equal(metrics.status, 1);
+    assert.match(metrics.stdout, new RegExp(`cannot bind 127\\.0\\.0\\.1:${port}: in use`));
+  } finally {
+    blocker.close();
+  }
+  const missing = run(['--bind', 'tcp://127.0.0.1:*', '--validate', 'module=/no/such/validator.js']);
+  assert.equal(missing.status, 1);
+  assert.match(missing.stdout, /cannot start: Cannot find module '\/no\/such\/validator\.js'/);
+  const scheme = run(['--bind', 'udp://127.0.0.1:5555']);
+  assert.equal(scheme.status, 2);
+  assert.match(scheme.stderr, /--bind udp:\/\/127\.0\.0\.1:5555: the broker binds tcp:\/\/HOST:PORT, ipc:\/\/PATH or inproc:\/\/NAME/);
+  const noPort = run(['--bind', 'tcp://127.0.0.1']);
+  assert.equal(noPort.status, 2);
+  assert.match(noPort.stderr, /needs a port/);
+});
+
+test('keygen writes a key pair and refuses to overwrite one unless told --force', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'mdbroker-keygen-'));
+  try {
+    const name = join(dir, 'broker');
+    const first = run(['keygen', name]);
+    assert.equal(first.status, 0, first.stderr);
+    const key = readFileSync(`${name}.key`, 'utf8');
+    const again = run(['keygen', name]);
+    assert.equal(again.status, 2);
+    assert.match(again.stderr, /already exist; add --force to replace the key pair/);
+    assert.equal(readFileSync(`${name}.key`, 'utf8'), key, 'the existing secret key is untouched');
+    const forced = run(['keygen', name, '--force']);
+    assert.equal(forced.status, 0, forced.stderr);
+    assert.notEqual(readFileSync(`${name}.key`, 'utf8'), key);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -81,6 +81,10 @@ export function resolveOptions(opts: Partial<BrokerOptions>): BrokerOptions {
   if (!Number.isInteger(o.shards) || o.shards < 1) throw new ConfigError('shards', `shards must be a positive integer, got ${o.shards}`);
   if (o.workerGroups.length > 0 && o.curveKeys === null) throw new ConfigError('access', 'access groups (workerGroups) need CURVE (curveKeys)');
   if (o.workerGroups.length > 250) throw new ConfigError('access', 'at most 250 access groups');
+  for (const ep of o.bind) {
+    if (!/^(tcp|ipc|inproc):\/\/.+/.test(ep)) throw new ConfigError('bind', `--bind ${ep}: the broker binds tcp://HOST:PORT, ipc://PATH or inproc://NAME`);
+    if (ep.startsWith('tcp://') && !/:(\d{1,5}|\*)$/.test(ep)) throw new ConfigError('bind', `--bind ${ep}: a tcp endpoint needs a port (or * for any free one)`);
+  }
   if (!TRANSPORTS.includes(o.transport)) throw new ConfigError('transport', `transport must be one of ${TRANSPORTS.join(', ')}, got '${String(o.transport)}'`);
   return o;
 }
