@@ -83,6 +83,13 @@ function loadConfigFile(name: string): { file: string; runs: RunConfig[] } {
   if (!existsSync(file)) throw new Error(`no config '${name}' (looked for ${file}); try --list`);
   const parsed = JSON.parse(readFileSync(file, 'utf8')) as ConfigFile;
   if (!Array.isArray(parsed.runs) || parsed.runs.length === 0) throw new Error(`${file}: needs a non-empty "runs" array`);
+  // A misspelt key would otherwise silently run the default in its place.
+  const known = new Set(['name', ...Object.keys(DEFAULT_RUN)]);
+  for (const r of parsed.runs) {
+    const unknown = Object.keys(r).filter((k) => !known.has(k));
+    if (unknown.length > 0) throw new Error(`${file}: run '${r.name}': unknown key(s) ${unknown.join(', ')} (known: ${[...known].join(', ')})`);
+  }
+  for (const k of Object.keys(parsed)) if (k !== 'runs' && k !== 'description') throw new Error(`${file}: unknown top-level key '${k}' (known: description, runs)`);
   return { file, runs: parsed.runs.map((r) => ({ ...DEFAULT_RUN, ...r, broker: { ...DEFAULT_RUN.broker, ...r.broker } })) };
 }
 
@@ -225,6 +232,21 @@ async function loopDelayMs(port: number): Promise<number | null> {
   }
 }
 
+/** A saved --json result, or a readable error saying the file is not one. */
+function readReport(path: string): BenchReport {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new Error(`${path}: ${(err as Error).message}`);
+  }
+  const r = parsed as Partial<BenchReport> | null;
+  if (r === null || typeof r !== 'object' || r.tool !== 'mdbroker-bench' || !Array.isArray(r.results)) {
+    throw new Error(`${path} is not a bench result (npm run bench -- --json FILE writes one)`);
+  }
+  return r as BenchReport;
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
@@ -274,10 +296,13 @@ async function main(): Promise<number> {
   }
   if (values.compare) {
     if (positionals.length !== 2) throw new Error('--compare needs two JSON files: --compare A.json B.json');
-    const [a, b] = positionals.map((p) => JSON.parse(readFileSync(p, 'utf8')) as BenchReport);
+    const [a, b] = positionals.map(readReport);
+    const common = b.results.filter((rb) => a.results.some((ra) => ra.config.name === rb.config.name)).length;
+    if (common === 0) throw new Error(`${positionals[0]} and ${positionals[1]} have no config names in common`);
     process.stdout.write(`${renderCompare(a, b, positionals[0], positionals[1])}\n`);
     return 0;
   }
+  if (positionals.length > 0) throw new Error(`unexpected argument(s): ${positionals.join(' ')} (files are only taken by --compare)`);
   quiet = values.json === '-';
   const repeat = Number(values.repeat);
   if (!Number.isInteger(repeat) || repeat < 1) throw new Error(`--repeat must be a positive integer, got '${values.repeat}'`);

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -42,4 +42,30 @@ test('bench: a bad option or config fails with a readable message', () => {
   const r = spawnSync(process.execPath, [RUN, '--config', 'no-such-config'], { encoding: 'utf8', timeout: 10000 });
   assert.equal(r.status, 2);
   assert.match(r.stderr, /no config 'no-such-config'/);
+  const dir = mkdtempSync(join(tmpdir(), 'mdbroker-bench-'));
+  try {
+    const cfg = join(dir, 'typo.json');
+    writeFileSync(cfg, JSON.stringify({ runs: [{ name: 'x', workerz: 5 }] }));
+    const typo = spawnSync(process.execPath, [RUN, '--config', cfg], { encoding: 'utf8', timeout: 10000 });
+    assert.equal(typo.status, 2);
+    assert.match(typo.stderr, /run 'x': unknown key\(s\) workerz/);
+    const stray = spawnSync(process.execPath, [RUN, '--config', 'smoke', 'extra'], { encoding: 'utf8', timeout: 10000 });
+    assert.equal(stray.status, 2);
+    assert.match(stray.stderr, /unexpected argument\(s\): extra/);
+    const notResult = join(dir, 'not-a-result.json');
+    writeFileSync(notResult, JSON.stringify({ hello: 1 }));
+    const cmp = spawnSync(process.execPath, [RUN, '--compare', notResult, notResult], { encoding: 'utf8', timeout: 10000 });
+    assert.equal(cmp.status, 2);
+    assert.match(cmp.stderr, /is not a bench result/);
+    const a = join(dir, 'a.json');
+    const b = join(dir, 'b.json');
+    const report = (name: string) => JSON.stringify({ tool: 'mdbroker-bench', date: '2026-01-01', results: [{ config: { name } }] });
+    writeFileSync(a, report('one'));
+    writeFileSync(b, report('two'));
+    const disjoint = spawnSync(process.execPath, [RUN, '--compare', a, b], { encoding: 'utf8', timeout: 10000 });
+    assert.notEqual(disjoint.status, 0);
+    assert.match(disjoint.stderr, /no config names in common/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
