@@ -3,6 +3,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { startBroker, until } from './helpers.js';
 import { Client } from '../src/client/client.js';
 import { Worker } from '../src/client/worker.js';
@@ -67,4 +70,43 @@ test('a busy worker whose process freezes (SIGSTOP: no PONG either) is given up 
   assert.ok(Date.now() - t0 < 8000, `retried after ${Date.now() - t0} ms`);
   // (With shards the counters arrive within 50 ms.)
   assert.ok(await until(() => broker.stats().requeued === 1), 'counted as requeued');
+});
+
+const STRICT_BROKER = fileURLToPath(new URL('../../test/interop/strict_broker.py', import.meta.url));
+
+test('our Worker behind a strict RFC 7 broker that heartbeats idle workers only: a long job runs once, no second READY', { skip: hasPyzmq ? false : `no pyzmq for ${PY}` }, async (t) => {
+  const portFile = join(mkdtempSync(join(tmpdir(), 'mdbroker-strict-')), 'endpoint');
+  const broker = spawn(PY, [STRICT_BROKER, portFile, '200', '4'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.after(() => broker.kill('SIGKILL'));
+  let output = '';
+  broker.stdout.on('data', (d: Buffer) => (output += d.toString()));
+  broker.stderr.on('data', (d: Buffer) => (output += d.toString()));
+  const exited = new Promise<number | null>((r) => broker.on('exit', r));
+  assert.ok(await until(() => existsSync(portFile) && readFileSync(portFile, 'utf8').length > 0, 5000), output);
+  const endpoint = readFileSync(portFile, 'utf8');
+  // 1.5 s of broker silence while the job runs, against 3 x 200 ms of liveness.
+  let longRuns = 0;
+  const worker = new Worker({
+    endpoint, service: 'work', heartbeatInterval: 200, heartbeatLiveness: 3,
+    handler: async (b) => {
+      if (b[0].toString() === 'long') {
+        longRuns++;
+        await new Promise((r) => setTimeout(r, 1500));
+      }
+      return [`done:${b[0].toString()}`];
+    },
+  });
+  const client = new Client({ endpoints: endpoint, timeout: 3000, retries: 0, plain: true });
+  t.after(async () => {
+    client.close();
+    await worker.close();
+  });
+  const bodies = ['long', 'a', 'b', 'c', 'd', 'e'];
+  const replies = await Promise.all(bodies.map((b) => client.request('work', b)));
+  assert.deepEqual(replies.map((r) => r.map(String)), bodies.map((b) => [`done:${b}`]));
+  assert.equal(longRuns, 1);
+  assert.equal(worker.served, 6);
+  assert.equal(worker.discarded, 0);
+  assert.equal(await exited, 0, output);
+  assert.match(output, /readies 1 replies 6 unexpected 0/);
 });

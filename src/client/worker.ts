@@ -52,9 +52,14 @@ export class Worker {
     for (let i = 0; i < n; i++) this.sessions.push(new Session(opts));
   }
 
-  /** Requests served so far, over all sessions. */
+  /** Replies handed to the socket so far, over all sessions. */
   get served(): number {
     return this.sessions.reduce((a, s) => a + s.served, 0);
+  }
+
+  /** Replies produced for a session the broker had already ended (it retried the request elsewhere). */
+  get discarded(): number {
+    return this.sessions.reduce((a, s) => a + s.discarded, 0);
   }
 
   /** Finishes the requests in hand, tells the broker DISCONNECT, closes the sockets. */
@@ -65,6 +70,7 @@ export class Worker {
 
 class Session {
   served = 0;
+  discarded = 0;
   private sock!: Dealer;
   private sender!: Sender;
   private readonly version: Version;
@@ -91,7 +97,10 @@ class Session {
   }
 
   private connect(): void {
-    const sock = openDealer(this.opts.endpoint, this.opts.curve, this.opts.socketOptions);
+    // ZMTP heartbeats (libzmq): a dead connection is dropped and re-dialled by libzmq even while a job is in hand
+    // and the broker is silent at the MDP level; every broker answers PING at the transport level.
+    const ttl = this.interval * this.liveness;
+    const sock = openDealer(this.opts.endpoint, this.opts.curve, { heartbeatInterval: this.interval, heartbeatTimeout: ttl, ...this.opts.socketOptions });
     this.sock = sock;
     if (this.sender) this.sender.reset(sock);
     else this.sender = new Sender(sock);
@@ -107,7 +116,8 @@ class Session {
     if (this.reconnecting || this.closing) return;
     this.reconnecting = true;
     this.sock.close();
-    await new Promise((r) => setTimeout(r, this.backoff));
+    // Jitter: workers that lost the same broker do not all come back in the same millisecond.
+    await new Promise((r) => setTimeout(r, this.backoff * (0.5 + Math.random() / 2)));
     this.backoff = Math.min(this.backoff * 2, this.opts.reconnectMax ?? 5000);
     this.reconnecting = false;
     if (!this.closing) this.connect();
@@ -116,7 +126,9 @@ class Session {
   private onTimer(): void {
     // Heartbeats go on while close() waits for the handler, so the broker does not expire us mid-request.
     if (this.reconnecting) return;
-    if (Date.now() - this.lastHeard > this.interval * this.liveness) {
+    // Broker silence ends an idle session only. With a job in hand it is no sign of death: the Guide's brokers
+    // heartbeat idle workers only. A dead connection is found by ZMTP heartbeats (socket options in connect()).
+    if (this.busy === null && Date.now() - this.lastHeard > this.interval * this.liveness) {
       if (!this.closing) void this.reconnect();
       return;
     }
@@ -146,9 +158,14 @@ class Session {
     };
     try {
       const reply = toFrames(await this.opts.handler(body, ctx));
-      // A reply for a socket we replaced is void: the broker already gave that request to someone else.
-      if (sock === this.sock) this.sender.send(this.frames(this.version === 1 ? W1.REPLY : W2.FINAL, client, EMPTY, ...reply));
-      this.served++;
+      if (sock === this.sock && !sock.closed) {
+        this.sender.send(this.frames(this.version === 1 ? W1.REPLY : W2.FINAL, client, EMPTY, ...reply));
+        this.served++;
+      } else {
+        // The broker told us DISCONNECT meanwhile: it has given the request to another worker. Counted, never silent.
+        this.discarded++;
+        this.opts.onError?.(new MdpError(`${this.opts.service}: reply discarded: the broker ended this session while the handler ran`));
+      }
     } catch (err) {
       this.opts.onError?.(err);
       if (sock === this.sock && !sock.closed) {
