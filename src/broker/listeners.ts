@@ -4,7 +4,7 @@
 // schemes (inproc://), and anyone who asks for it (--transport libzmq).
 
 import type { Router } from 'zeromq';
-import { zeromq } from '../sockets/zeromq.js';
+import { zeromq, zmtpHeartbeat } from '../sockets/zeromq.js';
 import { PeerSockets } from './peer-sockets.js';
 import { zmqIO, type FrameIO } from './frame-io.js';
 import { ZmtpIO } from './zmtp-io.js';
@@ -62,9 +62,7 @@ export class Listeners {
       maxMessageSize: opts.limits.maxFrameBytes,
       // ZMTP heartbeats: libzmq drops a peer that answers no PING for liveness intervals; the next send to it then
       // fails (mandatory) and the core learns the worker is gone. A peer whose application is blocked still answers.
-      heartbeatInterval: opts.heartbeatInterval,
-      heartbeatTimeout: opts.heartbeatInterval * opts.heartbeatLiveness,
-      heartbeatTimeToLive: opts.heartbeatInterval * opts.heartbeatLiveness,
+      ...zmtpHeartbeat(opts.heartbeatInterval, opts.heartbeatLiveness),
       linger: 1000,
     });
     this.main = router();

@@ -8,6 +8,7 @@ import { parseWorkerInbound, workerCommand } from '../protocol/peer-codec.js';
 import { MdpError } from './errors.js';
 import { Sender, toFrames, type Frame } from './sender.js';
 import { openDealer, type CurveClientKeys, type DealerOptions } from '../sockets/dealer.js';
+import { zmtpHeartbeat } from '../sockets/zeromq.js';
 import { receiveLoop } from '../sockets/receive-loop.js';
 
 export interface RequestContext {
@@ -99,8 +100,8 @@ class Session {
   private connect(): void {
     // ZMTP heartbeats (libzmq): a dead connection is dropped and re-dialled by libzmq even while a job is in hand
     // and the broker is silent at the MDP level; every broker answers PING at the transport level.
-    const ttl = this.interval * this.liveness;
-    const sock = openDealer(this.opts.endpoint, this.opts.curve, { heartbeatInterval: this.interval, heartbeatTimeout: ttl, ...this.opts.socketOptions });
+    const { heartbeatInterval, heartbeatTimeout } = zmtpHeartbeat(this.interval, this.liveness);
+    const sock = openDealer(this.opts.endpoint, this.opts.curve, { heartbeatInterval, heartbeatTimeout, ...this.opts.socketOptions });
     this.sock = sock;
     if (this.sender) this.sender.reset(sock);
     else this.sender = new Sender(sock);
