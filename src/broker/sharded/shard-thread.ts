@@ -22,7 +22,8 @@ const log = (level: LogLevel, msg: string, fields?: Record<string, unknown>) => 
 // Stats aggregation happens on the main thread; a shard's pool, if any, is for validation only.
 const offload = new Offload(o.offload === 'all' || o.offload === 'validation' ? 'validation' : 'none', parseValidateFlags(o.validate), o.offloadThreads);
 const pair = new Pair({ linger: 1000, sendHighWaterMark: 0, receiveHighWaterMark: 0, sendTimeout: 0 });
-const host = new CoreHost(o, shardIO(pair), offload, log);
+const pipe = shardIO(pair);
+const host = new CoreHost(o, pipe, offload, log);
 const core = host.core;
 const now = () => host.now();
 let departed: Uint8Array[] = [];
@@ -38,7 +39,8 @@ async function close(): Promise<void> {
   await host.drain();
   // End marker on the data path itself (a routing id is never empty): when the main thread reads it, everything
   // we sent before it (the last replies, the DISCONNECTs) has been handed to its ROUTER.
-  await pair.send([Buffer.alloc(0)]);
+  pipe.send([Buffer.alloc(0)]);
+  await pipe.drained();
   // Close our socket here, before the thread ends: a thread stopped with a receive pending aborts the process.
   await host.close();
   post({ type: 'report', snapshot: core.snapshot(), stats: core.stats, served: [], departed });

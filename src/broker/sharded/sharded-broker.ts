@@ -12,11 +12,11 @@ import { C2, Kind, WCmd, clientReply, isMmi, parseInbound } from '../../protocol
 import { peerKey } from '../../core/peer-id.js';
 import { StatsReplies, mmiBody, type MmiSource } from '../../core/mmi.js';
 import { emptyStats, type CoreSnapshot, type CoreStats } from '../../core/broker-core.js';
-import { zmqIO, type FrameIO } from '../frame-io.js';
+import type { FrameIO } from '../frame-io.js';
 import { Offload } from '../offload.js';
 import { parseValidateFlags } from '../validation.js';
 import { Listeners } from '../listeners.js';
-import { fromShardFrames } from './shard-io.js';
+import { shardIO } from './shard-io.js';
 import { StatsService, mmiStatsReplies } from '../stats-service.js';
 import { LoopDelay } from '../loop-delay.js';
 import type { AggregateOutput } from '../stats-report.js';
@@ -87,7 +87,7 @@ export class ShardedBroker implements MmiSource {
       let drained!: () => void;
       const drainedP = new Promise<void>((r) => (drained = r));
       const state: ShardState = {
-        thread, pair, io: zmqIO(pair), snapshot: EMPTY_SNAPSHOT, stats: null, served: [], closed: new Promise((r) => (closed = r)), exited, drained, drainedP,
+        thread, pair, io: shardIO(pair), snapshot: EMPTY_SNAPSHOT, stats: null, served: [], closed: new Promise((r) => (closed = r)), exited, drained, drainedP,
       };
       this.shards.push(state);
       const ready = new Promise<void>((resolve, reject) => {
@@ -198,7 +198,7 @@ export class ShardedBroker implements MmiSource {
   /** A message a shard wants sent to a peer. */
   private toPeer(shard: number, frames: Buffer[]): void {
     if (frames.length === 1 && frames[0].length === 0) return this.shards[shard].drained();
-    this.listeners.io.send(fromShardFrames(frames), shard);
+    this.listeners.io.send(frames, shard);
   }
 
   /** A peer's connection ended: a worker's shard is told; a client may have requests on any shard. */
