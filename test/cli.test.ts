@@ -99,3 +99,18 @@ test('keygen writes a key pair and refuses to overwrite one unless told --force'
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('Broker.close() leaves nothing running: a script that starts and closes a broker exits at once', () => {
+  const broker = fileURLToPath(new URL('../src/broker/broker.js', import.meta.url));
+  const script = `import { Broker } from ${JSON.stringify(broker)};
+const b = new Broker({ bind: ['tcp://127.0.0.1:*'], statsInterval: 0 });
+await b.start();
+const t0 = Date.now();
+await b.close();
+process.on('exit', () => console.log('exit after ' + (Date.now() - t0) + ' ms'));`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 20000 });
+  assert.equal(r.status, 0, r.stderr);
+  const ms = Number(/exit after (\d+) ms/.exec(r.stdout)?.[1]);
+  // The default shutdown grace is 5 s; nothing may wait it out once close() has resolved.
+  assert.ok(ms < 2000, `process exited ${ms} ms after close()`);
+});
