@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startBroker, until } from './helpers.js';
@@ -75,7 +75,9 @@ test('a busy worker whose process freezes (SIGSTOP: no PONG either) is given up 
 const STRICT_BROKER = fileURLToPath(new URL('../../test/interop/strict_broker.py', import.meta.url));
 
 test('our Worker behind a strict RFC 7 broker that heartbeats idle workers only: a long job runs once, no second READY', { skip: hasPyzmq ? false : `no pyzmq for ${PY}` }, async (t) => {
-  const portFile = join(mkdtempSync(join(tmpdir(), 'mdbroker-strict-')), 'endpoint');
+  const dir = mkdtempSync(join(tmpdir(), 'mdbroker-strict-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const portFile = join(dir, 'endpoint');
   const broker = spawn(PY, [STRICT_BROKER, portFile, '200', '4'], { stdio: ['ignore', 'pipe', 'pipe'] });
   t.after(() => broker.kill('SIGKILL'));
   let output = '';
