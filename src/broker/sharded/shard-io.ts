@@ -65,7 +65,8 @@ export function shardIO(pair: Pair): FrameIO & { drained(): Promise<void> } {
     },
     /** Resolves when everything sent so far has been handed to the binding. */
     async drained() {
-      while (backlog.length > 0 && !pair.closed) await last.then(undefined, () => undefined).then(() => new Promise((r) => setImmediate(r)));
+      // The backlog empties as pending sends settle (see drain); wait for that, then for the last send.
+      while (backlog.length > 0 && !pair.closed) await new Promise((r) => setImmediate(r));
       await last.then(undefined, () => undefined);
     },
     async close() {

@@ -192,7 +192,7 @@ export class ShardedBroker implements MmiSource {
 
   /** MmiSource: only mmi.services and mmi.stats are answered here; mmi.service goes to the service's shard. */
   workersFor(name: string): number {
-    return this.shards[this.shardOf(Buffer.from(name, 'latin1'))].served.includes(name) ? 1 : 0;
+    return this.shards.some((s) => s.served.includes(name)) ? 1 : 0;
   }
 
   /** A message a shard wants sent to a peer. */
