@@ -1,39 +1,60 @@
-// MDP client: many requests in flight over one DEALER socket, each reply matched to its request.
+// MDP client: many requests in flight, each reply matched to its request, exactly RFC 7/18 on the wire by default.
 //
-// Matching uses one wire extension, invisible to plain MDP peers: the client puts a 4-byte request id as a
-// routing-envelope frame before the empty delimiter ([id, "", MDPC0x, ...]). Our broker treats frames before the
-// delimiter as an envelope (as a ROUTER chain would) and returns them verbatim on the reply; workers never see them.
-// Against a broker that does not do this, set `plain: true`: requests then go one at a time, as plain MDP clients do.
+// Matching. A plain MDP reply names its service but not its request, and one service's replies can come back in
+// any order when it has several workers. So on a plain connection the client keeps at most one request per service
+// in flight and matches a reply by its service frame; requests for different services go in parallel.
+// Pipelining many requests per service needs an extension, `request-id` (protocol/extensions.ts): a 4-byte id frame
+// before the empty delimiter that the broker returns verbatim. The client uses it only with a broker that announced
+// it: each new connection first asks `mmi.extensions` (a plain MMI request; the Guide's brokers answer 501, others
+// nothing, and the client stays plain). `extensions: false` never asks.
+//
+// Retries (Lazy Pirate, made connection-aware). Each request gets up to `retries + 1` windows of `timeout` ms. At
+// the end of a window the request is resent, on a new socket to the next endpoint, only if it may have been lost:
+// its connection dropped or never came up (libzmq's ZMTP heartbeats find a dead broker). On a connection that stayed
+// up the broker still holds it, so the client keeps waiting and a long job runs once. A `shutdown` reply is resent
+// after a short pause; a refused CURVE key moves to the next endpoint or fails with RefusedError. Only the request
+// concerned moves; the others stay where they are. A reply that arrives is never turned into an error.
 
+import { EventEmitter } from 'node:events';
 import type { Dealer } from 'zeromq';
 import type { Version } from '../protocol/codec.js';
-import { clientRequestHead, parseClientReply } from '../protocol/peer-codec.js';
+import { clientRequestHead, parseClientReply, replyService } from '../protocol/peer-codec.js';
 import { isErrorReply } from '../protocol/errors.js';
-import { ClosedError, TimeoutError, decodeError, MdpError } from './errors.js';
+import { EXT_REQUEST_ID, MMI_EXTENSIONS } from '../protocol/extensions.js';
+import { AbortError, ClosedError, EndpointError, MdpError, RefusedError, TimeoutError, decodeError } from './errors.js';
 import { Sender, toFrames, type Frame } from './sender.js';
 import { openDealer, type CurveClientKeys, type DealerOptions } from '../sockets/dealer.js';
+import { zmtpHeartbeat } from '../sockets/zeromq.js';
+import { endpointProblem } from '../sockets/endpoint.js';
 import { receiveLoop } from '../sockets/receive-loop.js';
+import type { Logger } from './logger.js';
 
 export interface ClientOptions {
-  /** Broker endpoint(s); on timeout the client reconnects to the next one. */
+  /** Broker endpoint(s); a request that may have been lost is resent to the next one. */
   endpoints: string | string[];
   /** MDP version: 1 (default) or 2 (needed for stream()). */
   version?: Version;
-  /** Milliseconds to wait for a reply before resending (default 5000). */
+  /** Milliseconds of one wait window (default 5000); a request fails after `retries + 1` windows with no reply. */
   timeout?: number;
-  /** Resends after the first try (default 2). */
+  /** Windows after the first, and so resends at most (default 2). */
   retries?: number;
-  /** Plain MDP framing without the request-id envelope: one request at a time. */
+  /** Ask each broker for MDP extensions through MMI and pipeline with `request-id` where offered (default true). */
+  extensions?: boolean;
+  /** Old name for `extensions: false`. */
   plain?: boolean;
   /** CURVE: the broker's public key and this client's key pair. */
   curve?: CurveClientKeys;
   /** Other ZeroMQ socket options, passed to every socket the client opens. */
   socketOptions?: DealerOptions;
+  /** Where connection changes and retries are logged (pino and console fit); silent when absent. */
+  logger?: Logger;
 }
 
 export interface RequestOptions {
   timeout?: number;
   retries?: number;
+  /** Withdraws the request: it rejects with AbortError, and a reply that comes later is dropped. */
+  signal?: AbortSignal;
 }
 
 export interface StreamChunk {
@@ -42,55 +63,116 @@ export interface StreamChunk {
   final: boolean;
 }
 
+/** Events a Client emits, each with the endpoint concerned. */
+export interface ClientEvents {
+  /** A connection's handshake completed. */
+  connected: [endpoint: string];
+  /** A connection dropped (or a dead peer was found by ZMTP heartbeats). */
+  disconnected: [endpoint: string];
+  /** libzmq is dialling again after a failed or lost connection. */
+  reconnecting: [endpoint: string];
+  /** The handshake failed for good: the broker refused our CURVE key, or one side speaks CURVE and the other not. */
+  refused: [endpoint: string, reason: string];
+}
+
 /** Pause before resending a request the broker answered with `shutdown`. */
 const SHUTDOWN_RETRY_MS = 250;
+const REQUEST_ID = Buffer.from(EXT_REQUEST_ID);
 
 interface Pending {
   id: number;
-  msg: Buffer[];
   service: string;
+  serviceFrame: Buffer;
+  body: Buffer[];
   timeout: number;
   retries: number;
+  /** Windows begun (the first send included). */
   attempts: number;
   timer: NodeJS.Timeout | null;
   sawPartial: boolean;
+  /** The link of the latest send, and its connection epoch then. */
+  link: Link | null;
+  epoch: number;
+  /** Every link this request was sent on (a late reply on any of them still answers it). */
+  links: Link[];
+  /** Waiting for its service's turn (plain links carry one request per service at a time). */
+  queued: boolean;
   resolve: (body: Buffer[]) => void;
   reject: (err: Error) => void;
   onPartial: ((body: Buffer[]) => void) | null;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | null;
 }
 
-export class Client {
+/** One socket to one broker endpoint, with what the client knows of that connection. */
+class Link {
+  readonly sender: Sender;
+  up = false;
+  /** Bumped on every disconnect: a request sent in an earlier epoch may have been lost. */
+  epoch = 0;
+  refused: string | null = null;
+  /** The broker listed `request-id` in mmi.extensions. */
+  ids = false;
+  asking = false;
+  retired = false;
+  /** Requests whose latest send went on this link. */
+  readonly pending = new Set<Pending>();
+  /** Plain requests in flight here, by service. */
+  readonly plainBySvc = new Map<string, Pending>();
+  /** Services with a plain request abandoned here whose reply may still come: never reused for that service. */
+  readonly tainted = new Set<string>();
+
+  constructor(readonly sock: Dealer, readonly endpoint: string) {
+    this.sender = new Sender(sock);
+  }
+}
+
+export class Client extends EventEmitter<ClientEvents> {
   private readonly endpoints: string[];
   private readonly version: Version;
   private readonly timeout: number;
   private readonly retries: number;
-  private readonly plain: boolean;
-  private sock: Dealer;
-  private readonly sender: Sender;
+  private readonly extensions: boolean;
+  private readonly log: Logger | undefined;
+  private link: Link;
   private endpointIndex = 0;
   private nextId = 1;
-  private readonly pending = new Map<number, Pending>();
-  /** plain mode: requests waiting for the one in flight. */
-  private readonly waiting: Pending[] = [];
+  private readonly byId = new Map<number, Pending>();
+  private readonly all = new Set<Pending>();
+  /** Plain sends: the request holding each service's turn, and those waiting for it. */
+  private readonly turn = new Map<string, Pending>();
+  private readonly waiting = new Map<string, Pending[]>();
   private closed = false;
+  private draining: Promise<void> | null = null;
+  private drained: (() => void) | null = null;
 
   constructor(private readonly opts: ClientOptions) {
-    this.endpoints = Array.isArray(opts.endpoints) ? opts.endpoints : [opts.endpoints];
-    if (this.endpoints.length === 0) throw new MdpError('Client needs at least one endpoint');
+    super();
+    this.endpoints = Array.isArray(opts.endpoints) ? [...opts.endpoints] : [opts.endpoints];
+    if (this.endpoints.length === 0) throw new EndpointError('', 'Client needs at least one endpoint');
+    for (const ep of this.endpoints) {
+      const problem = endpointProblem(ep);
+      if (problem !== null) throw new EndpointError(ep, `bad endpoint "${ep}": ${problem}`);
+    }
     this.version = opts.version ?? 1;
     this.timeout = opts.timeout ?? 5000;
     this.retries = opts.retries ?? 2;
-    this.plain = opts.plain ?? false;
-    this.sock = this.open();
-    this.sender = new Sender(this.sock);
+    this.extensions = opts.extensions ?? !(opts.plain ?? false);
+    this.log = opts.logger;
+    this.link = this.open();
   }
 
-  /** Sends a request and resolves with the reply body frames; rejects with BrokerError or TimeoutError. */
+  /** Requests not yet settled. */
+  get inFlight(): number {
+    return this.all.size;
+  }
+
+  /** Sends a request and resolves with the reply body frames; rejects with BrokerError, TimeoutError, RefusedError or AbortError. */
   request(service: string, body?: Frame | readonly Frame[], opts: RequestOptions = {}): Promise<Buffer[]> {
     return new Promise((resolve, reject) => this.submit(service, body, opts, resolve, reject, null));
   }
 
-  /** MDP/0.2 only: yields each PARTIAL, then the FINAL (final: true). */
+  /** MDP/0.2 only: yields each PARTIAL, then the FINAL (final: true). Leaving the loop early withdraws the request. */
   async *stream(service: string, body?: Frame | readonly Frame[], opts: RequestOptions = {}): AsyncGenerator<StreamChunk> {
     if (this.version !== 2) throw new MdpError('stream() needs a client created with version: 2');
     const chunks: StreamChunk[] = [];
@@ -102,35 +184,45 @@ export class Client {
       wake = null;
       w?.();
     };
-    this.submit(
+    const p = this.submit(
       service, body, opts,
       (final) => { chunks.push({ body: final, final: true }); done = true; notify(); },
       (err) => { failure = err; done = true; notify(); },
       (partial) => { chunks.push({ body: partial, final: false }); notify(); },
     );
-    for (;;) {
-      while (chunks.length > 0) {
-        const c = chunks.shift() as StreamChunk;
-        yield c;
-        if (c.final) return;
+    try {
+      for (;;) {
+        while (chunks.length > 0) {
+          const c = chunks.shift() as StreamChunk;
+          yield c;
+          if (c.final) return;
+        }
+        if (failure) throw failure;
+        if (done) return;
+        await new Promise<void>((r) => (wake = r));
       }
-      if (failure) throw failure;
-      if (done && chunks.length === 0) return;
-      await new Promise<void>((r) => (wake = r));
+    } finally {
+      if (p !== null && !done) this.withdraw(p, new AbortError(`${service}: stream left before its FINAL`));
     }
   }
 
-  /** Fails every pending request with ClosedError and closes the socket. */
+  /** Takes no new requests, waits until every pending one is settled, then closes. */
+  drain(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    if (this.draining === null) {
+      this.draining = new Promise<void>((resolve) => (this.drained = resolve));
+      this.closeIfDrained();
+    }
+    return this.draining;
+  }
+
+  /** Fails every pending request with ClosedError and closes the sockets. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const p of [...this.pending.values(), ...this.waiting]) {
-      if (p.timer) clearTimeout(p.timer);
-      p.reject(new ClosedError('client closed'));
-    }
-    this.pending.clear();
-    this.waiting.length = 0;
-    this.sock.close();
+    for (const p of [...this.all]) this.fail(p, new ClosedError('client closed'));
+    for (const link of this.openLinks()) link.sock.close();
+    this.drained?.();
   }
 
   private submit(
@@ -140,87 +232,194 @@ export class Client {
     resolve: (b: Buffer[]) => void,
     reject: (e: Error) => void,
     onPartial: ((b: Buffer[]) => void) | null,
-  ): void {
-    if (this.closed) return reject(new ClosedError('client closed'));
+  ): Pending | null {
+    if (this.closed || this.draining !== null) {
+      reject(new ClosedError(this.closed ? 'client closed' : 'client draining'));
+      return null;
+    }
+    if (opts.signal?.aborted) {
+      reject(new AbortError(`${service}: aborted before it was sent`, { cause: opts.signal.reason }));
+      return null;
+    }
     const id = this.nextId;
     this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
-    const head = clientRequestHead(this.version, Buffer.from(service));
-    if (!this.plain) {
-      const idFrame = Buffer.allocUnsafe(4);
-      idFrame.writeUInt32BE(id);
-      head.unshift(idFrame);
-    }
     const p: Pending = {
-      id, msg: head.concat(toFrames(body)), service, timeout: opts.timeout ?? this.timeout,
-      retries: opts.retries ?? this.retries, attempts: 0, timer: null, sawPartial: false, resolve, reject, onPartial,
+      id, service, serviceFrame: Buffer.from(service), body: toFrames(body), timeout: opts.timeout ?? this.timeout,
+      retries: opts.retries ?? this.retries, attempts: 0, timer: null, sawPartial: false, link: null, epoch: 0,
+      links: [], queued: false, resolve, reject, onPartial, signal: opts.signal, onAbort: null,
     };
-    if (this.plain && this.pending.size > 0) {
-      this.waiting.push(p);
-      return;
+    this.all.add(p);
+    if (p.signal) {
+      const signal = p.signal;
+      p.onAbort = () => this.withdraw(p, new AbortError(`${service}: aborted`, { cause: signal.reason }));
+      signal.addEventListener('abort', p.onAbort, { once: true });
     }
-    this.launch(p);
+    this.attempt(p);
+    return p;
   }
 
-  private launch(p: Pending): void {
-    this.pending.set(p.id, p);
-    this.transmit(p);
-  }
-
-  private transmit(p: Pending): void {
+  /** Starts a window for p: sends it on the current link, or queues it for its service's turn. */
+  private attempt(p: Pending): void {
     p.attempts++;
     if (p.timer) clearTimeout(p.timer);
-    p.timer = setTimeout(() => this.onTimeout(p), p.timeout);
-    this.sender.send(p.msg);
+    p.timer = setTimeout(() => this.onWindowEnd(p), p.timeout);
+    this.send(p);
   }
 
-  private onTimeout(p: Pending): void {
+  private send(p: Pending): void {
+    // A refused link stays refused; a fresh socket asks again (the allow-list may have changed) and fails fast.
+    let link = this.link.refused === null ? this.link : this.rotate(true);
+    this.detach(p);
+    if (!link.ids) {
+      const holder = this.turn.get(p.service);
+      if (holder !== undefined && holder !== p) {
+        p.queued = true;
+        let q = this.waiting.get(p.service);
+        if (q === undefined) this.waiting.set(p.service, (q = []));
+        q.push(p);
+        return;
+      }
+      if (link.tainted.has(p.service)) link = this.rotate(false);
+    }
+    p.queued = false;
+    p.link = link;
+    p.epoch = link.epoch;
+    if (!p.links.includes(link)) p.links.push(link);
+    link.pending.add(p);
+    const head = clientRequestHead(this.version, p.serviceFrame);
+    if (link.ids) {
+      this.releaseTurn(p);
+      this.byId.set(p.id, p);
+      const idFrame = Buffer.allocUnsafe(4);
+      idFrame.writeUInt32BE(p.id);
+      head.unshift(idFrame);
+    } else {
+      this.turn.set(p.service, p);
+      link.plainBySvc.set(p.service, p);
+    }
+    link.sender.send(head.concat(p.body));
+  }
+
+  /** Takes p off the link of its latest send, closing that link if it was replaced and now serves nobody. */
+  private detach(p: Pending): void {
+    const link = p.link;
+    if (link === null) return;
+    link.pending.delete(p);
+    if (link.retired && link.pending.size === 0) link.sock.close();
+  }
+
+  /** p no longer holds its service's turn on plain links: the next one waiting goes. */
+  private releaseTurn(p: Pending): void {
+    if (this.turn.get(p.service) !== p) return;
+    this.turn.delete(p.service);
+    const q = this.waiting.get(p.service);
+    const next = q?.shift();
+    if (q !== undefined && q.length === 0) this.waiting.delete(p.service);
+    if (next !== undefined) this.send(next);
+  }
+
+  private onWindowEnd(p: Pending): void {
     p.timer = null;
-    if (this.pending.get(p.id) !== p) return;
+    if (!this.all.has(p)) return;
+    const link = p.link;
     if (p.attempts > p.retries || p.sawPartial) {
-      this.settle(p);
-      p.reject(new TimeoutError(`${p.service}: no reply after ${p.attempts} attempt(s) of ${p.timeout} ms`));
+      const refused = link?.refused;
+      this.abandon(p, refused
+        ? new RefusedError(link.endpoint, `${p.service}: ${link.endpoint}: ${refused}`)
+        : new TimeoutError(`${p.service}: no reply after ${p.attempts} window(s) of ${p.timeout} ms`));
       return;
     }
-    // Lazy Pirate: a new socket (to the next endpoint, if any), then resend everything still pending on it.
-    this.reconnect();
-    for (const q of this.pending.values()) {
-      if (q === p) this.transmit(q);
-      else this.sender.send(q.msg);
+    // Still waiting for its service's turn, or sent on a connection that never dropped (the broker holds it).
+    if (p.queued || (link !== null && link.up && link.epoch === p.epoch && link.refused === null)) {
+      p.attempts++;
+      p.timer = setTimeout(() => this.onWindowEnd(p), p.timeout);
+      return;
+    }
+    // It may have been lost (the connection dropped or never came up): a new socket, the next endpoint, resend.
+    if (link === this.link || link === null) this.rotate(true);
+    this.log?.info?.({ service: p.service, endpoint: this.link.endpoint, attempt: p.attempts + 1 }, 'mdp client: resending a request that may have been lost');
+    this.attempt(p);
+  }
+
+  /** Replaces the current link: on the next endpoint (`failover`) or the same one. */
+  private rotate(failover: boolean): Link {
+    const old = this.link;
+    old.retired = true;
+    if (old.pending.size === 0) old.sock.close();
+    if (failover) this.endpointIndex = (this.endpointIndex + 1) % this.endpoints.length;
+    this.link = this.open();
+    return this.link;
+  }
+
+  private open(): Link {
+    const endpoint = this.endpoints[this.endpointIndex];
+    // ZMTP heartbeats: a dead broker shows as a disconnect, which is what makes a request worth resending.
+    const hb = zmtpHeartbeat(2500, 3);
+    let sock: Dealer;
+    try {
+      sock = openDealer(endpoint, this.opts.curve, { heartbeatInterval: hb.heartbeatInterval, heartbeatTimeout: hb.heartbeatTimeout, ...this.opts.socketOptions });
+    } catch (err) {
+      throw new EndpointError(endpoint, `cannot connect to "${endpoint}": ${(err as Error).message}`);
+    }
+    const link = new Link(sock, endpoint);
+    this.watch(link);
+    // A reply on a link we already replaced still settles its request.
+    void receiveLoop(sock, (frames) => this.onReply(link, frames), () => undefined, false);
+    if (this.extensions) {
+      link.asking = true;
+      link.sender.send(clientRequestHead(this.version, Buffer.from(MMI_EXTENSIONS)));
+    }
+    return link;
+  }
+
+  private watch(link: Link): void {
+    const ev = link.sock.events;
+    ev.on('handshake', () => {
+      link.up = true;
+      this.log?.info?.({ endpoint: link.endpoint }, 'mdp client: connected');
+      this.emit('connected', link.endpoint);
+    });
+    ev.on('disconnect', () => {
+      link.up = false;
+      link.epoch++;
+      this.log?.warn?.({ endpoint: link.endpoint }, 'mdp client: disconnected');
+      this.emit('disconnected', link.endpoint);
+    });
+    ev.on('connect:retry', () => this.emit('reconnecting', link.endpoint));
+    ev.on('handshake:error:auth', (e) => this.onRefused(link, `the broker refused this client's CURVE key (${e.error.message})`));
+    ev.on('handshake:error:protocol', (e) => this.onRefused(link, `the handshake failed (${e.error.message}): a CURVE broker and a plain client, or the reverse`));
+  }
+
+  private onRefused(link: Link, reason: string): void {
+    if (link.refused !== null) return;
+    link.refused = reason;
+    link.up = false;
+    this.log?.warn?.({ endpoint: link.endpoint, reason }, 'mdp client: connection refused');
+    this.emit('refused', link.endpoint, reason);
+    // Definite: resending to the same broker cannot help. Another endpoint may take the key.
+    for (const p of [...link.pending]) {
+      if (this.endpoints.length > 1 && p.attempts <= p.retries) {
+        if (link === this.link) this.rotate(true);
+        this.attempt(p);
+      } else {
+        this.abandon(p, new RefusedError(link.endpoint, `${p.service}: ${link.endpoint}: ${reason}`));
+      }
     }
   }
 
-  private settle(p: Pending): void {
-    if (p.timer) clearTimeout(p.timer);
-    p.timer = null;
-    this.pending.delete(p.id);
-    if (this.plain) {
-      const next = this.waiting.shift();
-      if (next) this.launch(next);
-    }
-  }
-
-  private open(): Dealer {
-    const sock = openDealer(this.endpoints[this.endpointIndex], this.opts.curve, this.opts.socketOptions);
-    // A reply on a socket we already replaced still settles its request: matching is by request id.
-    void receiveLoop(sock, (frames) => this.onReply(frames), () => undefined, false);
-    return sock;
-  }
-
-  private reconnect(): void {
-    this.sock.close();
-    this.endpointIndex = (this.endpointIndex + 1) % this.endpoints.length;
-    this.sock = this.open();
-    this.sender.reset(this.sock);
-  }
-
-  private onReply(frames: Buffer[]): void {
-    let at = 0;
+  private onReply(link: Link, frames: Buffer[]): void {
     let p: Pending | undefined;
-    if (this.plain) {
-      p = this.pending.values().next().value;
-    } else {
-      if (frames.length < 2 || frames[0].length !== 4) return;
-      p = this.pending.get(frames[0].readUInt32BE(0));
+    let at = 0;
+    if (frames[0]?.length === 0) {
+      const svc = replyService(frames, 0, this.version);
+      if (svc === null) return;
+      p = link.plainBySvc.get(svc);
+      if (p === undefined) {
+        if (svc === MMI_EXTENSIONS && link.asking) this.onExtensions(link, frames);
+        return;
+      }
+    } else if (frames.length >= 2 && frames[0].length === 4 && frames[1].length === 0) {
+      p = this.byId.get(frames[0].readUInt32BE(0));
       at = 1;
     }
     if (p === undefined) return;
@@ -229,19 +428,25 @@ export class Client {
     const body = reply.body;
     if (!reply.final) {
       p.sawPartial = true;
-      // Progress: the timeout counts from the latest PARTIAL.
+      // Progress: the window counts from the latest PARTIAL.
       if (p.timer) clearTimeout(p.timer);
-      p.timer = setTimeout(() => this.onTimeout(p as Pending), p.timeout);
+      const q = p;
+      p.timer = setTimeout(() => this.onWindowEnd(q), p.timeout);
       p.onPartial?.(body);
       return;
     }
     if (isErrorReply(body)) {
       const err = decodeError(body, p.service);
-      // A broker that is shutting down is going away, not refusing: try again (a new socket, the next endpoint)
-      // after a short pause, within the retry budget.
-      if (err.code === 'shutdown' && p.attempts <= p.retries && !p.sawPartial) {
+      // A broker that is shutting down is going away, not refusing: try again on the next endpoint after a short
+      // pause, within the retry budget. Only this request moves.
+      if (err.code === 'shutdown' && p.attempts <= p.retries && !p.sawPartial && link === p.link) {
         if (p.timer) clearTimeout(p.timer);
-        p.timer = setTimeout(() => this.onTimeout(p as Pending), Math.min(p.timeout, SHUTDOWN_RETRY_MS));
+        const q = p;
+        p.timer = setTimeout(() => {
+          if (!this.all.has(q)) return;
+          if (q.link === this.link) this.rotate(true);
+          this.attempt(q);
+        }, Math.min(p.timeout, SHUTDOWN_RETRY_MS));
         return;
       }
       this.settle(p);
@@ -250,5 +455,61 @@ export class Client {
     }
     this.settle(p);
     p.resolve(body);
+  }
+
+  private onExtensions(link: Link, frames: Buffer[]): void {
+    link.asking = false;
+    const reply = parseClientReply(frames, 0, this.version);
+    if (reply === null || reply.body[0]?.toString() !== '200') return;
+    if (!reply.body.slice(1).some((f) => f.equals(REQUEST_ID))) return;
+    link.ids = true;
+    this.log?.debug?.({ endpoint: link.endpoint }, 'mdp client: broker offers request-id; pipelining');
+    // Everyone waiting for a service's turn can go now, with ids.
+    if (link !== this.link) return;
+    const queued = [...this.waiting.values()].flat();
+    this.waiting.clear();
+    for (const q of queued) this.send(q);
+  }
+
+  private settle(p: Pending): void {
+    if (p.timer) clearTimeout(p.timer);
+    p.timer = null;
+    if (p.onAbort) p.signal?.removeEventListener('abort', p.onAbort);
+    this.all.delete(p);
+    this.byId.delete(p.id);
+    for (const l of p.links) if (l.plainBySvc.get(p.service) === p) l.plainBySvc.delete(p.service);
+    if (p.queued) {
+      const q = this.waiting.get(p.service) ?? [];
+      q.splice(q.indexOf(p), 1);
+      if (q.length === 0) this.waiting.delete(p.service);
+    }
+    this.detach(p);
+    this.releaseTurn(p);
+    this.closeIfDrained();
+  }
+
+  private fail(p: Pending, err: Error): void {
+    this.settle(p);
+    p.reject(err);
+  }
+
+  /** Gives up on p while a reply may still come: a plain link must not hand that reply to the next request. */
+  private abandon(p: Pending, err: Error): void {
+    for (const l of p.links) if (l.plainBySvc.get(p.service) === p) l.tainted.add(p.service);
+    this.fail(p, err);
+  }
+
+  private withdraw(p: Pending, err: Error): void {
+    if (this.all.has(p)) this.abandon(p, err);
+  }
+
+  private closeIfDrained(): void {
+    if (this.draining !== null && this.all.size === 0 && !this.closed) this.close();
+  }
+
+  private openLinks(): Link[] {
+    const links = new Set<Link>([this.link]);
+    for (const p of this.all) for (const l of p.links) links.add(l);
+    return [...links].filter((l) => !l.sock.closed);
   }
 }

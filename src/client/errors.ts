@@ -33,3 +33,28 @@ export class ClosedError extends MdpError {
 export function decodeError(body: readonly Buffer[], service: string): BrokerError {
   return new BrokerError(body[1].toString('latin1'), body[2].toString('utf8'), service);
 }
+
+/** The request was withdrawn through its AbortSignal (or its stream was left early); `cause` is the signal's reason. */
+export class AbortError extends MdpError {
+  override name = 'AbortError';
+  readonly code = 'ABORT_ERR';
+}
+
+/**
+ * The ZMTP handshake failed for good: the broker refused this peer's CURVE key, or one side speaks CURVE and the other
+ * does not. Resending cannot help; the message says which.
+ */
+export class RefusedError extends MdpError {
+  override name = 'RefusedError';
+  constructor(readonly endpoint: string, message: string) {
+    super(message);
+  }
+}
+
+/** An endpoint the library cannot connect to as written (bad scheme, no port, a name that does not parse). */
+export class EndpointError extends MdpError {
+  override name = 'EndpointError';
+  constructor(readonly endpoint: string, message: string) {
+    super(message);
+  }
+}

@@ -3,7 +3,12 @@
 //   mmi.service   body: a service name; 200 while at least one worker is registered for it, else 404
 //   mmi.services  (extension) the names of all served services, one frame each
 //   mmi.stats     (extension) the latest aggregated stats as one JSON frame; with a service name, that entry or 404
+//   mmi.extensions (extension) 200, then one frame per MDP extension this broker offers; clients use an extension
+//                 only after a broker listed it here. `request-id`: frames before the empty delimiter of a client
+//                 request are an envelope the broker returns verbatim with every reply to it.
 //   mmi.*         anything else: 501
+
+import { EXT_REQUEST_ID, MMI_EXTENSIONS } from '../protocol/extensions.js';
 
 export { isMmi } from '../protocol/codec.js';
 
@@ -20,6 +25,7 @@ const CODE_200 = Buffer.from('200');
 const CODE_404 = Buffer.from('404');
 const CODE_501 = Buffer.from('501');
 const EMPTY_REPORT = Buffer.from('{}');
+const EXTENSIONS = [CODE_200, Buffer.from(EXT_REQUEST_ID)];
 
 /** The reply body for an MMI request on `service` with first body frame `query`. */
 export function mmiBody(service: Buffer, query: Buffer | undefined, src: MmiSource): Buffer[] {
@@ -30,6 +36,8 @@ export function mmiBody(service: Buffer, query: Buffer | undefined, src: MmiSour
       return src.served();
     case 'mmi.stats':
       return [src.statsReplies.get(query)];
+    case MMI_EXTENSIONS:
+      return EXTENSIONS;
     default:
       return [CODE_501];
   }

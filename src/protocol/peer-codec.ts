@@ -31,6 +31,12 @@ export function parseClientReply(frames: Buffer[], at: number, version: Version)
   return { final, body: frames.slice(i + 1) };
 }
 
+/** The service frame of a reply starting at the empty delimiter frames[at], as text; null if there is none. */
+export function replyService(frames: Buffer[], at: number, version: Version): string | null {
+  const f = frames[at + (version === 1 ? 2 : 3)];
+  return f === undefined ? null : f.toString('utf8');
+}
+
 /** A worker command: MDP/0.1 ["", MDPW01, command, ...operands], MDP/0.2 [MDPW02, command, ...operands]. */
 export function workerCommand(version: Version, command: number, operands: readonly Buffer[] = []): Buffer[] {
   return version === 1 ? [EMPTY, MDPW01, cmd(command), ...operands] : [MDPW02, cmd(command), ...operands];
