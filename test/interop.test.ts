@@ -74,11 +74,15 @@ test('a busy worker whose process freezes (SIGSTOP: no PONG either) is given up 
 
 const STRICT_BROKER = fileURLToPath(new URL('../../test/interop/strict_broker.py', import.meta.url));
 
-test('our Worker behind a strict RFC 7 broker that heartbeats idle workers only: a long job runs once, no second READY', { skip: hasPyzmq ? false : `no pyzmq for ${PY}` }, async (t) => {
+// The suite runs in four broker modes; this test has no broker of ours in it, so it runs in the plain pass only.
+const brokerMode = ['MDBROKER_TEST_OFFLOAD', 'MDBROKER_TEST_SHARDS', 'MDBROKER_TEST_TRANSPORT'].some((k) => process.env[k]);
+
+test('Client and Worker with default options behind a strict RFC 7 broker that heartbeats idle workers only: a 9 s job runs once, 20 echoes answered', { skip: !hasPyzmq ? `no pyzmq for ${PY}` : brokerMode ? 'no broker of ours involved: plain pass only' : false }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'mdbroker-strict-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const portFile = join(dir, 'endpoint');
-  const broker = spawn(PY, [STRICT_BROKER, portFile, '200', '4'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // The Guide's defaults: 2.5 s heartbeats. 13 s of service, then it prints its tallies and exits.
+  const broker = spawn(PY, [STRICT_BROKER, portFile, '2500', '13'], { stdio: ['ignore', 'pipe', 'pipe'] });
   t.after(() => broker.kill('SIGKILL'));
   let output = '';
   broker.stdout.on('data', (d: Buffer) => (output += d.toString()));
@@ -86,29 +90,44 @@ test('our Worker behind a strict RFC 7 broker that heartbeats idle workers only:
   const exited = new Promise<number | null>((r) => broker.on('exit', r));
   assert.ok(await until(() => existsSync(portFile) && readFileSync(portFile, 'utf8').length > 0, 5000), output);
   const endpoint = readFileSync(portFile, 'utf8');
-  // 1.5 s of broker silence while the job runs, against 3 x 200 ms of liveness.
-  let longRuns = 0;
-  const worker = new Worker({
-    endpoint, service: 'work', heartbeatInterval: 200, heartbeatLiveness: 3,
-    handler: async (b) => {
-      if (b[0].toString() === 'long') {
-        longRuns++;
-        await new Promise((r) => setTimeout(r, 1500));
-      }
-      return [`done:${b[0].toString()}`];
-    },
-  });
-  const client = new Client({ endpoints: endpoint, timeout: 3000, retries: 0, plain: true });
+  // 9 s of broker silence while the job runs, against the Worker's default 3 x 2.5 s of liveness.
+  let jobRuns = 0;
+  const jobWorker = new Worker({ endpoint, service: 'job', handler: async (b) => { jobRuns++; await new Promise((r) => setTimeout(r, 9000)); return [`done:${b[0].toString()}`]; } });
+  const echoWorker = new Worker({ endpoint, service: 'echo', handler: (b) => b });
+  const client = new Client({ endpoints: endpoint });
   t.after(async () => {
     client.close();
-    await worker.close();
+    await jobWorker.close();
+    await echoWorker.close();
   });
-  const bodies = ['long', 'a', 'b', 'c', 'd', 'e'];
-  const replies = await Promise.all(bodies.map((b) => client.request('work', b)));
-  assert.deepEqual(replies.map((r) => r.map(String)), bodies.map((b) => [`done:${b}`]));
-  assert.equal(longRuns, 1);
-  assert.equal(worker.served, 6);
-  assert.equal(worker.discarded, 0);
+  const job = client.request('job', 'nine-seconds');
+  const echoes = await Promise.all(Array.from({ length: 20 }, (_, i) => client.request('echo', `e${i}`)));
+  assert.deepEqual(echoes.map((r) => r.map(String)), Array.from({ length: 20 }, (_, i) => [`e${i}`]));
+  assert.deepEqual((await job).map(String), ['done:nine-seconds']);
+  assert.equal(jobRuns, 1, 'the job ran once');
+  assert.equal(jobWorker.served + echoWorker.served, 21);
+  assert.equal(jobWorker.discarded + echoWorker.discarded, 0);
   assert.equal(await exited, 0, output);
-  assert.match(output, /readies 1 replies 6 unexpected 0/);
+  // One READY per worker (no re-registration), every reply delivered, no client frame outside RFC 7, one MMI question.
+  assert.match(output, /readies 2 replies 21 unexpected 0 rejected 0 mmi 1/);
+});
+
+test('a reference-style Python worker blocking 9 s behind our broker with default flags: the real reply, the job ran once', { skip: hasPyzmq ? false : `no pyzmq for ${PY}` }, async (t) => {
+  const { broker, endpoint } = await startBroker();
+  t.after(() => broker.close());
+  const child = spawn(PY, [REFERENCE_WORKER, endpoint, 'nine', '2500', '9', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.after(() => child.kill('SIGKILL'));
+  let output = '';
+  child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+  const exited = new Promise<number | null>((r) => child.on('exit', r));
+  const client = new Client({ endpoints: endpoint });
+  t.after(() => client.close());
+  assert.ok(await until(() => broker.snapshot().workers === 1, 5000), 'worker registered');
+  assert.deepEqual((await client.request('nine', 'x')).map(String), ['done:x']);
+  assert.equal(await exited, 0, output);
+  assert.match(output, /jobs 1 reconnects 0/);
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(broker.stats().workersExpired, 0);
+  assert.equal(broker.stats().requeued, 0);
 });

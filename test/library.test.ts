@@ -116,7 +116,7 @@ test('a handler that throws: the worker disconnects and the request is served by
   assert.deepEqual((await pending).map(String), ['ok']);
 });
 
-test('close() drains: the request in hand is answered, then the worker leaves', async (t) => {
+test('drain(): the request in hand is answered, then the worker leaves', async (t) => {
   const { broker, endpoint } = await startBroker(HB);
   const worker = new Worker({ endpoint, service: 'slow', ...HB, handler: async () => { await new Promise((r) => setTimeout(r, 300)); return 'finished'; } });
   const client = new Client({ endpoints: endpoint });
@@ -124,7 +124,7 @@ test('close() drains: the request in hand is answered, then the worker leaves', 
   assert.ok(await until(() => broker.snapshot().workers === 1));
   const reply = client.request('slow', 'x');
   assert.ok(await until(() => broker.snapshot().busyWorkers === 1));
-  await worker.close();
+  await worker.drain();
   assert.deepEqual((await reply).map(String), ['finished']);
   assert.ok(await until(() => broker.snapshot().workers === 0), 'broker heard DISCONNECT');
 });

@@ -2,10 +2,13 @@
 // When the broker goes silent or says DISCONNECT, the session opens a new socket and sends READY again, with
 // exponential back-off. `concurrency: n` runs n independent sessions, each its own MDP worker on its own socket.
 
+import { EventEmitter } from 'node:events';
 import type { Dealer } from 'zeromq';
 import { EMPTY, W1, W2, type Version } from '../protocol/codec.js';
 import { parseWorkerInbound, workerCommand } from '../protocol/peer-codec.js';
-import { MdpError } from './errors.js';
+import { EndpointError, MdpError } from './errors.js';
+import { endpointProblem } from '../sockets/endpoint.js';
+import type { Logger } from './logger.js';
 import { Sender, toFrames, type Frame } from './sender.js';
 import { openDealer, type CurveClientKeys, type DealerOptions } from '../sockets/dealer.js';
 import { zmtpHeartbeat } from '../sockets/zeromq.js';
@@ -39,18 +42,35 @@ export interface WorkerOptions {
   /** CURVE: the broker's public key and this worker's key pair. */
   curve?: CurveClientKeys;
   socketOptions?: DealerOptions;
+  /** Where connection changes, reconnects and discarded replies are logged (pino and console fit). */
+  logger?: Logger;
+}
+
+/** Events a Worker emits, each with the endpoint concerned. */
+export interface WorkerEvents {
+  /** A session's connection completed its handshake (READY is on its way). */
+  connected: [endpoint: string];
+  /** A session's connection dropped. */
+  disconnected: [endpoint: string];
+  /** A session starts over with a new socket and READY (broker silence while idle, DISCONNECT, a failed handler). */
+  reconnecting: [endpoint: string, reason: string];
+  /** The broker refused our CURVE key, or one side speaks CURVE and the other not. */
+  refused: [endpoint: string, reason: string];
 }
 
 /** How long close() waits for the DISCONNECT to be handed to ZeroMQ. */
 const CLOSE_WAIT_MS = 1000;
 
-export class Worker {
+export class Worker extends EventEmitter<WorkerEvents> {
   private readonly sessions: Session[] = [];
 
   constructor(opts: WorkerOptions) {
+    super();
     if (opts.service.startsWith('mmi.')) throw new MdpError('mmi.* services are reserved for the broker');
+    const problem = endpointProblem(opts.endpoint);
+    if (problem !== null) throw new EndpointError(opts.endpoint, `bad endpoint "${opts.endpoint}": ${problem}`);
     const n = Math.max(1, opts.concurrency ?? 1);
-    for (let i = 0; i < n; i++) this.sessions.push(new Session(opts));
+    for (let i = 0; i < n; i++) this.sessions.push(new Session(opts, this));
   }
 
   /** Replies handed to the socket so far, over all sessions. */
@@ -63,9 +83,17 @@ export class Worker {
     return this.sessions.reduce((a, s) => a + s.discarded, 0);
   }
 
-  /** Finishes the requests in hand, tells the broker DISCONNECT, closes the sockets. */
+  /** Takes no new requests, finishes those in hand (their replies go out), then says DISCONNECT and closes. */
+  async drain(): Promise<void> {
+    await Promise.all(this.sessions.map((s) => s.close(true)));
+  }
+
+  /**
+   * Says DISCONNECT at once and closes: the broker gives any request in hand to another worker, and a handler still
+   * running has its reply discarded (counted in `discarded`).
+   */
   async close(): Promise<void> {
-    await Promise.all(this.sessions.map((s) => s.close()));
+    await Promise.all(this.sessions.map((s) => s.close(false)));
   }
 }
 
@@ -84,7 +112,10 @@ class Session {
   private closing = false;
   private reconnecting = false;
 
-  constructor(private readonly opts: WorkerOptions) {
+  constructor(
+    private readonly opts: WorkerOptions,
+    private readonly events: Worker,
+  ) {
     this.version = opts.version ?? 1;
     this.interval = opts.heartbeatInterval ?? 2500;
     this.liveness = opts.heartbeatLiveness ?? 3;
@@ -103,6 +134,7 @@ class Session {
     const { heartbeatInterval, heartbeatTimeout } = zmtpHeartbeat(this.interval, this.liveness);
     const sock = openDealer(this.opts.endpoint, this.opts.curve, { heartbeatInterval, heartbeatTimeout, ...this.opts.socketOptions });
     this.sock = sock;
+    this.watch(sock);
     if (this.sender) this.sender.reset(sock);
     else this.sender = new Sender(sock);
     this.lastHeard = Date.now();
@@ -113,8 +145,30 @@ class Session {
     }, () => undefined, false);
   }
 
-  private async reconnect(): Promise<void> {
+  private watch(sock: Dealer): void {
+    const endpoint = this.opts.endpoint;
+    const log = this.opts.logger;
+    const ev = sock.events;
+    ev.on('handshake', () => {
+      log?.info?.({ endpoint, service: this.opts.service }, 'mdp worker: connected');
+      this.events.emit('connected', endpoint);
+    });
+    ev.on('disconnect', () => {
+      log?.warn?.({ endpoint, service: this.opts.service }, 'mdp worker: disconnected');
+      this.events.emit('disconnected', endpoint);
+    });
+    const refused = (reason: string) => {
+      log?.warn?.({ endpoint, service: this.opts.service, reason }, 'mdp worker: connection refused');
+      this.events.emit('refused', endpoint, reason);
+    };
+    ev.on('handshake:error:auth', (e) => refused(`the broker refused this worker's CURVE key (${e.error.message})`));
+    ev.on('handshake:error:protocol', (e) => refused(`the handshake failed (${e.error.message}): a CURVE broker and a plain worker, or the reverse`));
+  }
+
+  private async reconnect(reason: string): Promise<void> {
     if (this.reconnecting || this.closing) return;
+    this.opts.logger?.info?.({ endpoint: this.opts.endpoint, service: this.opts.service, reason }, 'mdp worker: new session');
+    this.events.emit('reconnecting', this.opts.endpoint, reason);
     this.reconnecting = true;
     this.sock.close();
     // Jitter: workers that lost the same broker do not all come back in the same millisecond.
@@ -130,7 +184,7 @@ class Session {
     // Broker silence ends an idle session only. With a job in hand it is no sign of death: the Guide's brokers
     // heartbeat idle workers only. A dead connection is found by ZMTP heartbeats (socket options in connect()).
     if (this.busy === null && Date.now() - this.lastHeard > this.interval * this.liveness) {
-      if (!this.closing) void this.reconnect();
+      if (!this.closing) void this.reconnect('broker silent');
       return;
     }
     this.sender.send(this.frames(this.version === 1 ? W1.HEARTBEAT : W2.HEARTBEAT));
@@ -142,7 +196,7 @@ class Session {
     this.lastHeard = Date.now();
     this.backoff = this.opts.reconnectMin ?? 100;
     if (m.command === (this.version === 1 ? W1.DISCONNECT : W2.DISCONNECT)) {
-      void this.reconnect();
+      void this.reconnect('broker said DISCONNECT');
     } else if (m.command === W1.REQUEST && m.client !== null && !this.closing) {
       // Not while closing: our DISCONNECT crosses this REQUEST, and the broker requeues it for another worker.
       this.busy = this.serve(sock, m.client, m.body);
@@ -165,23 +219,28 @@ class Session {
       } else {
         // The broker told us DISCONNECT meanwhile: it has given the request to another worker. Counted, never silent.
         this.discarded++;
-        this.opts.onError?.(new MdpError(`${this.opts.service}: reply discarded: the broker ended this session while the handler ran`));
+        const why = this.closing ? 'the worker was closed' : 'the broker ended this session';
+        this.opts.logger?.warn?.({ service: this.opts.service }, `mdp worker: reply discarded: ${why} while the handler ran`);
+        this.opts.onError?.(new MdpError(`${this.opts.service}: reply discarded: ${why} while the handler ran`));
       }
     } catch (err) {
       this.opts.onError?.(err);
       if (sock === this.sock && !sock.closed) {
         this.sender.send(this.frames(this.version === 1 ? W1.DISCONNECT : W2.DISCONNECT));
         await this.sender.drained();
-        void this.reconnect();
+        void this.reconnect('handler failed');
       }
     } finally {
       this.busy = null;
+      // Silence during the job proves nothing (brokers may heartbeat idle workers only): liveness counts from now.
+      this.lastHeard = Date.now();
     }
   }
 
-  async close(): Promise<void> {
+  /** `finish`: wait for the request in hand and send its reply first (drain); else leave it to the broker to retry. */
+  async close(finish: boolean): Promise<void> {
     this.closing = true;
-    if (this.busy) await this.busy;
+    if (finish && this.busy) await this.busy;
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     if (!this.sock.closed) {

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """A strict MDP/0.1 broker written from RFC 7 with pyzmq, in the style of the ZeroMQ Guide's broker: it heartbeats
-idle workers only (never a busy one), answers REQ and DEALER clients with exactly the RFC envelope, and drops
-anything else. Used to check that our Worker library keeps a long job behind such a broker.
+idle workers only (never a busy one), answers REQ and DEALER clients with exactly the RFC envelope, answers any mmi.*
+service with 501 (RFC 8, as the Guide's brokers do for what they do not implement), and drops anything else, counting
+client messages that are not exact RFC 7 as `rejected`. Used to check that our Client and Worker libraries work
+behind such a broker.
 
 Usage: strict_broker.py PORT_FILE HEARTBEAT_MS SECONDS
 Binds tcp://127.0.0.1:*, writes the endpoint to PORT_FILE, serves for SECONDS, then prints its tallies.
@@ -25,6 +27,8 @@ queue = {}        # service -> [(envelope, body)]
 readies = 0
 replies = 0
 unexpected = 0
+rejected = 0
+mmi = 0
 
 
 def dispatch(service):
@@ -44,8 +48,12 @@ while time.time() < end:
         # Client: [id, "", MDPC01, service, body...]
         if len(msg) >= 4 and msg[1] == b"" and msg[2] == b"MDPC01":
             service = msg[3]
-            queue.setdefault(service, []).append(([sender], msg[4:]))
-            dispatch(service)
+            if service.startswith(b"mmi."):
+                mmi += 1
+                sock.send_multipart([sender, b"", b"MDPC01", service, b"501"])
+            else:
+                queue.setdefault(service, []).append(([sender], msg[4:]))
+                dispatch(service)
         elif len(msg) >= 4 and msg[1] == b"" and msg[2] == b"MDPW01":
             command = msg[3]
             if command == b"\x01" and len(msg) == 5 and sender not in workers:
@@ -69,10 +77,12 @@ while time.time() < end:
             else:
                 unexpected += 1
                 sock.send_multipart([sender, b"", b"MDPW01", b"\x05"])
+        elif sender not in workers:
+            rejected += 1
     if time.time() > next_hb:
         # Like the Guide's brokers: heartbeats to idle workers only.
         for ws in idle.values():
             for w in ws:
                 sock.send_multipart([w, b"", b"MDPW01", b"\x04"])
         next_hb = time.time() + HB
-print(f"readies {readies} replies {replies} unexpected {unexpected}", flush=True)
+print(f"readies {readies} replies {replies} unexpected {unexpected} rejected {rejected} mmi {mmi}", flush=True)
