@@ -56,6 +56,27 @@ for (const offload of ['none', 'stats'] as const) {
   });
 }
 
+test('mmi.stats answers current figures with --stats-interval 0 and no /metrics scrape', async (t) => {
+  const { broker, endpoint } = await startBroker({ ...HB, statsInterval: 0 });
+  const worker = new Worker({ endpoint, service: 'echo', ...HB, handler: (b) => b });
+  const client = new Client({ endpoints: endpoint });
+  t.after(async () => {
+    client.close();
+    await worker.close();
+    await broker.close();
+  });
+  assert.ok(await until(() => broker.snapshot().workers === 1));
+  const asked = async () => (JSON.parse((await client.request('mmi.stats', 'echo'))[0].toString()) as { replies: number }).replies;
+  for (const total of [5, 12]) {
+    const before = total === 5 ? 0 : 5;
+    await Promise.all(Array.from({ length: total - before }, (_, i) => client.request('echo', String(i))));
+    assert.equal(await asked(), total, 'the answer includes every reply sent before the question');
+  }
+  // Many questions at once share one aggregation and all get answered.
+  const answers = await Promise.all(Array.from({ length: 50 }, () => asked()));
+  assert.ok(answers.every((n) => n === 12));
+});
+
 test('aggregation merges shard snapshots: counters add up, percentiles come from the merged histogram', async () => {
   const shard = (name: string, values: number[], requests: number): StatsSnapshot => {
     const wait = newHistogram();

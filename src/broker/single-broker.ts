@@ -28,6 +28,7 @@ export class SingleBroker {
       Object.assign(snap.global, this.listeners.counters());
       return [snap];
     }, (out) => core.statsReplies.set(...mmiStatsReplies(out)));
+    core.statsReplies.refresh = () => this.statsService.fresh();
   }
 
   get metricsPort(): number | null {

@@ -69,6 +69,12 @@ export class StatsService {
     return done;
   }
 
+  /** An aggregation that starts after this call (mmi.stats answers must include what came before the question). */
+  fresh(): Promise<AggregateOutput> {
+    const running = this.running;
+    return running === null ? this.aggregate(false) : running.done.then(() => this.aggregate(false), () => this.aggregate(false));
+  }
+
   async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;

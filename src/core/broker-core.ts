@@ -11,7 +11,7 @@ import { ServiceQueue } from './service-queue.js';
 import { IdleList, type IdleNode } from './idle-list.js';
 import { errorBody, errorCounts, isErrorMark, type ErrorCode } from '../protocol/errors.js';
 import { groupOf, peerKey, type Key } from './peer-id.js';
-import { StatsReplies, isMmi, mmiBody, type MmiSource } from './mmi.js';
+import { StatsReplies, isMmi, isMmiStats, mmiBody, type MmiSource } from './mmi.js';
 import { StatsRecorder, snapshotHistogram, type ServiceStats, type StatsSnapshot } from './stats.js';
 
 export interface CoreOptions {
@@ -447,6 +447,11 @@ export class BrokerCore implements MmiSource {
 
   private onMmi(frames: Buffer[], m: ClientRequest): void {
     this.stats.mmi++;
+    if (isMmiStats(m.service)) {
+      // Answered once the figures are fresh: they must include what happened up to this question.
+      this.statsReplies.whenFresh(() => this.reply(frames, m.headerAt, m.version, C2.FINAL, m.service, mmiBody(m.service, frames[m.bodyAt], this), 0));
+      return;
+    }
     this.reply(frames, m.headerAt, m.version, C2.FINAL, m.service, mmiBody(m.service, frames[m.bodyAt], this), 0);
   }
 

@@ -21,6 +21,12 @@ export interface MmiSource {
   readonly statsReplies: StatsReplies;
 }
 
+const MMI_STATS = Buffer.from('mmi.stats');
+
+export function isMmiStats(service: Buffer): boolean {
+  return service.equals(MMI_STATS);
+}
+
 const CODE_200 = Buffer.from('200');
 const CODE_404 = Buffer.from('404');
 const CODE_501 = Buffer.from('501');
@@ -43,10 +49,33 @@ export function mmiBody(service: Buffer, query: Buffer | undefined, src: MmiSour
   }
 }
 
-/** The mmi.stats answers, rendered off the hot path after each aggregation and installed here. */
+/** Questions held for one fresh aggregation; beyond this many, the latest report answers at once. */
+const MAX_WAITING = 1000;
+
+/**
+ * The mmi.stats answers, rendered off the hot path by an aggregation and installed here. A question is answered
+ * after an aggregation that started after it arrived, so the figures are current whatever --stats-interval is.
+ */
 export class StatsReplies {
   private overall: Buffer = EMPTY_REPORT;
   private perService = new Map<string, Buffer>();
+  private waiting: (() => void)[] = [];
+  /** Set by the host: aggregates afresh and installs the result. Null (the bare core): the installed report answers. */
+  refresh: (() => Promise<unknown>) | null = null;
+
+  /** Calls answer() once the installed report is fresh (at once without a refresher, or when too many wait). */
+  whenFresh(answer: () => void): void {
+    if (this.refresh === null || this.waiting.length >= MAX_WAITING) return answer();
+    this.waiting.push(answer);
+    if (this.waiting.length > 1) return;
+    const flush = () => {
+      const w = this.waiting;
+      this.waiting = [];
+      for (const a of w) a();
+    };
+    // A failed aggregation still answers, with the last report: a question is never left hanging.
+    this.refresh().then(flush, flush);
+  }
 
   set(overall: Buffer, perService: Map<string, Buffer>): void {
     this.overall = overall;

@@ -67,6 +67,7 @@ export class ShardedBroker implements MmiSource {
     // Stats aggregation runs here (inline or in the pool); validation runs in the shards.
     this.offload = new Offload(opts.offload === 'all' || opts.offload === 'stats' ? 'stats' : 'none', parseValidateFlags(opts.validate), opts.offloadThreads);
     this.statsService = new StatsService(opts, this.offload, () => this.collectStats(), (out) => this.statsReplies.set(...mmiStatsReplies(out)));
+    this.statsReplies.refresh = () => this.statsService.fresh();
   }
 
   get metricsPort(): number | null {
@@ -160,9 +161,12 @@ export class ShardedBroker implements MmiSource {
       const svc = m.service;
       if (isMmi(svc)) {
         const name = svc.toString('latin1');
-        if (name === 'mmi.services' || name === 'mmi.stats') {
-          const body = mmiBody(svc, frames[m.bodyAt], this);
-          return this.listeners.io.send(clientReply(frames, m.headerAt, m.version, C2.FINAL, svc, body, 0));
+        if (name === 'mmi.services') {
+          return this.listeners.io.send(clientReply(frames, m.headerAt, m.version, C2.FINAL, svc, mmiBody(svc, frames[m.bodyAt], this), 0));
+        }
+        if (name === 'mmi.stats') {
+          // Answered once fresh figures are in from every shard.
+          return this.statsReplies.whenFresh(() => this.listeners.io.send(clientReply(frames, m.headerAt, m.version, C2.FINAL, svc, mmiBody(svc, frames[m.bodyAt], this), 0)));
         }
         // mmi.service is answered by the shard that owns the service asked about.
         const q = frames[m.bodyAt];
