@@ -192,14 +192,16 @@ function main(argv: string[]): void {
     if (err instanceof ConfigError) return usage((err as Error).message);
     throw err;
   }
-  broker.start().then(
-    () => logger.info({ endpoints: broker.endpoints, transport: broker.transport, workerEndpoints: broker.groupEndpoints.length ? broker.groupEndpoints : undefined, metricsPort: broker.metricsPort ?? undefined, version: pkg.version, pid: process.pid }, 'mdbroker listening'),
+  let stopping = false;
+  const started = broker.start().then(
+    () => {
+      if (!stopping) logger.info({ endpoints: broker.endpoints, transport: broker.transport, workerEndpoints: broker.groupEndpoints.length ? broker.groupEndpoints : undefined, metricsPort: broker.metricsPort ?? undefined, version: pkg.version, pid: process.pid }, 'mdbroker listening');
+    },
     (err: unknown) => {
       logger.error({ err: String(err) }, startupFailure(err));
       process.exit(1);
     },
   );
-  let stopping = false;
   const stop = (signal: string) => {
     if (stopping) {
       logger.warn({ signal }, 'second signal: exiting now');
@@ -207,10 +209,17 @@ function main(argv: string[]): void {
     }
     stopping = true;
     logger.info({ signal }, 'shutting down');
-    broker.close().then(() => {
-      logger.info({ stats: broker.stats() }, 'stopped');
-      process.exit(0);
-    });
+    // A signal during start-up: let the start finish (or fail) first, then close what it opened.
+    started.then(() => broker.close()).then(
+      () => {
+        logger.info({ stats: broker.stats() }, 'stopped');
+        process.exit(0);
+      },
+      (err: unknown) => {
+        logger.error({ err: String(err) }, 'stopped, with an error while closing');
+        process.exit(1);
+      },
+    );
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));

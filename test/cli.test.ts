@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { createServer, type AddressInfo } from 'node:net';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { RawPeer, modeFlags, show } from './helpers.js';
@@ -79,6 +79,26 @@ test('startup failures name their real cause', async () => {
   const noPort = run(['--bind', 'tcp://127.0.0.1']);
   assert.equal(noPort.status, 2);
   assert.match(noPort.stderr, /needs a port/);
+});
+
+test('errors about files name the file and what it is for, in words', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'mdbroker-files-'));
+  try {
+    const key = join(dir, 'broker');
+    assert.equal(run(['keygen', key]).status, 0);
+    const noKey = run(['--curve-secret-key', join(dir, 'missing.key')]);
+    assert.equal(noKey.status, 2);
+    assert.match(noKey.stderr, new RegExp(`key file ${join(dir, 'missing.key')}: cannot read: no such file`));
+    const noList = run(['--curve-secret-key', `${key}.key`, '--allow-clients', join(dir, 'clients.txt')]);
+    assert.match(noList.stderr, new RegExp(`allow-list ${join(dir, 'clients.txt')}: cannot read: no such file`));
+    const access = join(dir, 'access.json');
+    writeFileSync(access, '{ "workerGroups": [ }');
+    const badJson = run(['--curve-secret-key', `${key}.key`, '--access', access]);
+    assert.equal(badJson.status, 2);
+    assert.match(badJson.stderr, new RegExp(`access file ${access}: not JSON: `));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('keygen writes a key pair and refuses to overwrite one unless told --force', () => {

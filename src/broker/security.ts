@@ -23,8 +23,19 @@ function field(text: string, name: string): string | null {
   return m ? m[1] : null;
 }
 
+/** A file's text; a failure says which file and why in words ("no such file", not ENOENT). */
+function readText(path: string, what: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : (err as Error).message;
+    throw new Error(`${what} ${path}: cannot read: ${why}`);
+  }
+}
+
 export function readSecretKeyFile(path: string): KeyPair {
-  const text = readFileSync(path, 'utf8');
+  const text = readText(path, 'key file');
   const publicKey = field(text, 'public-key');
   const secretKey = field(text, 'secret-key');
   if (!publicKey || !secretKey) throw new Error(`${path}: expected public-key = "..." and secret-key = "..." lines (mdbroker keygen writes them)`);
@@ -33,7 +44,7 @@ export function readSecretKeyFile(path: string): KeyPair {
 
 export function readAllowList(path: string): Set<string> {
   const keys = new Set<string>();
-  readFileSync(path, 'utf8').split('\n').forEach((raw, i) => {
+  readText(path, 'allow-list').split('\n').forEach((raw, i) => {
     // Z85 uses '#', so only a line that starts with it is a comment.
     const line = raw.trim();
     if (!line || line.startsWith('#')) return;
@@ -183,7 +194,13 @@ export function accessPolicy(groups: readonly WorkerGroup[]): ((group: number, s
 /** Reads an --access file: { "workerGroups": [ { "bind": [...], "services": [...], "allowKeys": "FILE" | [...] } ] }. */
 export function readAccessFile(path: string): WorkerGroup[] {
   const dir = path.includes('/') ? path.slice(0, path.lastIndexOf('/') + 1) : '';
-  const raw = JSON.parse(readFileSync(path, 'utf8')) as { workerGroups?: unknown };
+  let raw: { workerGroups?: unknown };
+  try {
+    raw = JSON.parse(readText(path, 'access file')) as { workerGroups?: unknown };
+  } catch (err) {
+    throw err instanceof SyntaxError ? new Error(`access file ${path}: not JSON: ${err.message}`) : err;
+  }
+  if (raw === null || typeof raw !== 'object') throw new Error(`access file ${path}: expected a JSON object`);
   if (!Array.isArray(raw.workerGroups)) throw new Error(`${path}: needs a "workerGroups" array`);
   return raw.workerGroups.map((g: { bind?: unknown; services?: unknown; allowKeys?: unknown }, i: number) => {
     const where = `${path}: workerGroups[${i}]`;
