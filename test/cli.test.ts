@@ -37,7 +37,7 @@ test('--help and --version print and exit 0; a bad flag exits 2 with a readable 
 });
 
 test('SIGTERM: workers are told DISCONNECT and the broker exits 0', async (t) => {
-  const { child, endpoint, lines } = await startCli(['--heartbeat-interval', '200']);
+  const { child, endpoint, lines } = await startCli(['--heartbeat-interval', '200', '--stats-interval', '100']);
   t.after(() => child.kill('SIGKILL'));
   const w = new RawPeer(endpoint);
   t.after(() => w.close());
@@ -49,6 +49,11 @@ test('SIGTERM: workers are told DISCONNECT and the broker exits 0', async (t) =>
   assert.equal(await exited, 0);
   const at = (msg: string) => lines.findIndex((l) => l.includes(`"msg":"${msg}"`));
   assert.ok(at('stopped') > at('shutting down') && at('shutting down') >= 0, 'the stopped line comes after shutting down');
+  // The periodic stats line: its figures are fields a log pipeline can read, not words in msg.
+  const stats = lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'stats');
+  assert.ok(stats, 'a stats line within the run');
+  for (const f of ['reqPerSec', 'repliesPerSec', 'workers', 'queued', 'errors', 'waitP99Ms', 'serviceP99Ms']) assert.equal(typeof stats[f], 'number', f);
+  assert.equal(stats.workers, 1);
 });
 
 test('a port already in use: a clear error and exit 1', async (t) => {

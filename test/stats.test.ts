@@ -41,9 +41,20 @@ for (const offload of ['none', 'stats'] as const) {
     assert.match(body, /^mdbroker_requests_total\{service="nobody"\} 1$/m);
     assert.match(body, /^mdbroker_queue_depth\{service="nobody"\} 1$/m);
     assert.match(body, /^mdbroker_workers\{service="echo",state="idle"\} 1$/m);
+    // Prometheus conventions: counters are counters, latency is a histogram with _bucket, _sum and _count.
+    assert.match(body, /^# TYPE mdbroker_requests_total counter$/m);
+    assert.match(body, /^# TYPE mdbroker_service_time_seconds histogram$/m);
     assert.match(body, /^mdbroker_service_time_seconds_count\{service="echo"\} 20$/m);
-    const p99 = /^mdbroker_service_time_seconds\{service="echo",quantile="0.99"\} ([\d.e-]+)$/m.exec(body);
-    assert.ok(p99 && Number(p99[1]) >= 0.002, `service time p99 reflects the 2 ms handler: ${p99?.[1]}`);
+    assert.match(body, /^mdbroker_service_time_seconds_bucket\{service="echo",le="\+Inf"\} 20$/m);
+    const under1ms = /^mdbroker_service_time_seconds_bucket\{service="echo",le="0.001"\} (\d+)$/m.exec(body);
+    assert.equal(under1ms?.[1], '0', 'no reply of the 2 ms handler took under 1 ms');
+    const sum = /^mdbroker_service_time_seconds_sum\{service="echo"\} ([\d.e-]+)$/m.exec(body);
+    assert.ok(sum && Number(sum[1]) >= 0.04, `service time sum covers 20 x 2 ms: ${sum?.[1]}`);
+    assert.match(body, /^# TYPE mdbroker_malformed_total counter$/m);
+    assert.doesNotMatch(body, /mdbroker_broker\{/, 'no catch-all family mixing counters and gauges');
+    // Process metrics from prom-client's default collectors.
+    assert.match(body, /^process_cpu_user_seconds_total \d/m);
+    assert.match(body, /^nodejs_eventloop_lag_p99_seconds \d/m);
     assert.equal((await fetchText(`http://127.0.0.1:${broker.metricsPort}/nope`)).status, 404);
 
     const all = JSON.parse((await client.request('mmi.stats'))[0].toString()) as { services: Record<string, { requests: number; replies: number }> };

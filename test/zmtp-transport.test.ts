@@ -11,7 +11,7 @@ import { Worker } from '../src/client/worker.js';
 import { Broker } from '../src/broker/broker.js';
 import type { BrokerOptions } from '../src/broker/options.js';
 import { greeting, readyCommand } from '../src/zmtp/wire.js';
-import { spawnBroker, brokerMetric } from './support/spawn-broker.js';
+import { spawnBroker, brokerMetric, metricValue } from './support/spawn-broker.js';
 import { B, E, until, sleep } from './helpers.js';
 
 async function zmtpBroker(opts: Partial<BrokerOptions> = {}): Promise<{ broker: Broker; endpoint: string; port: number }> {
@@ -24,8 +24,7 @@ async function zmtpBroker(opts: Partial<BrokerOptions> = {}): Promise<{ broker: 
 
 async function counter(broker: Broker, name: string): Promise<number> {
   const out = await broker.aggregateStats();
-  const m = new RegExp(`mdbroker_broker\\{name="${name}"\\} (\\d+)`).exec(out.prometheus);
-  return m ? Number(m[1]) : 0;
+  return metricValue(out.prometheus, name) ?? 0;
 }
 
 /** The counter once it reaches `atLeast`, or its value after `ms` (the broker sees a close a moment after the peer). */

@@ -1,21 +1,29 @@
-// --metrics-port: Prometheus text on GET /metrics. The text is rendered by the stats aggregation (inline or in the
-// pool); a scrape that finds it older than a second asks for a fresh one first.
+// --metrics-port: Prometheus text on GET /metrics. The broker's own families are rendered by the stats aggregation
+// (inline or in the pool); the process families (CPU, memory, event-loop lag, GC: prom-client's default collectors)
+// come from a registry here, on the main thread, where the event loop they describe runs.
 
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type * as PromClient from 'prom-client';
 
 export class MetricsServer {
   private server: Server | null = null;
+  private process: PromClient.Registry | null = null;
 
   constructor(private readonly render: () => Promise<string>) {}
 
   async listen(port: number, host: string): Promise<number> {
+    const prom = (await import('prom-client')) as typeof PromClient;
+    this.process = new prom.Registry();
+    prom.collectDefaultMetrics({ register: this.process });
     const server = createServer((req, res) => {
       if (req.method !== 'GET' || (req.url !== '/metrics' && req.url !== '/')) {
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics\n');
         return;
       }
-      this.render().then(
+      Promise.all([this.render(), (this.process as PromClient.Registry).metrics()]).then(
+        ([own, proc]) => `${own}\n${proc}`,
+      ).then(
         (text) => res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }).end(text),
         (err: unknown) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`stats unavailable: ${String(err)}\n`),
       );

@@ -40,6 +40,10 @@ export interface StatsReport {
   services: Record<string, ServiceReport>;
 }
 
+function round2(x: number): number {
+  return Math.round(x * 100) / 100;
+}
+
 export interface AggregateInput {
   current: StatsSnapshot[];
   previous: StatsSnapshot[] | null;
@@ -51,12 +55,12 @@ export interface AggregateOutput {
   report: StatsReport;
   /** Empty when not asked for. */
   prometheus: string;
-  line: string;
+  /** The figures of the periodic stats log line, as fields (percentiles since start). */
+  line: Record<string, number>;
   mmiOverall: string;
   mmiPerService: Record<string, string>;
 }
 
-const QUANTILES: [keyof Percentiles, string][] = [['p50', '0.5'], ['p90', '0.9'], ['p99', '0.99'], ['p999', '0.999']];
 
 function percentiles(h: Histogram): Percentiles {
   const ms = (us: number) => us / 1000;
@@ -99,6 +103,7 @@ export async function aggregate(input: AggregateInput): Promise<AggregateOutput>
   const services: Record<string, ServiceReport> = {};
   const allWait = newHistogram();
   const allSvc = newHistogram();
+  const histograms = new Map<string, { wait: Histogram; service: Histogram }>();
   for (const [name, { snaps }] of merged) {
     const wait = newHistogram();
     const svc = newHistogram();
@@ -113,6 +118,7 @@ export async function aggregate(input: AggregateInput): Promise<AggregateOutput>
     }
     allWait.add(wait);
     allSvc.add(svc);
+    histograms.set(name, { wait, service: svc });
     const prevRequests = (prevMerged.get(name)?.snaps ?? []).reduce((a, s) => a + s.requests, 0);
     const rep: ServiceReport = {
       requests, replies, requeued, errors, queued, workers, idle, busy: workers - idle,
@@ -130,18 +136,85 @@ export async function aggregate(input: AggregateInput): Promise<AggregateOutput>
   const errs = ERROR_CODES.reduce((a, e) => a + (global[`errors_${e}`] ?? 0), 0);
   const w = percentiles(allWait);
   const s = percentiles(allSvc);
-  const line = `${Math.round(rates.requestsPerSec)} req/s in, ${Math.round(rates.repliesPerSec)} replies/s, ` +
-    `${global.services ?? 0} services, ${global.workers ?? 0} workers (${global.busyWorkers ?? 0} busy), ` +
-    `queued ${global.queued ?? 0}, errors ${errs}, malformed ${global.malformed ?? 0}, ` +
-    `wait p99 ${w.p99.toFixed(2)} ms, service p99 ${s.p99.toFixed(2)} ms (since start)`;
+  const line = {
+    reqPerSec: Math.round(rates.requestsPerSec), repliesPerSec: Math.round(rates.repliesPerSec),
+    services: global.services ?? 0, workers: global.workers ?? 0, busyWorkers: global.busyWorkers ?? 0,
+    queued: global.queued ?? 0, errors: errs, malformed: global.malformed ?? 0,
+    waitP99Ms: round2(w.p99), serviceP99Ms: round2(s.p99),
+  };
   const mmiPerService: Record<string, string> = {};
   for (const [name, rep] of Object.entries(services)) mmiPerService[name] = JSON.stringify({ at: report.at, service: name, ...rep });
-  const prometheus = input.prometheus === false ? '' : await prometheusText(report);
+  const prometheus = input.prometheus === false ? '' : await prometheusText(report, histograms);
   return { report, prometheus, line, mmiOverall: JSON.stringify(report), mmiPerService };
 }
 
+/** Latency histogram buckets for /metrics, seconds (Prometheus `le`), from 100 us to a minute. */
+const BUCKETS_S = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+/** Broker-wide keys that /metrics already carries as per-service families (their sums), or as prom-client's own. */
+const COVERED = new Set(['requests', 'replies', 'requeued', 'workers', 'busyWorkers', 'queued', 'loopDelayP99Us', 'loopDelayMaxUs']);
+const GAUGES: Record<string, string> = { services: 'mdbroker_services', connections: 'mdbroker_zmtp_connections' };
+const ZMTP_COUNTERS: Record<string, string> = {
+  zmtp_accepted: 'mdbroker_zmtp_accepted_total',
+  zmtp_handshakes: 'mdbroker_zmtp_handshakes_total',
+  zmtp_unsent: 'mdbroker_zmtp_unsent_messages_total',
+};
+
+export interface MetricName {
+  name: string;
+  labels: Record<string, string>;
+  type: 'counter' | 'gauge';
+}
+
+/**
+ * Where a broker-wide stats key (the `global` of a report) appears on /metrics: counters as `_total` counters,
+ * gauges as gauges, ZMTP closes as one family by reason; null for keys that per-service families already sum.
+ */
+export function brokerWideMetric(key: string): MetricName | null {
+  if (COVERED.has(key) || key.startsWith('errors_')) return null;
+  if (key in GAUGES) return { name: GAUGES[key], labels: {}, type: 'gauge' };
+  if (key in ZMTP_COUNTERS) return { name: ZMTP_COUNTERS[key], labels: {}, type: 'counter' };
+  if (key.startsWith('zmtp_')) return { name: 'mdbroker_zmtp_closed_total', labels: { reason: key.slice(5) }, type: 'counter' };
+  return { name: `mdbroker_${key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)}_total`, labels: {}, type: 'counter' };
+}
+
+type HistogramValue = { metricName: string; labels: Record<string, string | number>; value: number };
+
+/**
+ * A Prometheus histogram whose buckets come from our HDR histograms (recorded on the hot path, merged over shards)
+ * rather than from prom-client's observe(). It hands prom-client's registry the same shape its own metrics do, so
+ * the exposition (escaping, HELP and TYPE lines) stays prom-client's.
+ */
+class HdrHistogramMetric {
+  readonly type = 'histogram';
+  readonly aggregator = 'sum';
+  private readonly values: HistogramValue[] = [];
+
+  constructor(readonly name: string, readonly help: string) {}
+
+  /** `h` in microseconds. */
+  add(service: string, h: Histogram): void {
+    const raw = h as unknown as { countsArrayIndex(v: number): number; getCountAtIndex(i: number): number };
+    const last = raw.countsArrayIndex(h.maxValue);
+    let i = 0;
+    let cumulative = 0;
+    for (const le of BUCKETS_S) {
+      const upto = Math.min(raw.countsArrayIndex(le * 1e6), last);
+      for (; i <= upto; i++) cumulative += raw.getCountAtIndex(i);
+      this.values.push({ metricName: `${this.name}_bucket`, labels: { service, le }, value: cumulative });
+    }
+    this.values.push({ metricName: `${this.name}_bucket`, labels: { service, le: '+Inf' }, value: h.totalCount });
+    this.values.push({ metricName: `${this.name}_sum`, labels: { service }, value: (h.mean * h.totalCount) / 1e6 });
+    this.values.push({ metricName: `${this.name}_count`, labels: { service }, value: h.totalCount });
+  }
+
+  get(): Promise<{ name: string; help: string; type: string; aggregator: string; values: HistogramValue[] }> {
+    return Promise.resolve({ name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values: this.values });
+  }
+}
+
 /** The report as Prometheus text exposition, rendered by prom-client (loaded on first use). */
-async function prometheusText(report: StatsReport): Promise<string> {
+async function prometheusText(report: StatsReport, histograms: Map<string, { wait: Histogram; service: Histogram }>): Promise<string> {
   const { Counter, Gauge, Registry } = (await import('prom-client')) as typeof PromClient;
   const reg = new Registry();
   const r = [reg];
@@ -151,12 +224,8 @@ async function prometheusText(report: StatsReport): Promise<string> {
   const cErrors = new Counter({ name: 'mdbroker_errors_total', help: 'Error replies sent, by service and reason', labelNames: ['service', 'reason'], registers: r });
   const gQueued = new Gauge({ name: 'mdbroker_queue_depth', help: 'Requests waiting for a worker', labelNames: ['service'], registers: r });
   const gWorkers = new Gauge({ name: 'mdbroker_workers', help: 'Registered workers by state', labelNames: ['service', 'state'], registers: r });
-  const gWait = new Gauge({ name: 'mdbroker_queue_wait_seconds', help: 'Time from enqueue to dispatch, quantiles since start (HDR)', labelNames: ['service', 'quantile'], registers: r });
-  const gSvc = new Gauge({ name: 'mdbroker_service_time_seconds', help: 'Time from dispatch to final reply, quantiles since start (HDR)', labelNames: ['service', 'quantile'], registers: r });
-  const gWaitCount = new Gauge({ name: 'mdbroker_queue_wait_seconds_count', help: 'Dispatches measured', labelNames: ['service'], registers: r });
-  const gSvcCount = new Gauge({ name: 'mdbroker_service_time_seconds_count', help: 'Replies measured', labelNames: ['service'], registers: r });
-  const gGlobal = new Gauge({ name: 'mdbroker_broker', help: 'Broker-wide counters and gauges (name label)', labelNames: ['name'], registers: r });
-  const gUp = new Gauge({ name: 'mdbroker_uptime_seconds', help: 'Seconds since the broker started', registers: r });
+  const hWait = new HdrHistogramMetric('mdbroker_queue_wait_seconds', 'Time from enqueue to dispatch, since start');
+  const hSvc = new HdrHistogramMetric('mdbroker_service_time_seconds', 'Time from dispatch to final reply, since start');
   for (const [name, rep] of Object.entries(report.services)) {
     const l = { service: name };
     cRequests.inc(l, rep.requests);
@@ -166,14 +235,28 @@ async function prometheusText(report: StatsReport): Promise<string> {
     gQueued.set(l, rep.queued);
     gWorkers.set({ service: name, state: 'idle' }, rep.idle);
     gWorkers.set({ service: name, state: 'busy' }, rep.busy);
-    for (const [k, q] of QUANTILES) {
-      gWait.set({ service: name, quantile: q }, rep.queueWaitMs[k] / 1000);
-      gSvc.set({ service: name, quantile: q }, rep.serviceTimeMs[k] / 1000);
+    const h = histograms.get(name);
+    if (h) {
+      hWait.add(name, h.wait);
+      hSvc.add(name, h.service);
     }
-    gWaitCount.set(l, rep.queueWaitMs.count);
-    gSvcCount.set(l, rep.serviceTimeMs.count);
   }
-  for (const [k, v] of Object.entries(report.global)) gGlobal.set({ name: k }, v);
-  gUp.set(report.uptimeMs / 1000);
+  // prom-client's Metric type lists its own classes; its registry asks only for name, help, type and get().
+  reg.registerMetric(hWait as unknown as PromClient.Metric);
+  reg.registerMetric(hSvc as unknown as PromClient.Metric);
+  const families = new Map<string, PromClient.Counter | PromClient.Gauge>();
+  for (const [k, v] of Object.entries(report.global)) {
+    const m = brokerWideMetric(k);
+    if (m === null) continue;
+    let f = families.get(m.name);
+    if (f === undefined) {
+      const opts = { name: m.name, help: `Broker-wide: ${m.name.includes('zmtp_closed') ? 'ZMTP connections closed, by reason' : k}`, labelNames: Object.keys(m.labels), registers: r };
+      f = m.type === 'counter' ? new Counter(opts) : new Gauge(opts);
+      families.set(m.name, f);
+    }
+    if (f instanceof Counter) f.inc(m.labels, v);
+    else f.set(m.labels, v);
+  }
+  new Gauge({ name: 'mdbroker_uptime_seconds', help: 'Seconds since the broker started', registers: r }).set(report.uptimeMs / 1000);
   return reg.metrics();
 }

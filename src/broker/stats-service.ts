@@ -41,7 +41,7 @@ export class StatsService {
     if (this.opts.statsInterval > 0) {
       this.timer = setInterval(() => {
         this.aggregate(this.metrics !== null).then(
-          (out) => this.opts.log('info', `stats: ${out.line}`),
+          (out) => this.opts.log('info', 'stats', out.line),
           (err: unknown) => this.opts.log('warn', 'stats aggregation failed', { err: String(err) }),
         );
       }, this.opts.statsInterval);

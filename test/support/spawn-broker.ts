@@ -5,6 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { brokerWideMetric } from '../../src/broker/stats-report.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
 
@@ -49,9 +50,16 @@ export function spawnBroker(flags: string[], timeoutMs = 10000): Promise<BrokerP
   });
 }
 
-/** One broker-wide value (`mdbroker_broker{name=...}`) from a running broker's /metrics, or null. */
-export async function brokerMetric(port: number, name: string): Promise<number | null> {
-  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-  const m = new RegExp(`^mdbroker_broker\\{name="${name}"\\} (\\d+)`, 'm').exec(text);
-  return m ? Number(m[1]) : null;
+/** One broker-wide value, by its stats key, from a running broker's /metrics, or null. */
+export async function brokerMetric(port: number, key: string): Promise<number | null> {
+  return metricValue(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text(), key);
+}
+
+/** A broker-wide stats key's value in Prometheus text (where brokerWideMetric puts it), or null. */
+export function metricValue(text: string, key: string): number | null {
+  const m = brokerWideMetric(key);
+  if (m === null) throw new Error(`${key} is not a broker-wide metric of its own`);
+  const labels = Object.entries(m.labels).map(([k, v]) => `${k}="${v}"`).join(',');
+  const line = new RegExp(`^${m.name}${labels ? `\\{${labels}\\}` : ''} (\\d+)$`, 'm').exec(text);
+  return line ? Number(line[1]) : null;
 }
