@@ -1,0 +1,51 @@
+// The package as npm would publish it: what it holds, what it needs, and that `mdbroker/client` stays light.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const pkg = JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8')) as {
+  dependencies: Record<string, string>; scripts: Record<string, string>; engines: { node: string }; files: string[];
+};
+
+test('npm pack holds the built library, its sources and LICENSE; no tests, bench results or orphan source maps', () => {
+  // --ignore-scripts: the suite runs from dist/, which prepack would rebuild under it.
+  const out = spawnSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT, encoding: 'utf8', timeout: 60000 });
+  assert.equal(out.status, 0, out.stderr);
+  const files = new Set((JSON.parse(out.stdout) as { files: { path: string }[] }[])[0].files.map((f) => f.path));
+  for (const f of ['LICENSE', 'README.md', 'package.json', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/cli.js', 'dist/src/client/index.js', 'dist/src/broker/offload-worker.js']) {
+    assert.ok(files.has(f), `${f} is in the package`);
+  }
+  const stray = [...files].filter((f) => /^(dist\/)?(test|bench|scripts)\//.test(f) || f.startsWith('.ci/'));
+  assert.deepEqual(stray, [], 'no tests, bench code or results, scripts or CI files');
+  for (const f of files) {
+    if (f.endsWith('.js.map')) assert.ok(files.has(f.replace(/^dist\//, '').replace(/\.js\.map$/, '.ts')), `${f} ships with its source`);
+  }
+  assert.match(readFileSync(`${ROOT}LICENSE`, 'utf8'), /^Mozilla Public License Version 2\.0/);
+});
+
+test('package.json: a prepack build, runtime dependencies only, engines where require() of the package works', () => {
+  assert.match(pkg.scripts.prepack, /npm run build/);
+  for (const dev of ['chartscii', 'tinybench', 'fast-check', 'typescript']) assert.equal(pkg.dependencies[dev], undefined, `${dev} is not a runtime dependency`);
+  // require() of an ES module works unflagged from Node 20.19 and 22.12; engines admits nothing older.
+  assert.equal(pkg.engines.node, '^20.19.0 || >=22.12.0');
+  const req = spawnSync(process.execPath, ['-e', "const m = require('mdbroker'); const c = require('mdbroker/client'); process.stdout.write(typeof m.Broker + ' ' + typeof c.Client)"], { cwd: ROOT, encoding: 'utf8', timeout: 30000 });
+  assert.equal(req.status, 0, req.stderr);
+  assert.equal(req.stdout, 'function function');
+});
+
+test('mdbroker/client loads none of the broker-only dependencies', () => {
+  const script = `
+    import { createRequire } from 'node:module';
+    await import('mdbroker/client');
+    const cache = createRequire(import.meta.url)('module')._cache;
+    const pkgs = new Set(Object.keys(cache).map((k) => /node_modules\\/((@[^/]+\\/)?[^/]+)/.exec(k)?.[1]).filter(Boolean));
+    process.stdout.write(JSON.stringify([...pkgs]));`;
+  const out = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: ROOT, encoding: 'utf8', timeout: 30000 });
+  assert.equal(out.status, 0, out.stderr);
+  const loaded = JSON.parse(out.stdout) as string[];
+  assert.ok(loaded.includes('zeromq'), 'the check sees CommonJS packages loaded from ESM');
+  for (const heavy of ['piscina', 'pino', 'prom-client', 'hdr-histogram-js']) assert.ok(!loaded.includes(heavy), `${heavy} not loaded: ${loaded.join(', ')}`);
+});
