@@ -63,14 +63,26 @@ const CLOSE_WAIT_MS = 1000;
 
 export class Worker extends EventEmitter<WorkerEvents> {
   private readonly sessions: Session[] = [];
+  /**
+   * Sessions watch their sockets (a libzmq monitor each) only once someone listens or a logger is given: a monitor
+   * is one more libzmq socket, and a context holds 1023, so 600 silent workers in a process would not fit.
+   */
+  watching: boolean;
 
   constructor(opts: WorkerOptions) {
     super();
     if (opts.service.startsWith('mmi.')) throw new MdpError('mmi.* services are reserved for the broker');
     const problem = endpointProblem(opts.endpoint);
     if (problem !== null) throw new EndpointError(opts.endpoint, `bad endpoint "${opts.endpoint}": ${problem}`);
+    this.watching = opts.logger !== undefined;
     const n = Math.max(1, opts.concurrency ?? 1);
     for (let i = 0; i < n; i++) this.sessions.push(new Session(opts, this));
+    // 'newListener' is EventEmitter's own event, outside the typed map of ours.
+    (this as unknown as EventEmitter).on('newListener', () => {
+      if (this.watching) return;
+      this.watching = true;
+      for (const s of this.sessions) s.watch();
+    });
   }
 
   /** Replies handed to the socket so far, over all sessions. */
@@ -134,7 +146,7 @@ class Session {
     const { heartbeatInterval, heartbeatTimeout } = zmtpHeartbeat(this.interval, this.liveness);
     const sock = openDealer(this.opts.endpoint, this.opts.curve, { heartbeatInterval, heartbeatTimeout, ...this.opts.socketOptions });
     this.sock = sock;
-    this.watch(sock);
+    if (this.events.watching) this.watch();
     if (this.sender) this.sender.reset(sock);
     else this.sender = new Sender(sock);
     this.lastHeard = Date.now();
@@ -145,7 +157,10 @@ class Session {
     }, () => undefined, false);
   }
 
-  private watch(sock: Dealer): void {
+  /** Reports the current socket's connection changes to the Worker's listeners and logger. */
+  watch(): void {
+    const sock = this.sock;
+    if (sock.closed) return;
     const endpoint = this.opts.endpoint;
     const log = this.opts.logger;
     const ev = sock.events;
