@@ -23,7 +23,7 @@ import { isErrorReply } from '../protocol/errors.js';
 import { EXT_REQUEST_ID, MMI_EXTENSIONS } from '../protocol/extensions.js';
 import { AbortError, ClosedError, EndpointError, MdpError, RefusedError, TimeoutError, decodeError } from './errors.js';
 import { Sender, toFrames, type Frame } from './sender.js';
-import { openDealer, type CurveClientKeys, type DealerOptions } from '../sockets/dealer.js';
+import { newDealer, type CurveClientKeys, type DealerOptions } from '../sockets/dealer.js';
 import { zmtpHeartbeat } from '../sockets/zeromq.js';
 import { endpointProblem } from '../sockets/endpoint.js';
 import { receiveLoop } from '../sockets/receive-loop.js';
@@ -115,7 +115,7 @@ class Link {
   ids = false;
   asking = false;
   retired = false;
-  /** Requests whose latest send went on this link. */
+  /** Unsettled requests sent on this link: a reply to them may still come here, so it stays open while any remain. */
   readonly pending = new Set<Pending>();
   /** Plain requests in flight here, by service. */
   readonly plainBySvc = new Map<string, Pending>();
@@ -269,7 +269,6 @@ export class Client extends EventEmitter<ClientEvents> {
   private send(p: Pending): void {
     // A refused link stays refused; a fresh socket asks again (the allow-list may have changed) and fails fast.
     let link = this.link.refused === null ? this.link : this.rotate(true);
-    this.detach(p);
     if (!link.ids) {
       const holder = this.turn.get(p.service);
       if (holder !== undefined && holder !== p) {
@@ -300,12 +299,12 @@ export class Client extends EventEmitter<ClientEvents> {
     link.sender.send(head.concat(p.body));
   }
 
-  /** Takes p off the link of its latest send, closing that link if it was replaced and now serves nobody. */
+  /** Takes a settled p off every link it was sent on, closing those that were replaced and now serve nobody. */
   private detach(p: Pending): void {
-    const link = p.link;
-    if (link === null) return;
-    link.pending.delete(p);
-    if (link.retired && link.pending.size === 0) link.sock.close();
+    for (const link of p.links) {
+      link.pending.delete(p);
+      if (link.retired && link.pending.size === 0) link.sock.close();
+    }
   }
 
   /** p no longer holds its service's turn on plain links: the next one waiting goes. */
@@ -355,14 +354,15 @@ export class Client extends EventEmitter<ClientEvents> {
     const endpoint = this.endpoints[this.endpointIndex];
     // ZMTP heartbeats: a dead broker shows as a disconnect, which is what makes a request worth resending.
     const hb = zmtpHeartbeat(2500, 3);
-    let sock: Dealer;
-    try {
-      sock = openDealer(endpoint, this.opts.curve, { heartbeatInterval: hb.heartbeatInterval, heartbeatTimeout: hb.heartbeatTimeout, ...this.opts.socketOptions });
-    } catch (err) {
-      throw new EndpointError(endpoint, `cannot connect to "${endpoint}": ${(err as Error).message}`);
-    }
+    const sock = newDealer(this.opts.curve, { heartbeatInterval: hb.heartbeatInterval, heartbeatTimeout: hb.heartbeatTimeout, ...this.opts.socketOptions });
     const link = new Link(sock, endpoint);
     this.watch(link);
+    try {
+      sock.connect(endpoint);
+    } catch (err) {
+      sock.close();
+      throw new EndpointError(endpoint, `cannot connect to "${endpoint}": ${(err as Error).message}`);
+    }
     // A reply on a link we already replaced still settles its request.
     void receiveLoop(sock, (frames) => this.onReply(link, frames), () => undefined, false);
     if (this.extensions) {
@@ -398,6 +398,7 @@ export class Client extends EventEmitter<ClientEvents> {
     this.emit('refused', link.endpoint, reason);
     // Definite: resending to the same broker cannot help. Another endpoint may take the key.
     for (const p of [...link.pending]) {
+      if (p.link !== link) continue; // resent elsewhere already
       if (this.endpoints.length > 1 && p.attempts <= p.retries) {
         if (link === this.link) this.rotate(true);
         this.attempt(p);

@@ -10,7 +10,7 @@ import { EndpointError, MdpError } from './errors.js';
 import { endpointProblem } from '../sockets/endpoint.js';
 import type { Logger } from './logger.js';
 import { Sender, toFrames, type Frame } from './sender.js';
-import { openDealer, type CurveClientKeys, type DealerOptions } from '../sockets/dealer.js';
+import { newDealer, type CurveClientKeys, type DealerOptions } from '../sockets/dealer.js';
 import { zmtpHeartbeat } from '../sockets/zeromq.js';
 import { receiveLoop } from '../sockets/receive-loop.js';
 
@@ -144,9 +144,10 @@ class Session {
     // ZMTP heartbeats (libzmq): a dead connection is dropped and re-dialled by libzmq even while a job is in hand
     // and the broker is silent at the MDP level; every broker answers PING at the transport level.
     const { heartbeatInterval, heartbeatTimeout } = zmtpHeartbeat(this.interval, this.liveness);
-    const sock = openDealer(this.opts.endpoint, this.opts.curve, { heartbeatInterval, heartbeatTimeout, ...this.opts.socketOptions });
+    const sock = newDealer(this.opts.curve, { heartbeatInterval, heartbeatTimeout, ...this.opts.socketOptions });
     this.sock = sock;
     if (this.events.watching) this.watch();
+    sock.connect(this.opts.endpoint);
     if (this.sender) this.sender.reset(sock);
     else this.sender = new Sender(sock);
     this.lastHeard = Date.now();

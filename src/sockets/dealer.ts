@@ -12,9 +12,8 @@ export interface CurveClientKeys {
 
 export type DealerOptions = ConstructorParameters<typeof Dealer>[0];
 
-export function openDealer(endpoint: string, curve: CurveClientKeys | undefined, options: DealerOptions): Dealer {
+/** The socket, not yet connected: a monitor started before connect() sees the first handshake too. */
+export function newDealer(curve: CurveClientKeys | undefined, options: DealerOptions): Dealer {
   const keys = curve ? { curveServerKey: curve.serverKey, curvePublicKey: curve.publicKey, curveSecretKey: curve.secretKey } : {};
-  const sock = new Dealer({ linger: 0, ...keys, ...options });
-  sock.connect(endpoint);
-  return sock;
+  return new Dealer({ linger: 0, ...keys, ...options });
 }
