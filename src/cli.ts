@@ -26,6 +26,9 @@ Usage: mdbroker [options]
   --max-attempts N           dispatches per request before 'failed' (default ${d.maxAttempts})
   --request-ttl MS           how long a request may wait for a worker (default ${d.requestTtl})
   --max-queue N              requests one service may queue (default ${d.maxQueue})
+  --max-queued-bytes N       bytes of requests the broker may hold, queued or at workers; past it new requests
+                             get \`overloaded\` at once (default ${d.maxHeldBytes}, 256 MiB)
+  --max-client-bytes N       of those, what one client's requests may hold (default ${d.maxClientBytes}, 64 MiB)
   --max-frames N             frames per message (default ${DEFAULT_LIMITS.maxFrames})
   --max-frame-bytes N        bytes per frame (default ${DEFAULT_LIMITS.maxFrameBytes})
   --max-service-name N       bytes per service name (default ${DEFAULT_LIMITS.maxServiceName})
@@ -67,6 +70,8 @@ const spec = {
   'max-attempts': { type: 'string' },
   'request-ttl': { type: 'string' },
   'max-queue': { type: 'string' },
+  'max-queued-bytes': { type: 'string' },
+  'max-client-bytes': { type: 'string' },
   'max-frames': { type: 'string' },
   'max-frame-bytes': { type: 'string' },
   'max-service-name': { type: 'string' },
@@ -165,6 +170,8 @@ function main(argv: string[]): void {
       maxAttempts: int(values, 'max-attempts', d.maxAttempts),
       requestTtl: int(values, 'request-ttl', d.requestTtl),
       maxQueue: int(values, 'max-queue', d.maxQueue),
+      maxHeldBytes: int(values, 'max-queued-bytes', d.maxHeldBytes),
+      maxClientBytes: int(values, 'max-client-bytes', d.maxClientBytes),
       limits: {
         ...DEFAULT_LIMITS,
         maxFrames: int(values, 'max-frames', DEFAULT_LIMITS.maxFrames, 3),

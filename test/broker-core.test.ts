@@ -221,6 +221,49 @@ test('a full service queue answers `overloaded` at once', () => {
   assert.equal(c.snapshot().queued, 2);
 });
 
+test('byte budgets: past the broker-wide or one client\'s share, `overloaded` at once, and the bytes come back when requests end', () => {
+  const c = core({ maxHeldBytes: 2500, maxClientBytes: 1500 });
+  const big = (client: Buffer) => [client, E, B('MDPC01'), B('q'), Buffer.alloc(1000)];
+  c.handle(big(CLIENT), 0); // ~1017 bytes held
+  c.handle(big(CLIENT), 0); // the client's share would pass 1500
+  const [own] = take(c);
+  assert.equal(errorOf(own).code, 'overloaded');
+  assert.match(errorOf(own).message, /this client's requests would hold \d+ bytes \(limit 1500\)/);
+  c.handle(big(CLIENT2), 0); // another client is still served: ~2034 held
+  assert.deepEqual(take(c), []);
+  c.handle(big(id(3)), 0); // the broker-wide budget would pass 2500
+  const [all] = take(c);
+  assert.match(errorOf(all).message, /the broker's requests would hold \d+ bytes \(limit 2500\)/);
+  assert.equal(c.snapshot().queued, 2);
+  c.handle(ready1(W_A, 'q'), 1);
+  c.handle(reply1(W_A, CLIENT, 'done'), 2); // the first request ends: its bytes are free again
+  take(c); // (the reply, and CLIENT2's request to the worker)
+  c.handle(big(id(3)), 3);
+  assert.deepEqual(take(c), [], 'queued, not refused');
+  assert.equal(c.snapshot().queued, 1);
+  assert.equal(c.stats.errors.overloaded, 2);
+});
+
+test('a held request does not pin the large read chunk its frames came in', () => {
+  const c = core();
+  // As a transport hands them over: subarrays of one 64 KiB read chunk holding many messages.
+  const chunk = Buffer.alloc(65536, 1);
+  const frames = [CLIENT, E, B('MDPC01'), B('later'), chunk.subarray(100, 200)];
+  c.handle(frames, 0); // no worker yet: the request is held
+  c.handle(ready1(W_A, 'later'), 1);
+  const [toWorker] = take(c);
+  const body = toWorker[toWorker.length - 1];
+  assert.deepEqual(body, chunk.subarray(100, 200));
+  assert.ok(body.buffer.byteLength < 16384, `the body now lives in a right-sized buffer (${body.buffer.byteLength} bytes)`);
+  // A request that arrived in its own buffer is passed on as is (the hot path copies nothing).
+  const own = Buffer.alloc(100, 2);
+  c.handle(reply1(W_A, CLIENT, 'x'), 2);
+  take(c);
+  c.handle([CLIENT, E, B('MDPC01'), B('later'), own], 3);
+  const [again] = take(c);
+  assert.equal(again[again.length - 1], own);
+});
+
 test('a vanished client costs nothing: its queued requests are dropped, its replies discarded', () => {
   const c = core();
   c.handle(req1(CLIENT, 's', 'a'), 0);

@@ -63,7 +63,7 @@ function mutate(m: Buffer[], at: number, how: number, byte: number): Buffer[] {
 }
 
 export function run(actions: Action[]): void {
-  const core = new BrokerCore({ heartbeatInterval: 100, heartbeatLiveness: 3, busyTimeout: 1000, requestTtl: 700, maxAttempts: 2, maxQueue: 5 });
+  const core = new BrokerCore({ heartbeatInterval: 100, heartbeatLiveness: 3, busyTimeout: 1000, requestTtl: 700, maxAttempts: 2, maxQueue: 5, maxHeldBytes: 600, maxClientBytes: 300 });
   let now = 0;
   let nextReq = 1;
   const answers = new Map<number, number>(); // request id -> final answers seen
@@ -148,6 +148,7 @@ export function run(actions: Action[]): void {
   drain();
   for (const [id, n] of answers) assert.equal(n, 1, `request ${id} answered ${n} times`);
   assert.deepEqual(core.snapshot(), { services: 0, workers: 0, idleWorkers: 0, busyWorkers: 0, queued: 0 });
+  assert.equal(core.heldBytes, 0, 'every request that ended gave its bytes back to the budget');
 }
 
 test(`fuzz: random and mutated frame sequences (${RUNS} runs, seed ${SEED}): no throw, every request answered once, tables empty`, () => {

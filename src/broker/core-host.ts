@@ -28,7 +28,10 @@ export class CoreHost {
   ) {
     const rules = parseValidateFlags(opts.validate);
     const validates = rules.length > 0 ? (name: string) => appliesTo(rules, name) : null;
-    this.core = new BrokerCore({ ...opts, validates, mayRegister: accessPolicy(opts.workerGroups) }, log);
+    // With --shards N each shard's core holds its share of the byte budgets.
+    const share = Math.max(1, opts.shards);
+    const budgets = { maxHeldBytes: Math.floor(opts.maxHeldBytes / share), maxClientBytes: Math.floor(opts.maxClientBytes / share) };
+    this.core = new BrokerCore({ ...opts, ...budgets, validates, mayRegister: accessPolicy(opts.workerGroups) }, log);
     const now = () => this.now();
     this.transport = new RouterTransport(io, this.core, now, (err) => log('warn', 'socket error', { err: String(err) }));
     this.admission = new AdmissionPump(this.core, offload, now, () => this.transport.flush());

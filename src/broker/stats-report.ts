@@ -153,7 +153,11 @@ const BUCKETS_S = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0
 
 /** Broker-wide keys that /metrics already carries as per-service families (their sums), or as prom-client's own. */
 const COVERED = new Set(['requests', 'replies', 'requeued', 'workers', 'busyWorkers', 'queued', 'loopDelayP99Us', 'loopDelayMaxUs']);
-const GAUGES: Record<string, string> = { services: 'mdbroker_services', connections: 'mdbroker_zmtp_connections' };
+const GAUGES: Record<string, string> = {
+  services: 'mdbroker_services',
+  connections: 'mdbroker_zmtp_connections',
+  heldBytes: 'mdbroker_held_request_bytes',
+};
 const ZMTP_COUNTERS: Record<string, string> = {
   zmtp_accepted: 'mdbroker_zmtp_accepted_total',
   zmtp_handshakes: 'mdbroker_zmtp_handshakes_total',

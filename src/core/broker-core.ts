@@ -33,6 +33,10 @@ export interface CoreOptions {
   requestTtl: number;
   /** Requests one service queue may hold. */
   maxQueue: number;
+  /** Bytes of requests the broker may hold at once (queued, awaiting a verdict, or at a worker); beyond: overloaded. */
+  maxHeldBytes: number;
+  /** Of those, what one client's requests may hold, so one client cannot starve the others. */
+  maxClientBytes: number;
   limits: Limits;
   /** Which services' requests need a --validate verdict before queueing (asked once per service); null: none. */
   validates: ((service: string) => boolean) | null;
@@ -48,6 +52,8 @@ export const DEFAULT_CORE_OPTIONS: CoreOptions = {
   maxAttempts: 3,
   requestTtl: 30000,
   maxQueue: 100000,
+  maxHeldBytes: 256 * 1024 * 1024,
+  maxClientBytes: 64 * 1024 * 1024,
   limits: DEFAULT_LIMITS,
   validates: null,
   mayRegister: null,
@@ -78,6 +84,8 @@ class Request implements Admission {
   attempts = 0;
   enqueuedAt: number;
   dispatchedAt = 0;
+  /** Bytes held against the budgets until the request ends (0 once released). */
+  bytes = 0;
   constructor(
     /** The client's message as received; the prefix before headerAt is echoed in front of the reply. */
     readonly frames: Buffer[],
@@ -115,6 +123,35 @@ class Service {
     readonly stats: ServiceStats,
     readonly needsCheck: boolean,
   ) {}
+}
+
+/** A frame in a read chunk this much bigger than the whole request (and past Node's 8 KiB pool slabs) pins it. */
+const PINNING_CHUNK = 16 * 1024;
+
+/**
+ * The frames of a request about to be held, copied into one right-sized buffer if any of them is a view into a
+ * much larger read chunk: a held 100-byte request must not keep a 64 KiB chunk alive (the transports hand the core
+ * subarrays of what they read). Requests that arrived alone, and large bodies, are kept as they are.
+ */
+function compacted(frames: Buffer[], bytes: number): Buffer[] {
+  const limit = Math.max(PINNING_CHUNK, 2 * bytes);
+  let pins = false;
+  for (let i = 0; i < frames.length; i++) if (frames[i].buffer.byteLength > limit) pins = true;
+  if (!pins) return frames;
+  const block = Buffer.allocUnsafe(bytes);
+  const out = new Array<Buffer>(frames.length);
+  let at = 0;
+  for (let i = 0; i < frames.length; i++) {
+    const f = frames[i];
+    if (f.buffer.byteLength <= limit) {
+      out[i] = f;
+      continue;
+    }
+    f.copy(block, at);
+    out[i] = block.subarray(at, at + f.length);
+    at += f.length;
+  }
+  return out;
 }
 
 /** Microseconds between two ms clock readings, clamped to what the histograms hold. */
@@ -204,6 +241,9 @@ export class BrokerCore implements MmiSource {
   private readonly lastWarned = new LRUCacheWithDelete<Key, number>(4096);
   private stopping = false;
   private lastFullWarning = -Infinity;
+  /** Bytes of the requests held now, overall and per client (entries leave at zero). */
+  heldBytes = 0;
+  private readonly clientBytes = new Map<Key, number>();
   private readonly workerTtl: number;
   readonly recorder = new StatsRecorder();
   /** mmi.stats answers: the whole broker, and per service; installed by the shell after each aggregation. */
@@ -360,6 +400,7 @@ export class BrokerCore implements MmiSource {
     global.workers = snap.workers;
     global.busyWorkers = snap.busyWorkers;
     global.queued = snap.queued;
+    global.heldBytes = this.heldBytes;
     return { at: wallNow, uptimeMs, global, services };
   }
 
@@ -404,7 +445,21 @@ export class BrokerCore implements MmiSource {
     let svc = this.services.get(name);
     if (svc === undefined) svc = this.newService(name, m.service);
     svc.stats.requests++;
-    const r = new Request(frames, m.headerAt, m.bodyAt, m.version, clientKey, svc, now + this.opts.requestTtl, now);
+    let bytes = 0;
+    for (let i = 0; i < frames.length; i++) bytes += frames[i].length;
+    const mine = this.clientBytes.get(clientKey) ?? 0;
+    if (this.heldBytes + bytes > this.opts.maxHeldBytes || mine + bytes > this.opts.maxClientBytes) {
+      svc.stats.errors.overloaded++;
+      const why = mine + bytes > this.opts.maxClientBytes
+        ? `this client's requests would hold ${mine + bytes} bytes (limit ${this.opts.maxClientBytes})`
+        : `the broker's requests would hold ${this.heldBytes + bytes} bytes (limit ${this.opts.maxHeldBytes})`;
+      this.replyError(frames, m.headerAt, m.version, m.service, 'overloaded', why);
+      return this.maybeForget(svc);
+    }
+    const r = new Request(compacted(frames, bytes), m.headerAt, m.bodyAt, m.version, clientKey, svc, now + this.opts.requestTtl, now);
+    r.bytes = bytes;
+    this.heldBytes += bytes;
+    this.clientBytes.set(clientKey, mine + bytes);
     // Everything waits behind a request under validation, so no client's requests are reordered.
     if (svc.needsCheck || this.awaitingVerdict > 0) {
       // Requests awaiting a verdict count against their service's queue limit.
@@ -464,6 +519,7 @@ export class BrokerCore implements MmiSource {
       }
       if (this.goneClients.size > 0 && this.goneClients.has(r.clientKey)) {
         this.stats.droppedClientGone++;
+        this.release(r);
         continue;
       }
       const w = svc.idle.shift() as Worker;
@@ -486,7 +542,19 @@ export class BrokerCore implements MmiSource {
     this.failRequest(r, 'expired', `no worker for ${r.service.name} within ${this.opts.requestTtl} ms`);
   }
 
+  /** The request has ended (answered, failed or dropped): its bytes leave the budgets. */
+  private release(r: Request): void {
+    const bytes = r.bytes;
+    if (bytes === 0) return;
+    r.bytes = 0;
+    this.heldBytes -= bytes;
+    const left = (this.clientBytes.get(r.clientKey) ?? bytes) - bytes;
+    if (left > 0) this.clientBytes.set(r.clientKey, left);
+    else this.clientBytes.delete(r.clientKey);
+  }
+
   private failRequest(r: Request, code: ErrorCode, why: string): void {
+    this.release(r);
     r.service.stats.errors[code]++;
     if (this.goneClients.size > 0 && this.goneClients.has(r.clientKey)) {
       this.stats.droppedClientGone++;
@@ -551,6 +619,7 @@ export class BrokerCore implements MmiSource {
           return;
         }
         w.current = null;
+        this.release(r);
         this.stats.replies++;
         r.service.stats.replies++;
         r.service.stats.service.recordValue(micros(r.dispatchedAt, now));
