@@ -244,6 +244,21 @@ test('byte budgets: past the broker-wide or one client\'s share, `overloaded` at
   assert.equal(c.stats.errors.overloaded, 2);
 });
 
+test('a client holding half its share is paused (not refused) and resumed below a quarter', () => {
+  const c = core({ maxClientBytes: 4000 });
+  const req = () => [CLIENT, E, B('MDPC01'), B('q'), Buffer.alloc(900)];
+  c.handle(req(), 0); // ~917 bytes
+  c.handle(req(), 0); // ~1834 bytes: still under 2000
+  assert.equal(c.flow.length, 0);
+  c.handle(req(), 0); // ~2751 bytes: stop reading this client
+  assert.deepEqual(c.flow.splice(0).map(([id, pause]) => [id.toString('hex'), pause]), [[CLIENT.toString('hex'), true]]);
+  c.handle(ready1(W_A, 'q'), 1);
+  c.handle(reply1(W_A, CLIENT, 'r'), 2); // ~1834 held: not yet below 1000
+  c.handle(reply1(W_A, CLIENT, 'r'), 3); // ~917 held: read this client again
+  assert.deepEqual(c.flow.splice(0).map(([, pause]) => pause), [false]);
+  assert.equal(c.stats.errors.overloaded, 0);
+});
+
 test('a held request does not pin the large read chunk its frames came in', () => {
   const c = core();
   // As a transport hands them over: subarrays of one 64 KiB read chunk holding many messages.

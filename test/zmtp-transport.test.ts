@@ -265,3 +265,61 @@ test('transport choice: CURVE and inproc:// fall back to libzmq and say so; --tr
   await inproc.close();
   await asked.close();
 });
+
+// The same in every pass of the suite (this file's brokers ignore the mode), and 7 s long: plain pass only.
+const brokerMode = ['MDBROKER_TEST_OFFLOAD', 'MDBROKER_TEST_SHARDS', 'MDBROKER_TEST_TRANSPORT'].some((k) => process.env[k]);
+
+test('a client sending faster than its service is served is paused (TCP pushes back on it), not refused', { skip: brokerMode ? 'plain pass only' : false }, async (t) => {
+  // A 1 MiB share per client: the broker stops reading a client whose requests hold 512 KiB, resumes below 256 KiB.
+  const { broker, endpoint, port } = await zmtpBroker({ heartbeatInterval: 200, maxClientBytes: 1024 * 1024 });
+  const worker = new Worker({ endpoint, service: 'echo', heartbeatInterval: 200, handler: (b) => b });
+  t.after(async () => {
+    await worker.close();
+    await broker.close();
+  });
+  assert.ok(await until(() => broker.snapshot().workers === 1));
+  const N = 10000;
+  const body = Buffer.alloc(2048, 0x5a);
+  const sock = connect({ host: '127.0.0.1', port });
+  t.after(() => sock.destroy());
+  const received: Buffer[] = [];
+  sock.on('data', (d: Buffer) => received.push(d));
+  const frame = (flags: number, data: Buffer) => {
+    const long = data.length > 255;
+    const h = Buffer.alloc(long ? 9 : 2);
+    h[0] = flags | (long ? 2 : 0);
+    if (long) h.writeBigUInt64BE(BigInt(data.length), 1);
+    else h[1] = data.length;
+    return Buffer.concat([h, data]);
+  };
+  const request = Buffer.concat([frame(1, E), frame(1, B('MDPC01')), frame(1, B('echo')), frame(0, body)]);
+  sock.write(Buffer.concat([greeting(), readyCommand({ 'Socket-Type': 'DEALER' })]));
+  for (let i = 0; i < N; i++) sock.write(request); // 20 MB at once; one worker serves them one by one
+  assert.ok(await counterReaches(broker, 'zmtp_paused', 1, 10000) >= 1, 'the broker paused reading from us');
+  let heldBack = 0;
+  let maxHeld = 0;
+  const replies = () => {
+    const all = Buffer.concat(received);
+    let at = 64; // greeting
+    let ends = 0;
+    while (at + 2 <= all.length) {
+      const flags = all[at];
+      const long = (flags & 2) !== 0;
+      if (at + (long ? 9 : 2) > all.length) break;
+      const size = long ? Number(all.readBigUInt64BE(at + 1)) : all[at + 1];
+      at += (long ? 9 : 2) + size;
+      if (at > all.length) break;
+      if ((flags & 4) === 0 && (flags & 1) === 0) ends++;
+    }
+    return ends;
+  };
+  const done = await until(() => {
+    heldBack = Math.max(heldBack, sock.writableLength);
+    maxHeld = Math.max(maxHeld, broker.snapshot().queued);
+    return replies() === N;
+  }, 30000);
+  assert.ok(done, `${replies()} of ${N} replies`);
+  assert.ok(heldBack > 1024 * 1024, `our writes were held back by TCP: up to ${heldBack} bytes waited in our socket`);
+  assert.ok(maxHeld < 1000, `the broker queued at most ${maxHeld} of our requests at a time`);
+  assert.equal(broker.stats().errors.overloaded, 0, 'nothing refused');
+});

@@ -21,6 +21,9 @@ export interface FrameIO {
   start(sink: FrameSink): Promise<void>;
   /** Queues [routing id, ...frames]; a failure reaches the sink's sendFailed, with `tag`. */
   send(msg: Buffer[], tag?: number): void;
+  /** Stops and restarts reading from one peer (transports that can: zmtp). */
+  pause?(id: Buffer): void;
+  resume?(id: Buffer): void;
   close(): Promise<void>;
 }
 

@@ -162,6 +162,7 @@ const ZMTP_COUNTERS: Record<string, string> = {
   zmtp_accepted: 'mdbroker_zmtp_accepted_total',
   zmtp_handshakes: 'mdbroker_zmtp_handshakes_total',
   zmtp_unsent: 'mdbroker_zmtp_unsent_messages_total',
+  zmtp_paused: 'mdbroker_zmtp_read_pauses_total',
 };
 
 export interface MetricName {

@@ -46,9 +46,18 @@ export class RouterTransport implements FrameSink {
     this.onError(err);
   }
 
-  /** Sends everything the core has queued. */
+  /** Sends everything the core has queued, and pauses or resumes the peers it asked to. */
   flush(): void {
-    const out = this.core.out;
+    const core = this.core;
+    if (core.flow.length > 0) {
+      const io = this.io;
+      for (const [id, pause] of core.flow) {
+        if (pause) io.pause?.(id);
+        else io.resume?.(id);
+      }
+      core.flow.length = 0;
+    }
+    const out = core.out;
     if (out.length === 0) return;
     const io = this.io;
     this.flushing = true;

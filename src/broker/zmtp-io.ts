@@ -38,6 +38,14 @@ export class ZmtpIO implements FrameIO {
     if (failed !== null) this.sink?.sendFailed(msg[0], failed, tag);
   }
 
+  pause(id: Buffer): void {
+    this.router.pause(id);
+  }
+
+  resume(id: Buffer): void {
+    this.router.resume(id);
+  }
+
   async close(): Promise<void> {
     await this.router.close();
     this.done?.();

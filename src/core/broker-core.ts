@@ -224,6 +224,13 @@ export interface CoreSnapshot {
 export class BrokerCore implements MmiSource {
   /** Messages to send, each [routing id, ...frames]. The transport drains it after every call. */
   readonly out: Buffer[][] = [];
+  /**
+   * Routing ids of clients to stop reading from, and to read from again: a client whose requests hold half its
+   * --max-client-bytes is paused (TCP pushes back on it) rather than refused, and resumed below a quarter. The
+   * transport drains them, in order, after every call; one that cannot pause (libzmq, a shard's pipe) drops them,
+   * and such clients get `overloaded` at the full share instead. Each entry: [routing id, true to pause].
+   */
+  readonly flow: [Buffer, boolean][] = [];
   /** Told the routing id of each worker the core forgets (the sharded broker keeps its routing table with it). */
   departed: ((id: Buffer) => void) | null = null;
   /** Requests waiting for a --validate verdict, in arrival order. The shell drains it and answers with admit(). */
@@ -244,6 +251,8 @@ export class BrokerCore implements MmiSource {
   /** Bytes of the requests held now, overall and per client (entries leave at zero). */
   heldBytes = 0;
   private readonly clientBytes = new Map<Key, number>();
+  /** Clients paused for holding too much, by key: their routing id. */
+  private readonly pausedClients = new Map<Key, Buffer>();
   private readonly workerTtl: number;
   readonly recorder = new StatsRecorder();
   /** mmi.stats answers: the whole broker, and per service; installed by the shell after each aggregation. */
@@ -347,6 +356,7 @@ export class BrokerCore implements MmiSource {
     }
     this.stats.clientsGone++;
     this.goneClients.set(key, true);
+    this.pausedClients.delete(key);
   }
 
   /** Stops taking work: queued requests fail with `shutdown`, idle workers are told DISCONNECT. */
@@ -460,6 +470,10 @@ export class BrokerCore implements MmiSource {
     r.bytes = bytes;
     this.heldBytes += bytes;
     this.clientBytes.set(clientKey, mine + bytes);
+    if (mine + bytes >= this.opts.maxClientBytes >>> 1 && !this.pausedClients.has(clientKey)) {
+      this.pausedClients.set(clientKey, frames[0]);
+      this.flow.push([frames[0], true]);
+    }
     // Everything waits behind a request under validation, so no client's requests are reordered.
     if (svc.needsCheck || this.awaitingVerdict > 0) {
       // Requests awaiting a verdict count against their service's queue limit.
@@ -551,6 +565,13 @@ export class BrokerCore implements MmiSource {
     const left = (this.clientBytes.get(r.clientKey) ?? bytes) - bytes;
     if (left > 0) this.clientBytes.set(r.clientKey, left);
     else this.clientBytes.delete(r.clientKey);
+    if (this.pausedClients.size > 0 && left < this.opts.maxClientBytes >>> 2) {
+      const id = this.pausedClients.get(r.clientKey);
+      if (id !== undefined) {
+        this.pausedClients.delete(r.clientKey);
+        this.flow.push([id, false]);
+      }
+    }
   }
 
   private failRequest(r: Request, code: ErrorCode, why: string): void {

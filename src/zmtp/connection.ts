@@ -163,6 +163,20 @@ export class ZmtpConnection {
     return this.outBytes + this.sock.writableLength;
   }
 
+  /** Whether reading is stopped (pause()): the peer is pushed back on by TCP. */
+  get paused(): boolean {
+    return this.sock.isPaused();
+  }
+
+  /** Stops reading from the peer: what it sends waits in the kernel, then in the peer, which blocks. */
+  pause(): void {
+    if (this.state !== State.Closed) this.sock.pause();
+  }
+
+  resume(): void {
+    if (this.state !== State.Closed) this.sock.resume();
+  }
+
   /** Queues msg[from..] (from: 1 for a ROUTER's [id, ...frames], else 0). Written on the next flush(). */
   send(msg: Buffer[]): void {
     this.out.push(msg);

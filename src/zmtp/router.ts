@@ -46,7 +46,7 @@ function keyOf(id: Buffer): number | string {
 
 export class ZmtpRouter implements ConnectionOwner {
   /** Connections closed, by reason; handshakes completed. */
-  readonly counters: Record<string, number> = { accepted: 0, handshakes: 0, unsent: 0 };
+  readonly counters: Record<string, number> = { accepted: 0, handshakes: 0, unsent: 0, paused: 0 };
   private readonly servers: { server: Server; path: string | null }[] = [];
   private readonly peers = new Map<number | string, ZmtpConnection>();
   private readonly all = new Set<ZmtpConnection>();
@@ -102,6 +102,18 @@ export class ZmtpRouter implements ConnectionOwner {
     if (conn.queuedBytes >= this.opts.maxQueuedBytes) return 'full';
     conn.send(msg);
     return null;
+  }
+
+  /** Stops reading from the peer with this routing id (it is told nothing; TCP pushes back on it). */
+  pause(id: Buffer): void {
+    const conn = this.peers.get(keyOf(id));
+    if (conn === undefined || conn.paused) return;
+    this.counters.paused++;
+    conn.pause();
+  }
+
+  resume(id: Buffer): void {
+    this.peers.get(keyOf(id))?.resume();
   }
 
   /** Writes what is queued, sends nothing more, closes every connection (waiting up to lingerMs for writes). */
@@ -198,7 +210,8 @@ export class ZmtpRouter implements ConnectionOwner {
     // reads that were waiting, and every peer would look silent for the length of the stall.
     const deadAfter = Math.ceil(ttl / this.period);
     for (const c of this.all) {
-      if (c.heard) {
+      // A connection we stopped reading cannot be heard; it is not silent, we are not listening.
+      if (c.heard || c.paused) {
         c.heard = false;
         c.lastHeard = now;
         c.silentTicks = 0;
