@@ -12,6 +12,7 @@ import { Client } from '../src/client/client.js';
 import { Worker } from '../src/client/worker.js';
 import { RefusedError } from '../src/client/errors.js';
 import { readAllowList, readSecretKeyFile } from '../src/broker/security.js';
+import { greeting } from '../src/zmtp/wire.js';
 import { startBroker, until } from './helpers.js';
 import type { Broker } from '../src/broker/broker.js';
 
@@ -165,4 +166,44 @@ test('access groups: a worker key allowed for `a` (on its group endpoint) cannot
   assert.deepEqual((await client.request('a', 'x')).map(String), ['from a']);
   assert.deepEqual((await client.request('mmi.service', 'b')).map(String), ['404']);
   assert.ok(warnings.some((w) => w.includes('may not register')), 'refusals are logged');
+});
+
+test('CURVE on the zmtp transport: libzmq peers pipeline large bodies byte for byte, heartbeats run inside CURVE, bad handshakes are closed', async (t) => {
+  const keys = curveKeyPair();
+  const clientKeys = curveKeyPair();
+  const workerKeys = curveKeyPair();
+  const { broker, endpoint } = await startBroker({ heartbeatInterval: 200, heartbeatLiveness: 3, transport: 'zmtp', curveKeys: keys, allowKeys: [clientKeys.publicKey, workerKeys.publicKey] });
+  t.after(() => broker.close());
+  // Unless the suite asked for the libzmq transport (then this checks that one), the zmtp transport serves CURVE now.
+  if (process.env.MDBROKER_TEST_TRANSPORT !== 'libzmq') assert.equal(broker.transport, 'zmtp');
+  const worker = new Worker({ endpoint, service: 'echo', heartbeatInterval: 200, handler: (b) => b, curve: { serverKey: keys.publicKey, ...workerKeys } });
+  const client = new Client({ endpoints: endpoint, timeout: 10000, curve: { serverKey: keys.publicKey, ...clientKeys } });
+  t.after(async () => {
+    client.close();
+    await worker.close();
+  });
+  const bodies = Array.from({ length: 40 }, (_, i) => Buffer.alloc(i % 4 === 0 ? 70000 : 1 + i, i));
+  const replies = await Promise.all(bodies.map((b, i) => client.request('echo', [`#${i}`, b])));
+  replies.forEach((r, i) => {
+    assert.equal(r[0].toString(), `#${i}`);
+    assert.ok(r[1].equals(bodies[i]), `body ${i} byte for byte`);
+  });
+  // Idle for many heartbeat intervals: PING and PONG travel sealed; nobody is taken for dead.
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.deepEqual((await client.request('echo', 'still here')).map(String), ['still here']);
+  assert.equal(broker.stats().workersExpired + broker.stats().workersGone, 0);
+  // A peer that greets with CURVE and then sends a HELLO that does not open is closed; the others are unaffected.
+  if (broker.transport === 'zmtp') {
+    const port = Number(endpoint.split(':').pop());
+    const raw = connect(port, '127.0.0.1');
+    t.after(() => raw.destroy());
+    raw.resume(); // read (and drop) what comes, so the end of the stream is seen
+    const bad = Buffer.alloc(200);
+    Buffer.from('\x05HELLO\x01\x00', 'latin1').copy(bad);
+    raw.write(Buffer.concat([greeting('CURVE'), Buffer.from([0x04, 200]), bad]));
+    await new Promise<void>((r) => raw.on('close', () => r()));
+    const out = await broker.aggregateStats();
+    assert.ok((out.report.global['zmtp_curve-handshake'] ?? 0) >= 1, 'counted as a bad CURVE handshake');
+    assert.deepEqual((await client.request('echo', 'after')).map(String), ['after']);
+  }
 });

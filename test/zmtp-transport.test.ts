@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
 import { existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { Context, Dealer, Publisher, Request } from 'zeromq';
+import { Context, Dealer, Publisher, Request, curveKeyPair } from 'zeromq';
 import { Client } from '../src/client/client.js';
 import { Worker } from '../src/client/worker.js';
 import { Broker } from '../src/broker/broker.js';
@@ -254,16 +254,23 @@ test('ipc:// endpoints: a libzmq client and worker over a Unix socket; a live en
   assert.equal(existsSync(path), false);
 });
 
-test('transport choice: CURVE and inproc:// fall back to libzmq and say so; --transport libzmq is honoured', async () => {
+test('transport choice: CURVE is served by zmtp, --access and inproc:// fall back to libzmq and say so; --transport libzmq is honoured', async () => {
   const logs: string[] = [];
   const inproc = new Broker({ bind: ['inproc://mdbroker-choice-test'], statsInterval: 0, log: (_l, m) => logs.push(m) });
   assert.equal(inproc.transport, 'libzmq');
   assert.ok(logs.some((m) => m.includes('inproc://mdbroker-choice-test is served by the libzmq transport')));
+  const curve = new Broker({ bind: ['tcp://127.0.0.1:*'], curveKeys: curveKeyPair(), statsInterval: 0 });
+  assert.equal(curve.transport, 'zmtp');
+  const groups = new Broker({ bind: ['tcp://127.0.0.1:*'], curveKeys: curveKeyPair(), workerGroups: [{ bind: ['tcp://127.0.0.1:*'], services: ['a'], allowKeys: null }], statsInterval: 0, log: (_l, m) => logs.push(m) });
+  assert.equal(groups.transport, 'libzmq');
+  assert.ok(logs.some((m) => m.includes('access groups (--access) are served by the libzmq transport')));
   const asked = new Broker({ bind: ['tcp://127.0.0.1:*'], transport: 'libzmq', statsInterval: 0 });
   assert.equal(asked.transport, 'libzmq');
   assert.throws(() => new Broker({ transport: 'quic' as never }), { name: 'ConfigError', code: 'transport' });
   await inproc.close();
   await asked.close();
+  await curve.close();
+  await groups.close();
 });
 
 // The same in every pass of the suite (this file's brokers ignore the mode), and 7 s long: plain pass only.

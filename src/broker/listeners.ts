@@ -1,7 +1,7 @@
 // The broker's listening endpoints, shared by the plain and the sharded broker. With the zmtp transport (the default
-// for tcp:// and ipc:// without CURVE) one ZmtpRouter serves every endpoint. The libzmq transport keeps a main ROUTER
-// and one per access group, with CURVE and a ZAP domain each when keys are set; it serves CURVE endpoints, other
-// schemes (inproc://), and anyone who asks for it (--transport libzmq).
+// for tcp:// and ipc://, with or without CURVE) one ZmtpRouter serves every endpoint. The libzmq transport keeps a
+// main ROUTER and one per access group, with CURVE and a ZAP domain each when keys are set; it serves access groups
+// (--access), other schemes (inproc://), and anyone who asks for it (--transport libzmq).
 
 import type { Router } from 'zeromq';
 import { zeromq, zmtpHeartbeat } from '../sockets/zeromq.js';
@@ -9,6 +9,7 @@ import { PeerSockets } from './peer-sockets.js';
 import { zmqIO, type FrameIO } from './frame-io.js';
 import { ZmtpIO } from './zmtp-io.js';
 import { parseEndpoint } from '../zmtp/endpoint.js';
+import { z85Decode } from '../zmtp/curve.js';
 import { MDPC01, MDPC02, MDPW01, MDPW02 } from '../protocol/codec.js';
 import { secureRouter, zap } from './security.js';
 import type { BrokerOptions, Transport } from './options.js';
@@ -16,10 +17,17 @@ import type { BrokerOptions, Transport } from './options.js';
 /** Which transport serves these options, and why when it is not the one asked for. */
 export function chooseTransport(o: BrokerOptions): { transport: Transport; why: string | null } {
   if (o.transport === 'libzmq') return { transport: 'libzmq', why: null };
-  if (o.curveKeys !== null) return { transport: 'libzmq', why: 'CURVE is served by the libzmq transport' };
+  if (o.curveKeys !== null && o.workerGroups.length > 0) return { transport: 'libzmq', why: 'access groups (--access) are served by the libzmq transport' };
   const other = o.bind.find((ep) => parseEndpoint(ep) === null);
   if (other !== undefined) return { transport: 'libzmq', why: `${other} is served by the libzmq transport` };
   return { transport: 'zmtp', why: null };
+}
+
+/** A Z85 key (as the key files and allow-lists hold them) as its 32 raw bytes. */
+function rawKey(z85: string): Buffer {
+  const raw = z85Decode(z85);
+  if (raw === null || raw.length !== 32) throw new Error(`not a Z85 CURVE key: ${z85.slice(0, 8)}...`);
+  return raw;
 }
 
 export class Listeners {
@@ -46,6 +54,10 @@ export class Listeners {
         handshakeTimeout: opts.handshakeTimeout,
         // The core never writes to a frame, so MDP's header frames can arrive as shared constants.
         intern: [MDPC01, MDPC02, MDPW01, MDPW02],
+        curve: opts.curveKeys === null ? undefined : {
+          keys: { publicKey: rawKey(opts.curveKeys.publicKey), secretKey: rawKey(opts.curveKeys.secretKey) },
+          allow: opts.allowKeys === null ? null : new Set(opts.allowKeys.map((k) => rawKey(k).toString('hex'))),
+        },
       }, opts.log);
       this.io = this.zmtp;
       return;
@@ -72,6 +84,7 @@ export class Listeners {
 
   /** Connections refused by the allow-lists so far (all sockets). */
   get denied(): number {
+    if (this.zmtp !== null) return this.zmtp.router.counters['curve-denied'] ?? 0;
     return this.domains.reduce((a, d) => a + zap.deniedCount(d), 0);
   }
 

@@ -13,8 +13,9 @@ import type { Socket } from 'node:net';
 import {
   FLAG_COMMAND, FLAG_LONG, FLAG_MORE, FLAG_RESERVED, GREETING_BYTES, GREETING_HEAD,
   checkGreetingHead, errorCommand, greeting, headerBytes, parseCommand, parseGreeting, parseProperties, pingCommand,
-  pongCommand, readyCommand, writeHeader,
+  pongCommand, readyCommand, writeHeader, commandFrame, metadata,
 } from './wire.js';
+import { CURVE_COMMAND, CURVE_MORE, CurveServer, type RawKeyPair } from './curve.js';
 
 /** Why a connection ended; each is counted by the owner. */
 export type CloseReason =
@@ -30,6 +31,8 @@ export type CloseReason =
   | 'heartbeat-timeout'
   | 'duplicate-identity'
   | 'peer-error'
+  | 'curve-handshake'
+  | 'curve-denied'
   | 'shutdown';
 
 export interface ConnectionOwner {
@@ -60,6 +63,8 @@ export interface ConnectionOptions {
    * received frame.
    */
   intern?: readonly Buffer[];
+  /** ROUTER: speak CURVE as the server with these keys; `authorize` is asked about each client's permanent key. */
+  curve?: { keys: RawKeyPair; authorize(clientKey: Buffer): boolean };
 }
 
 const EMPTY_FRAME = Buffer.alloc(0);
@@ -92,6 +97,9 @@ const enum State {
 }
 
 const GREETING = greeting();
+const CURVE_GREETING = greeting('CURVE');
+/** What a refused key is told (a ZAP-style status code: libzmq reports it as an authentication failure). */
+const CURVE_DENIED = '400';
 
 export class ZmtpConnection {
   /** The routing id a ROUTER gave this peer (frames[0] of every message it delivers); null for a DEALER's. */
@@ -123,6 +131,8 @@ export class ZmtpConnection {
   private outBytes = 0;
   private readonly cmds: Buffer[] = [];
   private readonly intern: readonly Buffer[];
+  /** The CURVE session, when the connection speaks CURVE. */
+  private curve: CurveServer | null = null;
 
   constructor(
     readonly sock: Socket,
@@ -147,7 +157,12 @@ export class ZmtpConnection {
       this.outBytes = 0;
       this.owner.onClose(this, this.reason, unsent);
     });
-    sock.write(GREETING);
+    sock.write(opts.curve ? CURVE_GREETING : GREETING);
+  }
+
+  /** The client's permanent CURVE public key (raw), once its handshake is done; null on NULL connections. */
+  get curveKey(): Buffer | null {
+    return this.curve?.clientKey ?? null;
   }
 
   get ready(): boolean {
@@ -210,6 +225,7 @@ export class ZmtpConnection {
       if (this.state === State.Closed) this.cmds.length = 0;
       return; // messages wait for the handshake; commands too (nothing is sent before READY but READY)
     }
+    if (this.curve !== null) return this.flushCurve();
     const out = this.out;
     const from = this.outFrom;
     let total = 0;
@@ -241,6 +257,29 @@ export class ZmtpConnection {
     out.length = 0;
     this.outBytes = 0;
     this.sock.write(buf);
+  }
+
+  /** CURVE: each frame sealed in its own MESSAGE box, each box its own wire frame (flags 0), one write. */
+  private flushCurve(): void {
+    const curve = this.curve as CurveServer;
+    const wire: Buffer[] = [];
+    let total = 0;
+    const add = (box: Buffer) => {
+      const h = Buffer.allocUnsafe(headerBytes(box.length));
+      writeHeader(h, 0, 0, box.length);
+      wire.push(h, box);
+      total += h.length + box.length;
+    };
+    // Commands (PING, PONG) were encoded as plain command frames: their bodies go in boxes marked COMMAND.
+    for (const c of this.cmds) add(curve.seal(CURVE_COMMAND, c.subarray((c[0] & FLAG_LONG) !== 0 ? 9 : 2)));
+    this.cmds.length = 0;
+    for (const msg of this.out) {
+      const last = msg.length - 1;
+      for (let i = this.outFrom; i <= last; i++) add(curve.seal(i < last ? CURVE_MORE : 0, msg[i]));
+    }
+    this.out.length = 0;
+    this.outBytes = 0;
+    if (total > 0) this.sock.write(Buffer.concat(wire, total));
   }
 
   private flushWithLargeBodies(total: number): void {
@@ -360,6 +399,29 @@ export class ZmtpConnection {
       // Creating a view costs more than comparing a few bytes: headers, delimiters and command bytes are shared.
       const body = (size <= 8 ? internedFrame(b, o + hdr, size, this.intern) : null) ?? b.subarray(o + hdr, o + hdr + size);
       o += hdr + size;
+      if (this.curve !== null && this.state === State.Ready) {
+        // CURVE: every frame is its own MESSAGE box; MORE and COMMAND travel inside it.
+        if (isCommand || (flags & FLAG_MORE) !== 0) {
+          this.close('protocol-error', 'plain frame on a CURVE connection');
+          return len;
+        }
+        const opened = this.curve.open(body);
+        if (opened === null) {
+          this.close('protocol-error', 'MESSAGE box does not open');
+          return len;
+        }
+        if ((opened.flags & CURVE_COMMAND) !== 0) {
+          if ((opened.flags & CURVE_MORE) !== 0 || this.frames.length > this.outFrom) {
+            this.close('protocol-error', 'command frame inside a message');
+            return len;
+          }
+          this.onCommand(opened.data);
+          if (this.closed) return len;
+          continue;
+        }
+        if (this.deliverFrame(opened.data, (opened.flags & CURVE_MORE) !== 0)) return len;
+        continue;
+      }
       if (isCommand) {
         const inMessage = this.frames.length > this.outFrom;
         if ((flags & FLAG_MORE) !== 0 || inMessage) {
@@ -374,28 +436,71 @@ export class ZmtpConnection {
         this.close('protocol-error', 'message before READY');
         return len;
       }
-      const frames = this.frames;
-      // Past the limit the frames are dropped (nothing more is held), and the message still ends where it ends.
-      if (frames.length <= this.opts.maxFrames) frames.push(body);
-      if ((flags & FLAG_MORE) === 0) {
-        this.frames = this.id === null ? [] : [this.id];
-        this.owner.onMessage(this, frames);
-        if (this.closed) return len;
-      }
+      if (this.deliverFrame(body, (flags & FLAG_MORE) !== 0)) return len;
     }
     return o;
   }
 
+  /** Adds a frame to the message being read; at its last frame hands the message over. True if that closed us. */
+  private deliverFrame(body: Buffer, more: boolean): boolean {
+    const frames = this.frames;
+    // Past the limit the frames are dropped (nothing more is held), and the message still ends where it ends.
+    if (frames.length <= this.opts.maxFrames) frames.push(body);
+    if (!more) {
+      this.frames = this.id === null ? [] : [this.id];
+      this.owner.onMessage(this, frames);
+      return this.closed;
+    }
+    return false;
+  }
+
   private onGreeting(g: Buffer): void {
     const peer = parseGreeting(g);
-    if (peer.mechanism !== 'NULL') {
+    if (peer.mechanism !== (this.opts.curve ? 'CURVE' : 'NULL')) {
       this.close('mechanism');
       return;
     }
     this.pingable = peer.major > 3 || peer.minor >= 1;
     this.state = State.Handshake;
+    // CURVE: the client speaks first (HELLO).
+    if (this.opts.curve) {
+      this.curve = new CurveServer(this.opts.curve.keys);
+      return;
+    }
     // NULL: the client (connecting side) sends READY first; the server answers it.
     if (this.opts.socketType === 'DEALER') this.sock.write(this.readyFrame());
+  }
+
+  private becomeReady(type: string, identity: Buffer): void {
+    this.state = State.Ready;
+    const refused = this.owner.onReady(this, type, identity);
+    if (refused !== null) return this.close(refused);
+    if (this.id !== null) this.frames = [this.id];
+    // Anything queued before the handshake finished goes now.
+    if (this.out.length > 0 || this.cmds.length > 0) this.owner.needsFlush(this);
+  }
+
+  /** The CURVE handshake, server side: HELLO -> WELCOME, INITIATE -> READY (or ERROR for a refused key). */
+  private onCurveCommand(name: string, body: Buffer): void {
+    const curve = this.curve as CurveServer;
+    if (name === 'ERROR') return this.close('peer-error');
+    if (name === 'HELLO') {
+      const welcome = curve.hello(body);
+      if (typeof welcome === 'string') return this.close('curve-handshake');
+      this.sock.write(commandFrame(welcome));
+      return;
+    }
+    if (name !== 'INITIATE') return this.close('curve-handshake');
+    const init = curve.initiate(body);
+    if (typeof init === 'string') return this.close('curve-handshake');
+    if (!(this.opts.curve as { authorize(k: Buffer): boolean }).authorize(init.clientKey)) return this.close('curve-denied', CURVE_DENIED);
+    const props = parseProperties(init.metadata);
+    if (props === null) return this.close('curve-handshake');
+    const type = props.get('socket-type')?.toString('latin1') ?? '';
+    if (!this.opts.peers.has(type)) return this.close('socket-type', `invalid socket type ${type || '(none)'} for ${this.opts.socketType}`);
+    const identity = Buffer.from(props.get('identity') ?? Buffer.alloc(0));
+    this.sock.write(commandFrame(curve.ready(metadata({ 'Socket-Type': this.opts.socketType }))));
+    this.becomeReady(type, identity);
   }
 
   private readyFrame(): Buffer {
@@ -407,6 +512,7 @@ export class ZmtpConnection {
   private onCommand(body: Buffer): void {
     const c = parseCommand(body);
     if (c === null) return this.close('bad-command', 'malformed command');
+    if (this.state === State.Handshake && this.curve !== null) return this.onCurveCommand(c.name, body);
     if (this.state === State.Handshake) {
       if (c.name === 'ERROR') return this.close('peer-error');
       if (c.name !== 'READY') return this.close('bad-command', `expected READY, got ${c.name}`);
@@ -416,14 +522,10 @@ export class ZmtpConnection {
       if (!this.opts.peers.has(type)) return this.close('socket-type', `invalid socket type ${type || '(none)'} for ${this.opts.socketType}`);
       const identity = Buffer.from(props.get('identity') ?? Buffer.alloc(0));
       if (this.opts.socketType === 'ROUTER') this.sock.write(this.readyFrame());
-      this.state = State.Ready;
-      const refused = this.owner.onReady(this, type, identity);
-      if (refused !== null) return this.close(refused);
-      if (this.id !== null) this.frames = [this.id];
-      // Anything queued before the handshake finished goes now.
-      if (this.out.length > 0 || this.cmds.length > 0) this.owner.needsFlush(this);
+      this.becomeReady(type, identity);
       return;
     }
+
     switch (c.name) {
       case 'PING':
         // RFC 37: answer with PONG echoing the context (at most 16 bytes, after the 2-byte TTL).

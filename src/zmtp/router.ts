@@ -9,6 +9,7 @@
 
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { unlinkSync, statSync } from 'node:fs';
+import type { RawKeyPair } from './curve.js';
 import { ZmtpConnection, type CloseReason, type ConnectionOwner, type ConnectionOptions } from './connection.js';
 import { ROUTER_PEERS } from './wire.js';
 import { formatEndpoint, listenOptions, parseEndpoint } from './endpoint.js';
@@ -27,6 +28,8 @@ export interface ZmtpRouterOptions {
   handshakeTimeout: number;
   /** Frames delivered as shared Buffers when they arrive (see ConnectionOptions.intern). */
   intern?: readonly Buffer[];
+  /** CURVE on every endpoint: the broker's key pair (raw) and the client keys allowed (hex of raw; null: any). */
+  curve?: { keys: RawKeyPair; allow: ReadonlySet<string> | null };
 }
 
 export interface ZmtpRouterEvents {
@@ -64,6 +67,11 @@ export class ZmtpRouter implements ConnectionOwner {
     private readonly events: ZmtpRouterEvents,
   ) {
     this.connOpts = { socketType: 'ROUTER', peers: ROUTER_PEERS, maxFrameBytes: opts.maxFrameBytes, maxFrames: opts.maxFrames, intern: opts.intern };
+    const curve = opts.curve;
+    if (curve !== undefined) {
+      const allow = curve.allow;
+      this.connOpts.curve = { keys: curve.keys, authorize: (key) => allow === null || allow.has(key.toString('hex')) };
+    }
   }
 
   /** Peers connected now (handshake done or not). */

@@ -17,15 +17,16 @@ export const ROUTER_PEERS: ReadonlySet<string> = new Set(['DEALER', 'REQ', 'ROUT
 /** Socket types a DEALER accepts as peers. */
 export const DEALER_PEERS: ReadonlySet<string> = new Set(['DEALER', 'REP', 'ROUTER']);
 
-/** Our greeting: ZMTP 3.1, mechanism NULL, as-server 0 (NULL has no roles). */
-export function greeting(): Buffer {
+/** Our greeting: ZMTP 3.1, mechanism NULL (no roles: as-server 0), or CURVE as the server. */
+export function greeting(mechanism: 'NULL' | 'CURVE' = 'NULL'): Buffer {
   const g = Buffer.alloc(GREETING_BYTES);
   g[0] = 0xff;
   g[8] = 0x01; // libzmq puts a 1 here; a ZMTP/1.0 peer reads bytes 1-8 as a length
   g[9] = 0x7f;
   g[10] = 3;
   g[11] = 1;
-  g.write('NULL', 12, 'latin1');
+  g.write(mechanism, 12, 'latin1');
+  if (mechanism === 'CURVE') g[32] = 1;
   return g;
 }
 
@@ -78,8 +79,20 @@ export function command(name: string, data: Buffer): Buffer {
   return out;
 }
 
+/** A command frame around a body that already starts with its name (CURVE's commands come that way). */
+export function commandFrame(body: Buffer): Buffer {
+  const out = Buffer.alloc(headerBytes(body.length) + body.length);
+  body.copy(out, writeHeader(out, 0, FLAG_COMMAND, body.length));
+  return out;
+}
+
 /** READY with metadata properties (RFC 37: name as short string, value with a 4-byte length). */
 export function readyCommand(props: Record<string, Buffer | string>): Buffer {
+  return command('READY', metadata(props));
+}
+
+/** Metadata properties as READY (and CURVE's INITIATE and READY boxes) carry them. */
+export function metadata(props: Record<string, Buffer | string>): Buffer {
   const parts: Buffer[] = [];
   for (const [name, value] of Object.entries(props)) {
     const v = typeof value === 'string' ? Buffer.from(value, 'latin1') : value;
@@ -89,7 +102,7 @@ export function readyCommand(props: Record<string, Buffer | string>): Buffer {
     p.writeUInt32BE(v.length, 1 + name.length);
     parts.push(p, v);
   }
-  return command('READY', Buffer.concat(parts));
+  return Buffer.concat(parts);
 }
 
 export function errorCommand(reason: string): Buffer {
