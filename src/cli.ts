@@ -104,19 +104,21 @@ function int(values: Record<string, unknown>, name: string, fallback: number, mi
   return n;
 }
 
-function curveOptions(values: Record<string, unknown>): { curveKeys: KeyPair | null; allowKeys: string[] | null; workerGroups: WorkerGroup[] } {
+function curveOptions(values: Record<string, unknown>): { curveKeys: KeyPair | null; allowKeys: string[] | null; clientKeys: string[] | null; workerKeys: string[] | null; workerGroups: WorkerGroup[] } {
   const keyFile = values['curve-secret-key'] as string | undefined;
   const lists = [values['allow-clients'], values['allow-workers']].filter((f): f is string => typeof f === 'string');
   const access = values.access as string | undefined;
   if (!keyFile) {
     if (lists.length > 0 || access) throw new ConfigError('curve-secret-key', '--allow-clients, --allow-workers and --access need --curve-secret-key');
-    return { curveKeys: null, allowKeys: null, workerGroups: [] };
+    return { curveKeys: null, allowKeys: null, clientKeys: null, workerKeys: null, workerGroups: [] };
   }
   try {
     const curveKeys = readSecretKeyFile(keyFile);
     // libzmq's ZAP sees a connecting key, not whether it will act as client or worker: the lists are joined.
+    // A key must be on one of the lists to connect at all; the zmtp transport then holds each to its role(s).
     const allowKeys = lists.length === 0 ? null : [...new Set(lists.flatMap((f) => [...readAllowList(f)]))];
-    return { curveKeys, allowKeys, workerGroups: access ? readAccessFile(access) : [] };
+    const list = (flag: string) => (typeof values[flag] === 'string' ? [...readAllowList(values[flag] as string)] : null);
+    return { curveKeys, allowKeys, clientKeys: list('allow-clients'), workerKeys: list('allow-workers'), workerGroups: access ? readAccessFile(access) : [] };
   } catch (err) {
     throw new ConfigError('curve-secret-key', (err as Error).message);
   }

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { curveKeyPair } from 'zeromq';
 import { Client } from '../src/client/client.js';
 import { Worker } from '../src/client/worker.js';
-import { RefusedError } from '../src/client/errors.js';
+import { BrokerError, RefusedError } from '../src/client/errors.js';
 import { readAllowList, readSecretKeyFile } from '../src/broker/security.js';
 import { greeting } from '../src/zmtp/wire.js';
 import { startBroker, until } from './helpers.js';
@@ -206,4 +206,35 @@ test('CURVE on the zmtp transport: libzmq peers pipeline large bodies byte for b
     assert.ok((out.report.global['zmtp_curve-handshake'] ?? 0) >= 1, 'counted as a bad CURVE handshake');
     assert.deepEqual((await client.request('echo', 'after')).map(String), ['after']);
   }
+});
+
+test('CURVE roles on one endpoint (zmtp): a client-only key cannot serve, a worker-only key cannot request, a key on both lists can do both', { skip: process.env.MDBROKER_TEST_TRANSPORT === 'libzmq' ? 'the libzmq transport cannot tell keys apart per message: its lists are joined (README)' : false }, async (t) => {
+  const keys = curveKeyPair();
+  const clientOnly = curveKeyPair();
+  const workerOnly = curveKeyPair();
+  const both = curveKeyPair();
+  const clientKeys = [clientOnly.publicKey, both.publicKey];
+  const workerKeys = [workerOnly.publicKey, both.publicKey];
+  const { broker, endpoint } = await startBroker({ ...HB, curveKeys: keys, allowKeys: [...new Set([...clientKeys, ...workerKeys])], clientKeys, workerKeys });
+  t.after(() => broker.close());
+  const as = (k: { publicKey: string; secretKey: string }) => ({ serverKey: keys.publicKey, ...k });
+  let hijacked = 0;
+  const rogue = new Worker({ endpoint, service: 'echo', ...HB, curve: as(clientOnly), handler: () => { hijacked++; return 'hijacked'; } });
+  const worker = new Worker({ endpoint, service: 'echo', ...HB, curve: as(workerOnly), handler: (b) => [`served:${b[0].toString()}`] });
+  const dual = new Worker({ endpoint, service: 'dual', ...HB, curve: as(both), handler: (b) => b });
+  const client = new Client({ endpoints: endpoint, timeout: 5000, curve: as(clientOnly) });
+  const workerAsClient = new Client({ endpoints: endpoint, timeout: 5000, curve: as(workerOnly) });
+  const dualClient = new Client({ endpoints: endpoint, timeout: 5000, curve: as(both) });
+  t.after(async () => {
+    for (const c of [client, workerAsClient, dualClient]) c.close();
+    for (const w of [rogue, worker, dual]) await w.close();
+  });
+  assert.ok(await until(() => broker.stats().workersDenied >= 1, 3000), 'the client-only key was refused as a worker');
+  assert.ok(await until(() => broker.snapshot().workers === 2, 3000), 'the worker-only and the dual key serve');
+  const replies = await Promise.all(Array.from({ length: 10 }, (_, i) => client.request('echo', String(i))));
+  assert.deepEqual(replies.map((r) => r[0].toString()), Array.from({ length: 10 }, (_, i) => `served:${i}`));
+  assert.equal(hijacked, 0, 'no request reached the client-only key');
+  await assert.rejects(workerAsClient.request('echo', 'x'), (err: unknown) => err instanceof BrokerError && err.code === 'denied');
+  assert.deepEqual((await dualClient.request('dual', 'both')).map(String), ['both']);
+  assert.ok(broker.stats().clientsDenied >= 1);
 });

@@ -97,7 +97,7 @@ test('aggregation merges shard snapshots: counters add up, percentiles come from
       at: 1000, uptimeMs: 1000, global: { requests, replies: values.length },
       services: [{
         name, requests, replies: values.length, requeued: 0,
-        errors: { expired: 0, overloaded: 0, failed: 1, invalid: 0, shutdown: 0, rejected: 0 },
+        errors: { expired: 0, overloaded: 0, failed: 1, invalid: 0, shutdown: 0, rejected: 0, denied: 0 },
         queued: 0, workers: 2, idle: 1, wait: snapshotHistogram(wait), service: snapshotHistogram(svc),
       }],
     };

@@ -24,6 +24,10 @@ export interface FrameIO {
   /** Stops and restarts reading from one peer (transports that can: zmtp). */
   pause?(id: Buffer): void;
   resume?(id: Buffer): void;
+  /** Transports that know each peer's CURVE key and the role lists: what the peer may do (1 client, 2 worker). */
+  rolesOf?: ((id: Buffer) => number) | null;
+  /** The peer's CURVE key as Z85, for log lines. */
+  keyOf?(id: Buffer): string | null;
   close(): Promise<void>;
 }
 

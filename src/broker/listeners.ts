@@ -30,6 +30,10 @@ function rawKey(z85: string): Buffer {
   return raw;
 }
 
+function hexSet(keys: string[] | null): Set<string> | null {
+  return keys === null ? null : new Set(keys.map((k) => rawKey(k).toString('hex')));
+}
+
 export class Listeners {
   readonly io: FrameIO;
   readonly transport: Transport;
@@ -56,7 +60,9 @@ export class Listeners {
         intern: [MDPC01, MDPC02, MDPW01, MDPW02],
         curve: opts.curveKeys === null ? undefined : {
           keys: { publicKey: rawKey(opts.curveKeys.publicKey), secretKey: rawKey(opts.curveKeys.secretKey) },
-          allow: opts.allowKeys === null ? null : new Set(opts.allowKeys.map((k) => rawKey(k).toString('hex'))),
+          allow: hexSet(opts.allowKeys),
+          clients: hexSet(opts.clientKeys),
+          workers: hexSet(opts.workerKeys),
         },
       }, opts.log);
       this.io = this.zmtp;

@@ -42,6 +42,9 @@ export interface BrokerOptions extends Omit<CoreOptions, 'limits' | 'validates'>
   curveKeys: KeyPair | null;
   /** With CURVE, the public keys that may connect (clients and workers); null = any key. */
   allowKeys: string[] | null;
+  /** zmtp transport with CURVE: the keys that may act as clients, and as workers (null: any key that may connect). */
+  clientKeys: string[] | null;
+  workerKeys: string[] | null;
   /** --access: worker endpoints per access group, each with its own allow-list and services (needs CURVE). */
   workerGroups: WorkerGroup[];
   log: LogFn;
@@ -70,6 +73,8 @@ export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
   shards: 1,
   curveKeys: null,
   allowKeys: null,
+  clientKeys: null,
+  workerKeys: null,
   workerGroups: [],
   log: () => {},
   logLevel: 'info',

@@ -15,6 +15,8 @@ export class ZmtpIO implements FrameIO {
   private lastWarn = -Infinity;
 
   constructor(opts: ZmtpRouterOptions, log: LogFn) {
+    const c = opts.curve;
+    this.rolesOf = c !== undefined && (c.clients !== null || c.workers !== null) ? (id) => this.router.rolesOf(id) : null;
     this.router = new ZmtpRouter(opts, {
       message: (frames) => this.sink?.message(frames),
       peerClosed: (id) => this.sink?.peerClosed(id),
@@ -36,6 +38,13 @@ export class ZmtpIO implements FrameIO {
   send(msg: Buffer[], tag = -1): void {
     const failed = this.router.send(msg);
     if (failed !== null) this.sink?.sendFailed(msg[0], failed, tag);
+  }
+
+  /** Set only when CURVE role lists are in force (see ZmtpRouter.rolesOf). */
+  readonly rolesOf: ((id: Buffer) => number) | null;
+
+  keyOf(id: Buffer): string | null {
+    return this.router.keyOf(id);
   }
 
   pause(id: Buffer): void {

@@ -42,6 +42,10 @@ export interface CoreOptions {
   validates: ((service: string) => boolean) | null;
   /** --access: may a worker that came through this access group (-1: the main endpoint) register this service? */
   mayRegister: ((group: number, service: string) => boolean) | null;
+  /** CURVE role lists: what the peer with this routing id may do (1: send requests, 2: serve); null: anything. */
+  rolesOf: ((id: Buffer) => number) | null;
+  /** The peer's CURVE key as Z85, for log lines about denials. */
+  keyName: ((id: Buffer) => string | null) | null;
 }
 
 export const DEFAULT_CORE_OPTIONS: CoreOptions = {
@@ -57,6 +61,8 @@ export const DEFAULT_CORE_OPTIONS: CoreOptions = {
   limits: DEFAULT_LIMITS,
   validates: null,
   mayRegister: null,
+  rolesOf: null,
+  keyName: null,
 };
 
 export type LogLevel = 'debug' | 'info' | 'warn';
@@ -201,6 +207,9 @@ export interface CoreStats {
   repliesDroppedFull: number;
   /** READYs refused by the --access policy. */
   accessDenied: number;
+  /** READYs from keys not on --allow-workers (told DISCONNECT), requests from keys not on --allow-clients (`denied`). */
+  workersDenied: number;
+  clientsDenied: number;
   errors: Record<ErrorCode, number>;
 }
 
@@ -208,7 +217,7 @@ export function emptyStats(): CoreStats {
   return {
     requests: 0, replies: 0, partials: 0, mmi: 0, malformed: 0, unexpected: 0, requeued: 0,
     workersRegistered: 0, workersExpired: 0, workersDisconnected: 0, workersUnreachable: 0, workersGone: 0, clientsGone: 0,
-    droppedClientGone: 0, droppedReplies: 0, undeliverable: 0, repliesDroppedFull: 0, accessDenied: 0,
+    droppedClientGone: 0, droppedReplies: 0, undeliverable: 0, repliesDroppedFull: 0, accessDenied: 0, workersDenied: 0, clientsDenied: 0,
     errors: errorCounts(),
   };
 }
@@ -447,6 +456,11 @@ export class BrokerCore implements MmiSource {
 
   private onRequest(frames: Buffer[], m: ClientRequest, now: number): void {
     this.stats.requests++;
+    if (this.opts.rolesOf !== null && (this.opts.rolesOf(frames[0]) & 1) === 0) {
+      this.stats.clientsDenied++;
+      this.log('warn', 'request from a key not on --allow-clients answered `denied`', { key: this.opts.keyName?.(frames[0]) ?? null });
+      return this.replyError(frames, m.headerAt, m.version, m.service, 'denied', 'this CURVE key may not send requests');
+    }
     if (isMmi(m.service)) return this.onMmi(frames, m);
     if (this.stopping) return this.replyError(frames, m.headerAt, m.version, m.service, 'shutdown', 'broker is shutting down');
     const clientKey = peerKey(frames[0]);
@@ -685,6 +699,12 @@ export class BrokerCore implements MmiSource {
       return this.sendDisconnect(id, m.version, m.delimited);
     }
     const name = m.service.toString('latin1');
+    if (this.opts.rolesOf !== null && (this.opts.rolesOf(id) & 2) === 0) {
+      this.stats.workersDenied++;
+      this.log('warn', 'READY from a key not on --allow-workers; told DISCONNECT', { service: name, key: this.opts.keyName?.(id) ?? null });
+      this.disconnected.set(key, true);
+      return this.sendDisconnect(id, m.version, m.delimited);
+    }
     if (this.opts.mayRegister !== null && !this.opts.mayRegister(groupOf(id), name)) {
       this.stats.accessDenied++;
       this.log('warn', 'worker may not register this service through this endpoint; told DISCONNECT', { service: name, group: groupOf(id) });

@@ -13,9 +13,10 @@ export const ERROR_MARK = Buffer.from('\0error', 'latin1');
  * Every reason code, in one place: the stats, the metrics and the client's BrokerError all derive from this list.
  * expired: waited longer than --request-ttl for a worker; overloaded: the service queue was full (--max-queue);
  * failed: workers died holding it --max-attempts times; invalid: it broke a limit (frames, frame size, service name);
- * shutdown: the broker is stopping; rejected: a --validate check refused the body (the message says which).
+ * shutdown: the broker is stopping; rejected: a --validate check refused the body (the message says which);
+ * denied: the client's CURVE key is not on --allow-clients.
  */
-export const ERROR_CODES = ['expired', 'overloaded', 'failed', 'invalid', 'shutdown', 'rejected'] as const;
+export const ERROR_CODES = ['expired', 'overloaded', 'failed', 'invalid', 'shutdown', 'rejected', 'denied'] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];
 

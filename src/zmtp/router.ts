@@ -9,7 +9,11 @@
 
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { unlinkSync, statSync } from 'node:fs';
-import type { RawKeyPair } from './curve.js';
+import { z85Encode, type RawKeyPair } from './curve.js';
+
+/** Roles a peer's key allows (rolesOf). */
+export const PEER_CLIENT = 1;
+export const PEER_WORKER = 2;
 import { ZmtpConnection, type CloseReason, type ConnectionOwner, type ConnectionOptions } from './connection.js';
 import { ROUTER_PEERS } from './wire.js';
 import { formatEndpoint, listenOptions, parseEndpoint } from './endpoint.js';
@@ -28,8 +32,11 @@ export interface ZmtpRouterOptions {
   handshakeTimeout: number;
   /** Frames delivered as shared Buffers when they arrive (see ConnectionOptions.intern). */
   intern?: readonly Buffer[];
-  /** CURVE on every endpoint: the broker's key pair (raw) and the client keys allowed (hex of raw; null: any). */
-  curve?: { keys: RawKeyPair; allow: ReadonlySet<string> | null };
+  /**
+   * CURVE on every endpoint: the broker's key pair (raw), the keys allowed to connect, and those that may act as
+   * clients and as workers (hex of the raw keys; null: any).
+   */
+  curve?: { keys: RawKeyPair; allow: ReadonlySet<string> | null; clients: ReadonlySet<string> | null; workers: ReadonlySet<string> | null };
 }
 
 export interface ZmtpRouterEvents {
@@ -110,6 +117,22 @@ export class ZmtpRouter implements ConnectionOwner {
     if (conn.queuedBytes >= this.opts.maxQueuedBytes) return 'full';
     conn.send(msg);
     return null;
+  }
+
+  /** What the peer with this routing id may do (PEER_CLIENT | PEER_WORKER); both without CURVE role lists. */
+  rolesOf(id: Buffer): number {
+    const conn = this.peers.get(keyOf(id));
+    const key = conn?.curveKey;
+    const c = this.opts.curve;
+    if (key == null || c === undefined) return PEER_CLIENT | PEER_WORKER;
+    const hex = key.toString('hex');
+    return (c.clients === null || c.clients.has(hex) ? PEER_CLIENT : 0) | (c.workers === null || c.workers.has(hex) ? PEER_WORKER : 0);
+  }
+
+  /** The peer's CURVE public key as Z85 text (for log lines), or null. */
+  keyOf(id: Buffer): string | null {
+    const key = this.peers.get(keyOf(id))?.curveKey;
+    return key == null ? null : z85Encode(key);
   }
 
   /** Stops reading from the peer with this routing id (it is told nothing; TCP pushes back on it). */

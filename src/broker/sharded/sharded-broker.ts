@@ -8,7 +8,8 @@ import { Worker as Thread } from 'node:worker_threads';
 import type { Pair } from 'zeromq';
 import { zeromq } from '../../sockets/zeromq.js';
 import { LRUCacheWithDelete } from 'mnemonist';
-import { C2, Kind, WCmd, clientReply, isMmi, parseInbound } from '../../protocol/codec.js';
+import { C2, Kind, MDPW01, MDPW02, W1, W2, WCmd, clientReply, isMmi, parseInbound } from '../../protocol/codec.js';
+import { errorBody } from '../../protocol/errors.js';
 import { peerKey } from '../../core/peer-id.js';
 import { StatsReplies, mmiBody, type MmiSource } from '../../core/mmi.js';
 import { emptyStats, type CoreSnapshot, type CoreStats } from '../../core/broker-core.js';
@@ -154,9 +155,29 @@ export class ShardedBroker implements MmiSource {
   }
 
   /** A message from a client or worker: route it to its shard, or answer the broker-wide MMI here. */
+  /** Denials by the CURVE role lists, counted here (see fromPeer). */
+  private readonly roleDenials = { workersDenied: 0, clientsDenied: 0 };
+
   private fromPeer(frames: Buffer[]): void {
     const m = parseInbound(frames, this.opts.limits);
     let shard = 0;
+    // CURVE role lists: the shards cannot see keys, so requests and READYs are checked here (as the core does).
+    const rolesOf = this.listeners.io.rolesOf;
+    if (rolesOf && (m.kind === Kind.ClientRequest || (m.kind === Kind.Worker && m.command === WCmd.Ready && !this.workerShard.has(peerKey(frames[0]))))) {
+      const roles = rolesOf(frames[0]);
+      const key = this.listeners.io.keyOf?.(frames[0]) ?? null;
+      if (m.kind === Kind.ClientRequest && (roles & 1) === 0) {
+        this.roleDenials.clientsDenied++;
+        this.opts.log('warn', 'request from a key not on --allow-clients answered `denied`', { key });
+        return this.listeners.io.send(clientReply(frames, m.headerAt, m.version, C2.FINAL, m.service, errorBody('denied', 'this CURVE key may not send requests'), 0));
+      }
+      if (m.kind === Kind.Worker && (roles & 2) === 0) {
+        this.roleDenials.workersDenied++;
+        this.opts.log('warn', 'READY from a key not on --allow-workers; told DISCONNECT', { key });
+        const disconnect = m.version === 1 ? [frames[0], Buffer.alloc(0), MDPW01, Buffer.from([W1.DISCONNECT])] : [frames[0], MDPW02, Buffer.from([W2.DISCONNECT])];
+        return this.listeners.io.send(disconnect);
+      }
+    }
     if (m.kind === Kind.ClientRequest) {
       const svc = m.service;
       if (isMmi(svc)) {
@@ -231,6 +252,8 @@ export class ShardedBroker implements MmiSource {
 
   stats(): CoreStats {
     const t = emptyStats();
+    t.workersDenied = this.roleDenials.workersDenied;
+    t.clientsDenied = this.roleDenials.clientsDenied;
     for (const { stats } of this.shards) {
       if (!stats) continue;
       for (const k of Object.keys(t) as (keyof CoreStats)[]) if (k !== 'errors') t[k] += stats[k];
@@ -251,6 +274,8 @@ export class ShardedBroker implements MmiSource {
         if (snaps[0]) {
           this.loopDelay.take(snaps[0].global);
           Object.assign(snaps[0].global, this.listeners.counters());
+          snaps[0].global.workersDenied = (snaps[0].global.workersDenied ?? 0) + this.roleDenials.workersDenied;
+          snaps[0].global.clientsDenied = (snaps[0].global.clientsDenied ?? 0) + this.roleDenials.clientsDenied;
         }
         done(snaps);
       };
