@@ -3,24 +3,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { Dealer } from 'zeromq';
 import { Client } from '../src/client/client.js';
 import { Worker } from '../src/client/worker.js';
-import { modeFlags } from './helpers.js';
+import { junkPeers, modeFlags, prng } from './helpers.js';
 import { brokerMetric, spawnBroker } from './support/spawn-broker.js';
 
 const COUNT = Number(process.env.SOCKET_FUZZ_COUNT ?? 4000);
-
-/** A small deterministic PRNG, so a failure can be replayed with the same SOCKET_FUZZ_SEED. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 0x100000000;
-  };
-}
 
 const rssKiB = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
 
@@ -29,11 +17,7 @@ test(`socket fuzz: ${COUNT} malformed messages at a live broker; valid traffic i
   t.after(() => child.kill('SIGKILL'));
   const worker = new Worker({ endpoint, service: 'echo', heartbeatInterval: 200, handler: (b) => b });
   const client = new Client({ endpoints: endpoint, timeout: 10000 });
-  const junk = Array.from({ length: 5 }, () => {
-    const d = new Dealer({ linger: 0, sendTimeout: 0 });
-    d.connect(endpoint);
-    return d;
-  });
+  const junk = junkPeers(endpoint, 5);
   t.after(async () => {
     client.close();
     await worker.close();

@@ -4,25 +4,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { Dealer } from 'zeromq';
 import { Client } from '../src/client/client.js';
 import { Worker } from '../src/client/worker.js';
-import { modeFlags } from './helpers.js';
+import { junkPeers, modeFlags, prng } from './helpers.js';
 import { brokerMetric, spawnBroker } from './support/spawn-broker.js';
 
 const COUNT = Number(process.env.STORM_COUNT ?? 30000);
 const PEERS = 50;
 const VOID = ['void0', 'void1', 'void2', 'void3', 'void4'];
-
-function prng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 0x100000000;
-  };
-}
 
 const statusKiB = (pid: number, field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
 
@@ -32,11 +21,7 @@ test(`storm: ${COUNT} mutated, junk and large messages from ${PEERS} peers; serv
   const pid = child.pid as number;
   const worker = new Worker({ endpoint, service: 'echo', handler: (b) => b });
   const client = new Client({ endpoints: endpoint, timeout: 10000 });
-  const peers = Array.from({ length: PEERS }, () => {
-    const d = new Dealer({ linger: 0, sendTimeout: 0 });
-    d.connect(endpoint);
-    return d;
-  });
+  const peers = junkPeers(endpoint, PEERS);
   t.after(async () => {
     client.close();
     await worker.close();
