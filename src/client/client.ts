@@ -335,8 +335,13 @@ export class Client extends EventEmitter<ClientEvents> {
       return;
     }
     // It may have been lost (the connection dropped or never came up): a new socket, the next endpoint, resend.
-    if (link === this.link || link === null) this.rotate(true);
-    this.log?.info?.({ service: p.service, endpoint: this.link.endpoint, attempt: p.attempts + 1 }, 'mdp client: resending a request that may have been lost');
+    this.resendElsewhere(p);
+    this.log?.info?.({ service: p.service, endpoint: this.link.endpoint, attempt: p.attempts }, 'mdp client: resent a request that may have been lost');
+  }
+
+  /** Sends p again on the next endpoint: a new socket there unless its last link was already replaced. */
+  private resendElsewhere(p: Pending): void {
+    if (p.link === this.link || p.link === null) this.rotate(true);
     this.attempt(p);
   }
 
@@ -400,8 +405,7 @@ export class Client extends EventEmitter<ClientEvents> {
     for (const p of [...link.pending]) {
       if (p.link !== link) continue; // resent elsewhere already
       if (this.endpoints.length > 1 && p.attempts <= p.retries) {
-        if (link === this.link) this.rotate(true);
-        this.attempt(p);
+        this.resendElsewhere(p);
       } else {
         this.abandon(p, new RefusedError(link.endpoint, `${p.service}: ${link.endpoint}: ${reason}`));
       }
@@ -444,9 +448,7 @@ export class Client extends EventEmitter<ClientEvents> {
         if (p.timer) clearTimeout(p.timer);
         const q = p;
         p.timer = setTimeout(() => {
-          if (!this.all.has(q)) return;
-          if (q.link === this.link) this.rotate(true);
-          this.attempt(q);
+          if (this.all.has(q)) this.resendElsewhere(q);
         }, Math.min(p.timeout, SHUTDOWN_RETRY_MS));
         return;
       }

@@ -101,6 +101,9 @@ export class CurveServer {
   private precomputed: Buffer | null = null;
   private sendNonce = 1n;
   private peerNonce = 0n;
+  /** MESSAGE nonces, prefix written once: per frame only the 8-byte counter changes (no allocation per frame). */
+  private readonly sealNonce = Buffer.concat([MSG_NONCE_S, Buffer.alloc(8)]);
+  private readonly openNonce = Buffer.concat([MSG_NONCE_C, Buffer.alloc(8)]);
 
   constructor(private readonly keys: RawKeyPair) {}
 
@@ -163,10 +166,11 @@ export class CurveServer {
     MESSAGE.copy(out, 0);
     const seq = this.sendNonce++;
     out.writeBigUInt64BE(seq, 8);
+    this.sealNonce.writeBigUInt64BE(seq, 16);
     const plain = Buffer.allocUnsafe(1 + data.length);
     plain[0] = flags;
     data.copy(plain, 1);
-    sodium.crypto_secretbox_easy(out.subarray(16), plain, Buffer.concat([MSG_NONCE_S, out.subarray(8, 16)]), this.precomputed as Buffer);
+    sodium.crypto_secretbox_easy(out.subarray(16), plain, this.sealNonce, this.precomputed as Buffer);
     return out;
   }
 
@@ -176,7 +180,8 @@ export class CurveServer {
     const seq = body.readBigUInt64BE(8);
     if (seq <= this.peerNonce) return null;
     const plain = Buffer.allocUnsafe(body.length - 16 - MAC);
-    if (!sodium.crypto_secretbox_open_easy(plain, body.subarray(16), Buffer.concat([MSG_NONCE_C, body.subarray(8, 16)]), this.precomputed as Buffer)) return null;
+    this.openNonce.writeBigUInt64BE(seq, 16);
+    if (!sodium.crypto_secretbox_open_easy(plain, body.subarray(16), this.openNonce, this.precomputed as Buffer)) return null;
     this.peerNonce = seq;
     return { flags: plain[0], data: plain.subarray(1) };
   }
