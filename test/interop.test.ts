@@ -1,7 +1,7 @@
 // Plain MDP peers in another language (Python, pyzmq), written from the RFCs, against our broker.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync, spawn } from 'node:child_process';
+import { spawnSync, spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,17 +14,24 @@ const PY = process.env.MDP_PYTHON ?? '/usr/bin/python3';
 const hasPyzmq = spawnSync(PY, ['-c', 'import zmq'], { timeout: 10000 }).status === 0;
 const SCRIPT = fileURLToPath(new URL('../../test/interop/mdp_peers.py', import.meta.url));
 
+/** A Python peer as a child process, killed when the test ends; its stdout and stderr collected together. */
+function runPython(t: TestContext, args: string[]): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
+  const child = spawn(PY, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.after(() => child.kill('SIGKILL'));
+  let output = '';
+  child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
+  const exited = new Promise<number | null>((r) => child.on('exit', r));
+  return { child, output: () => output, exited };
+}
+
 test('pyzmq MDP/0.1, MDP/0.2 and MMI peers work unchanged', { skip: hasPyzmq ? false : `no pyzmq for ${PY} (apt-get install python3-zmq)` }, async (t) => {
   const { broker, endpoint } = await startBroker({ heartbeatInterval: 100, heartbeatLiveness: 3 });
   t.after(() => broker.close());
-  const child = spawn(PY, [SCRIPT, endpoint, '100'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  t.after(() => child.kill('SIGKILL'));
-  let output = '';
-  child.stdout.on('data', (d: Buffer) => (output += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-  const code = await new Promise<number | null>((r) => child.on('exit', r));
-  assert.equal(code, 0, output);
-  assert.match(output, /python peers: ok/);
+  const { output, exited } = runPython(t, [SCRIPT, endpoint, '100']);
+  const code = await exited;
+  assert.equal(code, 0, output());
+  assert.match(output(), /python peers: ok/);
 });
 
 const REFERENCE_WORKER = fileURLToPath(new URL('../../test/interop/reference_worker.py', import.meta.url));
@@ -34,19 +41,14 @@ test('a reference-style worker (heartbeats only while idle, blocks in its handle
   // answers the broker's ZMTP PINGs), so the broker waits for the reply instead of retrying the job elsewhere.
   const { broker, endpoint } = await startBroker({ heartbeatInterval: 200, heartbeatLiveness: 3 });
   t.after(() => broker.close());
-  const child = spawn(PY, [REFERENCE_WORKER, endpoint, 'slow', '200', '1.5', '2'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  t.after(() => child.kill('SIGKILL'));
-  let output = '';
-  child.stdout.on('data', (d: Buffer) => (output += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-  const exited = new Promise<number | null>((r) => child.on('exit', r));
+  const { output, exited } = runPython(t, [REFERENCE_WORKER, endpoint, 'slow', '200', '1.5', '2']);
   const client = new Client({ endpoints: endpoint, timeout: 10000, retries: 0 });
   t.after(() => client.close());
   assert.ok(await until(() => broker.snapshot().workers === 1, 5000), 'worker registered');
   const replies = await Promise.all([client.request('slow', 'a'), client.request('slow', 'b')]);
   assert.deepEqual(replies.map((r) => r.map(String)), [['done:a'], ['done:b']]);
-  assert.equal(await exited, 0, output);
-  assert.match(output, /jobs 2 reconnects 0/);
+  assert.equal(await exited, 0, output());
+  assert.match(output(), /jobs 2 reconnects 0/);
   await new Promise((r) => setTimeout(r, 100)); // with shards, counters arrive within 50 ms
   assert.equal(broker.stats().workersExpired, 0);
   assert.equal(broker.stats().requeued, 0);
@@ -55,8 +57,7 @@ test('a reference-style worker (heartbeats only while idle, blocks in its handle
 test('a busy worker whose process freezes (SIGSTOP: no PONG either) is given up at the ZMTP level and its job retried', { skip: hasPyzmq ? false : `no pyzmq for ${PY}` }, async (t) => {
   const { broker, endpoint } = await startBroker({ heartbeatInterval: 200, heartbeatLiveness: 3 });
   t.after(() => broker.close());
-  const child = spawn(PY, [REFERENCE_WORKER, endpoint, 'frozen', '200', '30', '1'], { stdio: ['ignore', 'ignore', 'ignore'] });
-  t.after(() => child.kill('SIGKILL'));
+  const { child } = runPython(t, [REFERENCE_WORKER, endpoint, 'frozen', '200', '30', '1']);
   const client = new Client({ endpoints: endpoint, timeout: 15000, retries: 0 });
   t.after(() => client.close());
   assert.ok(await until(() => broker.snapshot().workers === 1, 5000), 'worker registered');
@@ -82,13 +83,8 @@ test('Client and Worker with default options behind a strict RFC 7 broker that h
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const portFile = join(dir, 'endpoint');
   // The Guide's defaults: 2.5 s heartbeats. 13 s of service, then it prints its tallies and exits.
-  const broker = spawn(PY, [STRICT_BROKER, portFile, '2500', '13'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  t.after(() => broker.kill('SIGKILL'));
-  let output = '';
-  broker.stdout.on('data', (d: Buffer) => (output += d.toString()));
-  broker.stderr.on('data', (d: Buffer) => (output += d.toString()));
-  const exited = new Promise<number | null>((r) => broker.on('exit', r));
-  assert.ok(await until(() => existsSync(portFile) && readFileSync(portFile, 'utf8').length > 0, 5000), output);
+  const { output, exited } = runPython(t, [STRICT_BROKER, portFile, '2500', '13']);
+  assert.ok(await until(() => existsSync(portFile) && readFileSync(portFile, 'utf8').length > 0, 5000), output());
   const endpoint = readFileSync(portFile, 'utf8');
   // 9 s of broker silence while the job runs, against the Worker's default 3 x 2.5 s of liveness.
   let jobRuns = 0;
@@ -107,26 +103,21 @@ test('Client and Worker with default options behind a strict RFC 7 broker that h
   assert.equal(jobRuns, 1, 'the job ran once');
   assert.equal(jobWorker.served + echoWorker.served, 21);
   assert.equal(jobWorker.discarded + echoWorker.discarded, 0);
-  assert.equal(await exited, 0, output);
+  assert.equal(await exited, 0, output());
   // One READY per worker (no re-registration), every reply delivered, no client frame outside RFC 7, one MMI question.
-  assert.match(output, /readies 2 replies 21 unexpected 0 rejected 0 mmi 1/);
+  assert.match(output(), /readies 2 replies 21 unexpected 0 rejected 0 mmi 1/);
 });
 
 test('a reference-style Python worker blocking 9 s behind our broker with default flags: the real reply, the job ran once', { skip: hasPyzmq ? false : `no pyzmq for ${PY}` }, async (t) => {
   const { broker, endpoint } = await startBroker();
   t.after(() => broker.close());
-  const child = spawn(PY, [REFERENCE_WORKER, endpoint, 'nine', '2500', '9', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  t.after(() => child.kill('SIGKILL'));
-  let output = '';
-  child.stdout.on('data', (d: Buffer) => (output += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-  const exited = new Promise<number | null>((r) => child.on('exit', r));
+  const { output, exited } = runPython(t, [REFERENCE_WORKER, endpoint, 'nine', '2500', '9', '1']);
   const client = new Client({ endpoints: endpoint });
   t.after(() => client.close());
   assert.ok(await until(() => broker.snapshot().workers === 1, 5000), 'worker registered');
   assert.deepEqual((await client.request('nine', 'x')).map(String), ['done:x']);
-  assert.equal(await exited, 0, output);
-  assert.match(output, /jobs 1 reconnects 0/);
+  assert.equal(await exited, 0, output());
+  assert.match(output(), /jobs 1 reconnects 0/);
   await new Promise((r) => setTimeout(r, 100));
   assert.equal(broker.stats().workersExpired, 0);
   assert.equal(broker.stats().requeued, 0);
