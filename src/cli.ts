@@ -10,7 +10,7 @@ import { ConfigError } from './broker/config-error.js';
 import { DEFAULT_LIMITS } from './protocol/codec.js';
 import type { LogFn } from './core/broker-core.js';
 import { OFFLOAD_MODES, type OffloadMode } from './broker/offload.js';
-import { keygen, readAccessFile, readAllowList, readSecretKeyFile, type KeyPair, type WorkerGroup } from './broker/security.js';
+import { keygen, readAccessFile, readAllowList, readSecretKeyFile, type KeyPair, type AccessFile } from './broker/security.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -49,7 +49,7 @@ Usage: mdbroker [options]
   --curve-secret-key FILE    turn on CURVE encryption with this key pair (see 'mdbroker keygen')
   --allow-clients FILE       with CURVE: public keys allowed to connect as clients (one per line)
   --allow-workers FILE       with CURVE: public keys allowed to connect as workers (one per line)
-  --access FILE              with CURVE: worker endpoints per access group (JSON; see README, Security)
+  --access FILE              with CURVE: services per key ("keys") or worker endpoints per group ("workerGroups"); JSON, see README, Security
 
   mdbroker keygen NAME [--force]
                              write a CURVE key pair to NAME.key (secret, mode 0600) and NAME.pub;
@@ -104,13 +104,13 @@ function int(values: Record<string, unknown>, name: string, fallback: number, mi
   return n;
 }
 
-function curveOptions(values: Record<string, unknown>): { curveKeys: KeyPair | null; allowKeys: string[] | null; clientKeys: string[] | null; workerKeys: string[] | null; workerGroups: WorkerGroup[] } {
+function curveOptions(values: Record<string, unknown>): { curveKeys: KeyPair | null; allowKeys: string[] | null; clientKeys: string[] | null; workerKeys: string[] | null } & AccessFile {
   const keyFile = values['curve-secret-key'] as string | undefined;
   const lists = [values['allow-clients'], values['allow-workers']].filter((f): f is string => typeof f === 'string');
   const access = values.access as string | undefined;
   if (!keyFile) {
     if (lists.length > 0 || access) throw new ConfigError('curve-secret-key', '--allow-clients, --allow-workers and --access need --curve-secret-key');
-    return { curveKeys: null, allowKeys: null, clientKeys: null, workerKeys: null, workerGroups: [] };
+    return { curveKeys: null, allowKeys: null, clientKeys: null, workerKeys: null, workerGroups: [], keyGrants: [] };
   }
   try {
     const curveKeys = readSecretKeyFile(keyFile);
@@ -118,7 +118,7 @@ function curveOptions(values: Record<string, unknown>): { curveKeys: KeyPair | n
     // A key must be on one of the lists to connect at all; the zmtp transport then holds each to its role(s).
     const allowKeys = lists.length === 0 ? null : [...new Set(lists.flatMap((f) => [...readAllowList(f)]))];
     const list = (flag: string) => (typeof values[flag] === 'string' ? [...readAllowList(values[flag] as string)] : null);
-    return { curveKeys, allowKeys, clientKeys: list('allow-clients'), workerKeys: list('allow-workers'), workerGroups: access ? readAccessFile(access) : [] };
+    return { curveKeys, allowKeys, clientKeys: list('allow-clients'), workerKeys: list('allow-workers'), ...(access ? readAccessFile(access) : { workerGroups: [], keyGrants: [] }) };
   } catch (err) {
     throw new ConfigError('curve-secret-key', (err as Error).message);
   }

@@ -238,3 +238,59 @@ test('CURVE roles on one endpoint (zmtp): a client-only key cannot serve, a work
   assert.deepEqual((await dualClient.request('dual', 'both')).map(String), ['both']);
   assert.ok(broker.stats().clientsDenied >= 1);
 });
+
+test('--access key grants (zmtp): a worker key granted `a` cannot serve `b`, a client key limited to `a` is denied `b`; mmi.stats names both keys', { skip: process.env.MDBROKER_TEST_TRANSPORT === 'libzmq' ? 'key grants need the zmtp transport (the broker refuses them on libzmq, tested below)' : false }, async (t) => {
+  const keys = curveKeyPair();
+  const aWorker = curveKeyPair();
+  const aClient = curveKeyPair();
+  const free = curveKeyPair();
+  const keyGrants = [
+    { name: 'a-workers', keys: [aWorker.publicKey], serve: ['a'], request: null },
+    { name: 'a-clients', keys: [aClient.publicKey], serve: null, request: ['a', 'x.*'] },
+  ];
+  const { broker, endpoint } = await startBroker({ ...HB, curveKeys: keys, keyGrants });
+  t.after(() => broker.close());
+  const as = (k: { publicKey: string; secretKey: string }) => ({ serverKey: keys.publicKey, ...k });
+  let stolen = 0;
+  const wa = new Worker({ endpoint, service: 'a', ...HB, curve: as(aWorker), handler: (b) => [`a:${b[0].toString()}`] });
+  const wb = new Worker({ endpoint, service: 'b', ...HB, curve: as(aWorker), handler: () => { stolen++; return 'stolen'; } });
+  const fb = new Worker({ endpoint, service: 'b', ...HB, curve: as(free), handler: (b) => [`b:${b[0].toString()}`] });
+  const limited = new Client({ endpoints: endpoint, timeout: 5000, curve: as(aClient) });
+  const other = new Client({ endpoints: endpoint, timeout: 5000, curve: as(free) });
+  t.after(async () => {
+    limited.close();
+    other.close();
+    for (const w of [wa, wb, fb]) await w.close();
+  });
+  assert.ok(await until(() => broker.stats().workersDenied >= 1, 3000), 'the READY for b from the a-only key was refused');
+  assert.ok(await until(() => broker.snapshot().workers === 2, 3000), 'a (granted) and b (ungranted key) are served');
+  const bs = await Promise.all(Array.from({ length: 8 }, (_, i) => other.request('b', String(i))));
+  assert.deepEqual(bs.map((r) => r[0].toString()), Array.from({ length: 8 }, (_, i) => `b:${i}`));
+  assert.equal(stolen, 0, 'no b request reached the key granted a only');
+  assert.deepEqual((await limited.request('a', 'ok')).map(String), ['a:ok']);
+  await assert.rejects(limited.request('b', 'no'), (err: unknown) => err instanceof BrokerError && err.code === 'denied' && /may not use b/.test(err.message));
+  assert.ok(broker.stats().clientsDenied >= 1);
+  // MMI is the broker's own and stays open to every key.
+  assert.equal((await limited.request('mmi.service', 'b'))[0].toString(), '200');
+  const stats = JSON.parse((await other.request('mmi.stats'))[0].toString()) as { deniedKeys?: Record<string, { requests: number; ready: number }> };
+  assert.ok((stats.deniedKeys?.[aWorker.publicKey]?.ready ?? 0) >= 1, `mmi.stats names the worker key: ${JSON.stringify(stats.deniedKeys)}`);
+  assert.equal(stats.deniedKeys?.[aClient.publicKey]?.requests, 1, 'and the client key');
+  assert.equal(stats.deniedKeys?.[free.publicKey], undefined);
+});
+
+test('--access key grants: refused where they cannot be enforced, and a grant that grants nothing is a readable error', async () => {
+  const keys = curveKeyPair();
+  const keyGrants = [{ name: 'g', keys: [keys.publicKey], serve: ['a'], request: null }];
+  await assert.rejects(startBroker({ curveKeys: keys, keyGrants, transport: 'libzmq' }), /key grants .* need the zmtp transport/);
+  await assert.rejects(startBroker({ curveKeys: keys, keyGrants, bind: ['inproc://grants'], transport: 'zmtp' }), /key grants .* need the zmtp transport, and inproc:\/\/grants is served by the libzmq transport/);
+  const dir = mkdtempSync(join(tmpdir(), 'mdb-access-'));
+  try {
+    writeFileSync(join(dir, 'broker.key'), `public-key = "${keys.publicKey}"\nsecret-key = "${keys.secretKey}"\n`);
+    writeFileSync(join(dir, 'access.json'), JSON.stringify({ keys: [{ name: 'billing', keys: [keys.publicKey] }] }));
+    const r = spawnSync(process.execPath, [CLI, '--curve-secret-key', join(dir, 'broker.key'), '--access', join(dir, 'access.json'), '--bind', 'tcp://127.0.0.1:*'], { encoding: 'utf8' });
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /access\.json: billing: grants nothing: give "serve", "request" or both/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -31,10 +31,10 @@ export class CoreHost {
     // With --shards N each shard's core holds its share of the byte budgets.
     const share = Math.max(1, opts.shards);
     const budgets = { maxHeldBytes: Math.floor(opts.maxHeldBytes / share), maxClientBytes: Math.floor(opts.maxClientBytes / share) };
-    // CURVE role lists (zmtp transport): the transport knows each connection's key. A shard's pipe does not; the
-    // sharded broker's main thread checks roles before routing (sharded-broker.ts).
-    const roles = { rolesOf: io.rolesOf ?? null, keyName: io.keyOf ? (id: Buffer) => (io.keyOf as (i: Buffer) => string | null)(id) : null };
-    this.core = new BrokerCore({ ...opts, ...budgets, ...roles, validates, mayRegister: accessPolicy(opts.workerGroups) }, log);
+    // What each CURVE key may do (zmtp transport): the transport knows each connection's key. A shard's pipe does
+    // not; the sharded broker's main thread checks before routing (sharded-broker.ts).
+    const policy = io.policy ?? null;
+    this.core = new BrokerCore({ ...opts, ...budgets, policy, validates, mayRegister: accessPolicy(opts.workerGroups) }, log);
     const now = () => this.now();
     this.transport = new RouterTransport(io, this.core, now, (err) => log('warn', 'socket error', { err: String(err) }));
     this.admission = new AdmissionPump(this.core, offload, now, () => this.transport.flush());

@@ -3,6 +3,7 @@
 // at once (ROUTER mandatory, sendTimeout 0, or the zmtp transport's own check) and is told to the sink, so nothing is
 // dropped without being counted and answered.
 
+import type { PeerPolicy } from '../core/broker-core.js';
 import type { Pair, Router } from 'zeromq';
 import type { SendFailure } from '../core/broker-core.js';
 import { errorCode, receiveLoop } from '../sockets/receive-loop.js';
@@ -24,10 +25,8 @@ export interface FrameIO {
   /** Stops and restarts reading from one peer (transports that can: zmtp). */
   pause?(id: Buffer): void;
   resume?(id: Buffer): void;
-  /** Transports that know each peer's CURVE key and the role lists: what the peer may do (1 client, 2 worker). */
-  rolesOf?: ((id: Buffer) => number) | null;
-  /** The peer's CURVE key as Z85, for log lines. */
-  keyOf?(id: Buffer): string | null;
+  /** Transports that know each peer's CURVE key: what each key may do (role lists, --access key grants). */
+  readonly policy?: PeerPolicy | null;
   close(): Promise<void>;
 }
 

@@ -13,6 +13,8 @@ import { z85Decode } from '../zmtp/curve.js';
 import { MDPC01, MDPC02, MDPW01, MDPW02 } from '../protocol/codec.js';
 import { secureRouter, zap } from './security.js';
 import type { BrokerOptions, Transport } from './options.js';
+import { ConfigError } from './config-error.js';
+import type { StatsSnapshot } from '../core/stats.js';
 
 /** Which transport serves these options, and why when it is not the one asked for. */
 export function chooseTransport(o: BrokerOptions): { transport: Transport; why: string | null } {
@@ -48,6 +50,9 @@ export class Listeners {
     const choice = chooseTransport(opts);
     this.transport = choice.transport;
     if (choice.why !== null) opts.log('info', `transport: libzmq (${choice.why})`);
+    if (this.transport === 'libzmq' && opts.keyGrants.length > 0) {
+      throw new ConfigError('access', `key grants (--access "keys") need the zmtp transport, and ${choice.why ?? '--transport libzmq was asked for'}`);
+    }
     if (this.transport === 'zmtp') {
       this.zmtp = new ZmtpIO({
         maxFrameBytes: opts.limits.maxFrameBytes,
@@ -61,10 +66,8 @@ export class Listeners {
         curve: opts.curveKeys === null ? undefined : {
           keys: { publicKey: rawKey(opts.curveKeys.publicKey), secretKey: rawKey(opts.curveKeys.secretKey) },
           allow: hexSet(opts.allowKeys),
-          clients: hexSet(opts.clientKeys),
-          workers: hexSet(opts.workerKeys),
         },
-      }, opts.log);
+      }, opts.log, { clients: hexSet(opts.clientKeys), workers: hexSet(opts.workerKeys), grants: opts.keyGrants }, (k) => rawKey(k).toString('hex'));
       this.io = this.zmtp;
       return;
     }
@@ -95,6 +98,12 @@ export class Listeners {
   }
 
   /** The zmtp transport's counters (connections, closes by reason); empty for libzmq. */
+  /** Denials by key (the key policy lives with the transport, on the main thread), into a stats snapshot. */
+  addDenials(snap: StatsSnapshot): void {
+    const denied = this.io.policy?.deniedKeys();
+    if (denied !== undefined && Object.keys(denied).length > 0) snap.deniedKeys = denied;
+  }
+
   counters(): Record<string, number> {
     if (this.zmtp === null) return {};
     const out: Record<string, number> = { connections: this.zmtp.router.connections };

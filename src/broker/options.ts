@@ -5,6 +5,7 @@ import { DEFAULT_CORE_OPTIONS, type CoreOptions, type LogFn } from '../core/brok
 import { DEFAULT_LIMITS, type Limits } from '../protocol/codec.js';
 import type { OffloadMode } from './offload.js';
 import type { KeyPair, WorkerGroup } from './security.js';
+import type { KeyGrant } from './key-policy.js';
 import { ConfigError } from './config-error.js';
 
 /** zmtp: the broker speaks ZMTP itself on node:net (src/zmtp/); libzmq: the zeromq binding's ROUTER sockets. */
@@ -47,6 +48,8 @@ export interface BrokerOptions extends Omit<CoreOptions, 'limits' | 'validates'>
   workerKeys: string[] | null;
   /** --access: worker endpoints per access group, each with its own allow-list and services (needs CURVE). */
   workerGroups: WorkerGroup[];
+  /** --access "keys": the services each key may serve and request (zmtp transport with CURVE). */
+  keyGrants: KeyGrant[];
   log: LogFn;
   /** Lowest level passed to `log` (shard threads filter before posting). */
   logLevel: 'debug' | 'info' | 'warn';
@@ -76,6 +79,7 @@ export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
   clientKeys: null,
   workerKeys: null,
   workerGroups: [],
+  keyGrants: [],
   log: () => {},
   logLevel: 'info',
 };
@@ -86,6 +90,13 @@ export function resolveOptions(opts: Partial<BrokerOptions>): BrokerOptions {
   if (!Number.isInteger(o.shards) || o.shards < 1) throw new ConfigError('shards', `shards must be a positive integer, got ${o.shards}`);
   if (o.workerGroups.length > 0 && o.curveKeys === null) throw new ConfigError('access', 'access groups (workerGroups) need CURVE (curveKeys)');
   if (o.workerGroups.length > 250) throw new ConfigError('access', 'at most 250 access groups');
+  if (o.keyGrants.length > 0) {
+    if (o.curveKeys === null) throw new ConfigError('access', 'key grants (--access "keys") need CURVE (curveKeys)');
+    // libzmq cannot say which key sent a message; access groups are served by libzmq (listeners.ts).
+    if (o.transport === 'libzmq' || o.workerGroups.length > 0) {
+      throw new ConfigError('access', 'key grants (--access "keys") need the zmtp transport, which serves neither --transport libzmq nor "workerGroups"; use grants or groups, not both');
+    }
+  }
   for (const ep of o.bind) {
     if (!/^(tcp|ipc|inproc):\/\/.+/.test(ep)) throw new ConfigError('bind', `--bind ${ep}: the broker binds tcp://HOST:PORT, ipc://PATH or inproc://NAME`);
     if (ep.startsWith('tcp://') && !/:(\d{1,5}|\*)$/.test(ep)) throw new ConfigError('bind', `--bind ${ep}: a tcp endpoint needs a port (or * for any free one)`);

@@ -10,6 +10,7 @@ import type { Router } from 'zeromq';
 import { zeromq } from '../sockets/zeromq.js';
 import type { LogFn } from '../core/broker-core.js';
 import { receiveLoop } from '../sockets/receive-loop.js';
+import type { KeyGrant } from './key-policy.js';
 
 export interface KeyPair {
   publicKey: string;
@@ -191,30 +192,64 @@ export function accessPolicy(groups: readonly WorkerGroup[]): ((group: number, s
   };
 }
 
-/** Reads an --access file: { "workerGroups": [ { "bind": [...], "services": [...], "allowKeys": "FILE" | [...] } ] }. */
-export function readAccessFile(path: string): WorkerGroup[] {
+/** A list of Z85 keys given inline or as an allow-list file (relative to the access file's folder). */
+function keyList(v: unknown, dir: string, where: string, field: string): string[] | null {
+  if (typeof v === 'string') return [...readAllowList(v.startsWith('/') ? v : dir + v)];
+  if (Array.isArray(v)) {
+    for (const k of v) if (typeof k !== 'string' || !Z85_KEY.test(k)) throw new Error(`${where}: ${field} holds something that is not a Z85 public key`);
+    return v as string[];
+  }
+  if (v !== undefined) throw new Error(`${where}: "${field}" must be a file name or a list of keys`);
+  return null;
+}
+
+function serviceList(v: unknown, where: string, field: string, optional: boolean): string[] | null {
+  if (v === undefined && optional) return null;
+  if (!Array.isArray(v) || !v.every((x) => typeof x === 'string' && x.length > 0) || (!optional && v.length === 0)) {
+    throw new Error(`${where}: "${field}" must be a ${optional ? '' : 'non-empty '}list of service names`);
+  }
+  return v as string[];
+}
+
+export interface AccessFile {
+  workerGroups: WorkerGroup[];
+  keyGrants: KeyGrant[];
+}
+
+/**
+ * Reads an --access file:
+ *   { "keys": [ { "name": "...", "keys": "FILE" | [...], "serve": [...], "request": [...] } ],
+ *     "workerGroups": [ { "bind": [...], "services": [...], "allowKeys": "FILE" | [...] } ] }
+ * Either part may be absent, not both.
+ */
+export function readAccessFile(path: string): AccessFile {
   const dir = path.includes('/') ? path.slice(0, path.lastIndexOf('/') + 1) : '';
-  let raw: { workerGroups?: unknown };
+  let raw: { workerGroups?: unknown; keys?: unknown };
   try {
     raw = JSON.parse(readText(path, 'access file')) as { workerGroups?: unknown };
   } catch (err) {
     throw err instanceof SyntaxError ? new Error(`access file ${path}: not JSON: ${err.message}`) : err;
   }
   if (raw === null || typeof raw !== 'object') throw new Error(`access file ${path}: expected a JSON object`);
-  if (!Array.isArray(raw.workerGroups)) throw new Error(`${path}: needs a "workerGroups" array`);
-  return raw.workerGroups.map((g: { bind?: unknown; services?: unknown; allowKeys?: unknown }, i: number) => {
+  if (raw.workerGroups === undefined && raw.keys === undefined) throw new Error(`${path}: needs a "keys" array (grants per key) or a "workerGroups" array`);
+  if (raw.workerGroups !== undefined && !Array.isArray(raw.workerGroups)) throw new Error(`${path}: "workerGroups" must be an array`);
+  if (raw.keys !== undefined && !Array.isArray(raw.keys)) throw new Error(`${path}: "keys" must be an array`);
+  const workerGroups = ((raw.workerGroups ?? []) as { bind?: unknown; services?: unknown; allowKeys?: unknown }[]).map((g, i) => {
     const where = `${path}: workerGroups[${i}]`;
     const bind = typeof g.bind === 'string' ? [g.bind] : g.bind;
     if (!Array.isArray(bind) || bind.length === 0 || !bind.every((b) => typeof b === 'string')) throw new Error(`${where}: "bind" must be an endpoint or a list of them`);
-    if (!Array.isArray(g.services) || g.services.length === 0 || !g.services.every((x) => typeof x === 'string' && x.length > 0)) {
-      throw new Error(`${where}: "services" must be a non-empty list of names`);
-    }
-    let allowKeys: string[] | null = null;
-    if (typeof g.allowKeys === 'string') allowKeys = [...readAllowList(g.allowKeys.startsWith('/') ? g.allowKeys : dir + g.allowKeys)];
-    else if (Array.isArray(g.allowKeys)) {
-      for (const k of g.allowKeys) if (typeof k !== 'string' || !Z85_KEY.test(k)) throw new Error(`${where}: allowKeys holds something that is not a Z85 public key`);
-      allowKeys = g.allowKeys as string[];
-    } else if (g.allowKeys !== undefined) throw new Error(`${where}: "allowKeys" must be a file name or a list of keys`);
-    return { bind: bind as string[], services: g.services as string[], allowKeys };
+    const services = serviceList(g.services, where, 'services', false) as string[];
+    return { bind: bind as string[], services, allowKeys: keyList(g.allowKeys, dir, where, 'allowKeys') };
   });
+  const keyGrants = ((raw.keys ?? []) as { name?: unknown; keys?: unknown; serve?: unknown; request?: unknown }[]).map((g, i) => {
+    const name = typeof g.name === 'string' ? g.name : `keys[${i}]`;
+    const where = `${path}: ${name}`;
+    const keys = keyList(g.keys, dir, where, 'keys');
+    if (keys === null || keys.length === 0) throw new Error(`${where}: "keys" must name at least one key (a file or a list)`);
+    const serve = serviceList(g.serve, where, 'serve', true);
+    const request = serviceList(g.request, where, 'request', true);
+    if (serve === null && request === null) throw new Error(`${where}: grants nothing: give "serve", "request" or both`);
+    return { name, keys, serve, request };
+  });
+  return { workerGroups, keyGrants };
 }

@@ -26,6 +26,7 @@ export class SingleBroker {
       const snap = core.statsSnapshot(Date.now(), this.host.now());
       this.loopDelay.take(snap.global);
       Object.assign(snap.global, this.listeners.counters());
+      this.listeners.addDenials(snap);
       return [snap];
     }, (out) => core.statsReplies.set(...mmiStatsReplies(out)));
     core.statsReplies.refresh = () => this.statsService.fresh();

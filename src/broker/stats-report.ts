@@ -5,6 +5,7 @@ import type * as PromClient from 'prom-client';
 import { ERROR_CODES } from '../protocol/errors.js';
 import { addSnapshot, newHistogram, type ServiceSnapshot, type StatsSnapshot } from '../core/stats.js';
 import type { Histogram } from 'hdr-histogram-js';
+import type { DeniedCounts } from '../core/broker-core.js';
 
 export interface Percentiles {
   count: number;
@@ -38,6 +39,8 @@ export interface StatsReport {
   global: Record<string, number>;
   rates: { requestsPerSec: number; repliesPerSec: number };
   services: Record<string, ServiceReport>;
+  /** CURVE keys denied a request or a READY, and how often (only when there were denials). */
+  deniedKeys?: Record<string, DeniedCounts>;
 }
 
 function round2(x: number): number {
@@ -88,6 +91,17 @@ function sumGlobal(shards: StatsSnapshot[]): Record<string, number> {
   return g;
 }
 
+function mergeDenied(shards: StatsSnapshot[]): Record<string, DeniedCounts> | null {
+  let out: Record<string, DeniedCounts> | null = null;
+  for (const sh of shards) for (const [key, d] of Object.entries(sh.deniedKeys ?? {})) {
+    out ??= {};
+    const e = (out[key] ??= { requests: 0, ready: 0 });
+    e.requests += d.requests;
+    e.ready += d.ready;
+  }
+  return out;
+}
+
 export async function aggregate(input: AggregateInput): Promise<AggregateOutput> {
   const { current, previous } = input;
   const at = Math.max(...current.map((s) => s.at));
@@ -133,6 +147,8 @@ export async function aggregate(input: AggregateInput): Promise<AggregateOutput>
     repliesPerSec: perSec(global.replies ?? 0, prevGlobal.replies ?? 0),
   };
   const report: StatsReport = { at: new Date(at).toISOString(), uptimeMs, intervalMs, shards: current.length, global, rates, services };
+  const denied = mergeDenied(current);
+  if (denied !== null) report.deniedKeys = denied;
   const errs = ERROR_CODES.reduce((a, e) => a + (global[`errors_${e}`] ?? 0), 0);
   const w = percentiles(allWait);
   const s = percentiles(allSvc);

@@ -4,6 +4,8 @@ import { ZmtpRouter, type ZmtpRouterOptions } from '../zmtp/router.js';
 import type { CloseReason } from '../zmtp/connection.js';
 import type { LogFn } from '../core/broker-core.js';
 import type { FrameIO, FrameSink } from './frame-io.js';
+import { KeyPolicy, type KeyLists } from './key-policy.js';
+import type { PeerPolicy } from '../core/broker-core.js';
 
 /** Close reasons that say a peer broke the protocol (logged at warn, at most once a second). */
 const HOSTILE: ReadonlySet<CloseReason> = new Set(['bad-greeting', 'mechanism', 'socket-type', 'bad-command', 'protocol-error', 'frame-too-large']);
@@ -14,9 +16,12 @@ export class ZmtpIO implements FrameIO {
   private done: (() => void) | null = null;
   private lastWarn = -Infinity;
 
-  constructor(opts: ZmtpRouterOptions, log: LogFn) {
-    const c = opts.curve;
-    this.rolesOf = c !== undefined && (c.clients !== null || c.workers !== null) ? (id) => this.router.rolesOf(id) : null;
+  /** Set only when CURVE role lists or key grants are in force. */
+  readonly policy: PeerPolicy | null;
+
+  constructor(opts: ZmtpRouterOptions, log: LogFn, keys: KeyLists | null = null, toHex: (z85: string) => string = (k) => k) {
+    const inForce = keys !== null && opts.curve !== undefined && (keys.clients !== null || keys.workers !== null || keys.grants.length > 0);
+    this.policy = inForce ? new KeyPolicy(keys, (id) => this.router.curveKeyOf(id), toHex) : null;
     this.router = new ZmtpRouter(opts, {
       message: (frames) => this.sink?.message(frames),
       peerClosed: (id) => this.sink?.peerClosed(id),
@@ -38,13 +43,6 @@ export class ZmtpIO implements FrameIO {
   send(msg: Buffer[], tag = -1): void {
     const failed = this.router.send(msg);
     if (failed !== null) this.sink?.sendFailed(msg[0], failed, tag);
-  }
-
-  /** Set only when CURVE role lists are in force (see ZmtpRouter.rolesOf). */
-  readonly rolesOf: ((id: Buffer) => number) | null;
-
-  keyOf(id: Buffer): string | null {
-    return this.router.keyOf(id);
   }
 
   pause(id: Buffer): void {

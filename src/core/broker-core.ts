@@ -42,10 +42,8 @@ export interface CoreOptions {
   validates: ((service: string) => boolean) | null;
   /** --access: may a worker that came through this access group (-1: the main endpoint) register this service? */
   mayRegister: ((group: number, service: string) => boolean) | null;
-  /** CURVE role lists: what the peer with this routing id may do (1: send requests, 2: serve); null: anything. */
-  rolesOf: ((id: Buffer) => number) | null;
-  /** The peer's CURVE key as Z85, for log lines about denials. */
-  keyName: ((id: Buffer) => string | null) | null;
+  /** What each CURVE key may do (role lists, --access key grants); null: anything. */
+  policy: PeerPolicy | null;
 }
 
 export const DEFAULT_CORE_OPTIONS: CoreOptions = {
@@ -61,9 +59,25 @@ export const DEFAULT_CORE_OPTIONS: CoreOptions = {
   limits: DEFAULT_LIMITS,
   validates: null,
   mayRegister: null,
-  rolesOf: null,
-  keyName: null,
+  policy: null,
 };
+
+/** What each peer may do, by its CURVE key; the transport knows keys (src/broker/key-policy.ts). */
+export interface PeerPolicy {
+  /** Why the peer may not send this request (said in the `denied` reply), or null when it may. */
+  mayRequest(id: Buffer, service: Buffer): string | null;
+  /** Why the peer may not serve this service (it is told DISCONNECT), or null when it may. */
+  mayServe(id: Buffer, service: string): string | null;
+  /** The peer's key as Z85 text, for log lines. */
+  keyName(id: Buffer): string | null;
+  /** Denials since start by key (Z85), for mmi.stats. */
+  deniedKeys(): Record<string, DeniedCounts>;
+}
+
+export interface DeniedCounts {
+  requests: number;
+  ready: number;
+}
 
 export type LogLevel = 'debug' | 'info' | 'warn';
 export type LogFn = (level: LogLevel, msg: string, fields?: Record<string, unknown>) => void;
@@ -456,10 +470,14 @@ export class BrokerCore implements MmiSource {
 
   private onRequest(frames: Buffer[], m: ClientRequest, now: number): void {
     this.stats.requests++;
-    if (this.opts.rolesOf !== null && (this.opts.rolesOf(frames[0]) & 1) === 0) {
-      this.stats.clientsDenied++;
-      this.log('warn', 'request from a key not on --allow-clients answered `denied`', { key: this.opts.keyName?.(frames[0]) ?? null });
-      return this.replyError(frames, m.headerAt, m.version, m.service, 'denied', 'this CURVE key may not send requests');
+    const policy = this.opts.policy;
+    if (policy !== null) {
+      const why = policy.mayRequest(frames[0], m.service);
+      if (why !== null) {
+        this.stats.clientsDenied++;
+        this.log('warn', 'request answered `denied`', { why, service: m.service.toString('latin1'), key: policy.keyName(frames[0]) });
+        return this.replyError(frames, m.headerAt, m.version, m.service, 'denied', why);
+      }
     }
     if (isMmi(m.service)) return this.onMmi(frames, m);
     if (this.stopping) return this.replyError(frames, m.headerAt, m.version, m.service, 'shutdown', 'broker is shutting down');
@@ -699,9 +717,10 @@ export class BrokerCore implements MmiSource {
       return this.sendDisconnect(id, m.version, m.delimited);
     }
     const name = m.service.toString('latin1');
-    if (this.opts.rolesOf !== null && (this.opts.rolesOf(id) & 2) === 0) {
+    const why = this.opts.policy?.mayServe(id, name) ?? null;
+    if (why !== null) {
       this.stats.workersDenied++;
-      this.log('warn', 'READY from a key not on --allow-workers; told DISCONNECT', { service: name, key: this.opts.keyName?.(id) ?? null });
+      this.log('warn', 'READY refused; told DISCONNECT', { why, service: name, key: this.opts.policy?.keyName(id) ?? null });
       this.disconnected.set(key, true);
       return this.sendDisconnect(id, m.version, m.delimited);
     }

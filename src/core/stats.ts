@@ -2,6 +2,7 @@
 // Nothing here aggregates: snapshot() copies the raw counts (a few KiB per histogram, once per stats interval) and
 // stats-report.ts turns them into percentiles, rates and text, inline or in the piscina pool.
 
+import type { DeniedCounts } from './broker-core.js';
 import { createRequire } from 'node:module';
 import { errorCounts, type ErrorCode } from '../protocol/errors.js';
 import type { Histogram } from 'hdr-histogram-js';
@@ -83,6 +84,8 @@ export interface StatsSnapshot {
   uptimeMs: number;
   global: Record<string, number>;
   services: ServiceSnapshot[];
+  /** Requests and READYs denied by the key policy, by key (Z85); main thread only. */
+  deniedKeys?: Record<string, DeniedCounts>;
 }
 
 /** Names past this many get folded into one "_other" entry, so a flood of service names cannot grow memory. */

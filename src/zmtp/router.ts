@@ -9,11 +9,7 @@
 
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { unlinkSync, statSync } from 'node:fs';
-import { z85Encode, type RawKeyPair } from './curve.js';
-
-/** Roles a peer's key allows (rolesOf). */
-export const PEER_CLIENT = 1;
-export const PEER_WORKER = 2;
+import type { RawKeyPair } from './curve.js';
 import { ZmtpConnection, type CloseReason, type ConnectionOwner, type ConnectionOptions } from './connection.js';
 import { ROUTER_PEERS } from './wire.js';
 import { formatEndpoint, listenOptions, parseEndpoint } from './endpoint.js';
@@ -33,10 +29,10 @@ export interface ZmtpRouterOptions {
   /** Frames delivered as shared Buffers when they arrive (see ConnectionOptions.intern). */
   intern?: readonly Buffer[];
   /**
-   * CURVE on every endpoint: the broker's key pair (raw), the keys allowed to connect, and those that may act as
-   * clients and as workers (hex of the raw keys; null: any).
+   * CURVE on every endpoint: the broker's key pair (raw) and the keys allowed to connect (hex of the raw keys;
+   * null: any). What each key may then do is the broker's business (curveKeyOf).
    */
-  curve?: { keys: RawKeyPair; allow: ReadonlySet<string> | null; clients: ReadonlySet<string> | null; workers: ReadonlySet<string> | null };
+  curve?: { keys: RawKeyPair; allow: ReadonlySet<string> | null };
 }
 
 export interface ZmtpRouterEvents {
@@ -119,20 +115,9 @@ export class ZmtpRouter implements ConnectionOwner {
     return null;
   }
 
-  /** What the peer with this routing id may do (PEER_CLIENT | PEER_WORKER); both without CURVE role lists. */
-  rolesOf(id: Buffer): number {
-    const conn = this.peers.get(keyOf(id));
-    const key = conn?.curveKey;
-    const c = this.opts.curve;
-    if (key == null || c === undefined) return PEER_CLIENT | PEER_WORKER;
-    const hex = key.toString('hex');
-    return (c.clients === null || c.clients.has(hex) ? PEER_CLIENT : 0) | (c.workers === null || c.workers.has(hex) ? PEER_WORKER : 0);
-  }
-
-  /** The peer's CURVE public key as Z85 text (for log lines), or null. */
-  keyOf(id: Buffer): string | null {
-    const key = this.peers.get(keyOf(id))?.curveKey;
-    return key == null ? null : z85Encode(key);
+  /** The CURVE public key (raw) of the peer with this routing id; the same Buffer for the life of its connection. */
+  curveKeyOf(id: Buffer): Buffer | null {
+    return this.peers.get(keyOf(id))?.curveKey ?? null;
   }
 
   /** Stops reading from the peer with this routing id (it is told nothing; TCP pushes back on it). */

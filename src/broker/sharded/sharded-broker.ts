@@ -161,19 +161,22 @@ export class ShardedBroker implements MmiSource {
   private fromPeer(frames: Buffer[]): void {
     const m = parseInbound(frames, this.opts.limits);
     let shard = 0;
-    // CURVE role lists: the shards cannot see keys, so requests and READYs are checked here (as the core does).
-    const rolesOf = this.listeners.io.rolesOf;
-    if (rolesOf && (m.kind === Kind.ClientRequest || (m.kind === Kind.Worker && m.command === WCmd.Ready && !this.workerShard.has(peerKey(frames[0]))))) {
-      const roles = rolesOf(frames[0]);
-      const key = this.listeners.io.keyOf?.(frames[0]) ?? null;
-      if (m.kind === Kind.ClientRequest && (roles & 1) === 0) {
-        this.roleDenials.clientsDenied++;
-        this.opts.log('warn', 'request from a key not on --allow-clients answered `denied`', { key });
-        return this.listeners.io.send(clientReply(frames, m.headerAt, m.version, C2.FINAL, m.service, errorBody('denied', 'this CURVE key may not send requests'), 0));
+    // What each CURVE key may do: the shards cannot see keys, so requests and READYs are checked here (as the core does).
+    const policy = this.listeners.io.policy;
+    if (policy && (m.kind === Kind.ClientRequest || (m.kind === Kind.Worker && m.command === WCmd.Ready && !this.workerShard.has(peerKey(frames[0]))))) {
+      if (m.kind === Kind.ClientRequest) {
+        const why = policy.mayRequest(frames[0], m.service);
+        if (why !== null) {
+          this.roleDenials.clientsDenied++;
+          this.opts.log('warn', 'request answered `denied`', { why, service: m.service.toString('latin1'), key: policy.keyName(frames[0]) });
+          return this.listeners.io.send(clientReply(frames, m.headerAt, m.version, C2.FINAL, m.service, errorBody('denied', why), 0));
+        }
       }
-      if (m.kind === Kind.Worker && (roles & 2) === 0) {
+      const service = m.kind === Kind.Worker ? m.service.toString('latin1') : undefined;
+      const why = service === undefined ? null : policy.mayServe(frames[0], service);
+      if (why !== null) {
         this.roleDenials.workersDenied++;
-        this.opts.log('warn', 'READY from a key not on --allow-workers; told DISCONNECT', { key });
+        this.opts.log('warn', 'READY refused; told DISCONNECT', { why, service, key: policy.keyName(frames[0]) });
         const disconnect = m.version === 1 ? [frames[0], Buffer.alloc(0), MDPW01, Buffer.from([W1.DISCONNECT])] : [frames[0], MDPW02, Buffer.from([W2.DISCONNECT])];
         return this.listeners.io.send(disconnect);
       }
@@ -274,6 +277,7 @@ export class ShardedBroker implements MmiSource {
         if (snaps[0]) {
           this.loopDelay.take(snaps[0].global);
           Object.assign(snaps[0].global, this.listeners.counters());
+          this.listeners.addDenials(snaps[0]);
           snaps[0].global.workersDenied = (snaps[0].global.workersDenied ?? 0) + this.roleDenials.workersDenied;
           snaps[0].global.clientsDenied = (snaps[0].global.clientsDenied ?? 0) + this.roleDenials.clientsDenied;
         }
