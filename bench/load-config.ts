@@ -30,6 +30,11 @@ export interface LoadSpec {
    * generator costs less than the broker); libzmq = zeromq.js DEALER sockets (a stock libzmq peer).
    */
   peers: 'zmtp' | 'libzmq';
+  /**
+   * CURVE on: the broker gets a fresh key pair, every simulated peer its own client pair. The peers are then libzmq
+   * ones (the project's ZMTP client side speaks NULL only), so compare CURVE with NULL under libzmq peers.
+   */
+  curve: boolean;
 }
 
 export interface RunConfig extends LoadSpec {
@@ -57,6 +62,7 @@ export const DEFAULT_RUN: Omit<RunConfig, 'name'> = {
   durationMs: 4000,
   heartbeatInterval: 2500,
   peers: 'zmtp',
+  curve: false,
   broker: {},
   baseline: true,
   native: false,
@@ -67,6 +73,8 @@ export interface Target {
   kind: 'mdp' | 'raw';
   clients: string;
   workers: string;
+  /** With CURVE: the broker's public key (Z85). */
+  serverKey?: string;
 }
 
 export interface LoadResult {

@@ -7,7 +7,7 @@
 // coordinated omission). Against our broker and the raw proxy the sequence number also travels in a one-frame
 // envelope (our pipelining extension), so even error replies, which replace the body, are matched to a request.
 
-import { Context, Dealer } from 'zeromq';
+import { Context, Dealer, curveKeyPair } from 'zeromq';
 import * as hdr from 'hdr-histogram-js';
 import { receiveLoop } from '../src/sockets/receive-loop.js';
 import { ZmtpDealer } from '../src/zmtp/dealer.js';
@@ -66,13 +66,21 @@ function openPeer(endpoint: string, onMessage: (frames: Buffer[]) => void, fast:
     }, { intern: [MDPC01, MDPC02, MDPW01, MDPW02] });
     peer = { send: (msg) => d.send(msg), close: () => d.close() };
   } else {
-    const s = new Dealer({ context: ctx, linger: 0, sendTimeout: 0, sendHighWaterMark: 0, receiveHighWaterMark: 0 });
+    const s = new Dealer({ context: ctx, linger: 0, sendTimeout: 0, sendHighWaterMark: 0, receiveHighWaterMark: 0, ...curveOptions() });
     s.connect(endpoint);
     void receiveLoop(s, onMessage, fail, fast);
     peer = { send: (msg) => fire(s, msg), close: () => s.close() };
   }
   peers.push(peer);
   return peer;
+}
+
+/** CURVE client options for a libzmq peer (a fresh key pair per peer, as real deployments have), or none. */
+function curveOptions(): { curveServerKey: string; curvePublicKey: string; curveSecretKey: string } | Record<string, never> {
+  const serverKey = args.target.serverKey;
+  if (serverKey === undefined) return {};
+  const pair = curveKeyPair();
+  return { curveServerKey: serverKey, curvePublicKey: pair.publicKey, curveSecretKey: pair.secretKey };
 }
 
 function fail(err: unknown): void {

@@ -3,7 +3,8 @@
 
 import { parseArgs } from 'node:util';
 import { fork, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import * as zmq from 'zeromq';
@@ -104,18 +105,33 @@ function validate(r: RunConfig): void {
   if (r.mode === 'open' && !(r.rate > 0)) bad('open loop needs rate > 0');
   if (!(r.durationMs > 0 && r.durationMs <= 600000)) bad('durationMs must be 1..600000');
   if (r.peers !== 'zmtp' && r.peers !== 'libzmq') bad("peers must be 'zmtp' or 'libzmq'");
+  if (r.curve && r.peers !== 'libzmq') bad("curve needs peers 'libzmq' (the generator's zmtp peers speak NULL only)");
+  if (r.curve && r.baseline) bad('curve runs have no raw-proxy baseline (the proxy speaks NULL): set "baseline": false');
 }
 
 /** Starts the broker CLI on a free port; resolves with its process, endpoint and metrics port. */
-async function startBroker(cfg: RunConfig): Promise<{ proc: ChildProcess; endpoint: string; metricsPort: number | null }> {
+async function startBroker(cfg: RunConfig): Promise<{ proc: ChildProcess; endpoint: string; metricsPort: number | null; serverKey?: string }> {
   const flags = [
     '--bind', 'tcp://127.0.0.1:*', '--log-level', process.env.BENCH_BROKER_LOG ?? 'info',
     '--heartbeat-interval', String(cfg.heartbeatInterval), '--metrics-port', '0',
   ];
   for (const [k, v] of Object.entries(cfg.broker)) flags.push(`--${k}`, String(v));
-  const b = await spawnBroker(flags);
-  children.add(b.child);
-  return { proc: b.child, endpoint: b.endpoint, metricsPort: b.metricsPort };
+  let serverKey: string | undefined;
+  let dir: string | null = null;
+  if (cfg.curve) {
+    const pair = zmq.curveKeyPair();
+    serverKey = pair.publicKey;
+    dir = mkdtempSync(join(os.tmpdir(), 'mdb-bench-'));
+    writeFileSync(join(dir, 'broker.key'), `public-key = "${pair.publicKey}"\nsecret-key = "${pair.secretKey}"\n`, { mode: 0o600 });
+    flags.push('--curve-secret-key', join(dir, 'broker.key'));
+  }
+  try {
+    const b = await spawnBroker(flags);
+    children.add(b.child);
+    return { proc: b.child, endpoint: b.endpoint, metricsPort: b.metricsPort, serverKey };
+  } finally {
+    if (dir !== null) rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 function startRawProxy(native: boolean): Promise<{ proc: ChildProcess; frontend: string; backend: string }> {
@@ -150,7 +166,7 @@ async function measure(cfg: RunConfig, kind: 'broker' | 'raw' | 'native' | 'exte
     const b = await startBroker(cfg);
     server = b.proc;
     metricsPort = b.metricsPort;
-    target = { kind: 'mdp', clients: b.endpoint, workers: b.endpoint };
+    target = { kind: 'mdp', clients: b.endpoint, workers: b.endpoint, serverKey: b.serverKey };
   } else if (kind === 'raw' || kind === 'native') {
     const p = await startRawProxy(kind === 'native');
     server = p.proc;

@@ -5,6 +5,7 @@
 import { BrokerCore, type LogFn } from '../core/broker-core.js';
 import { accessPolicy } from './security.js';
 import { AdmissionPump } from './admission.js';
+import { MemoryReturn } from './memory-return.js';
 import { RouterTransport } from './transport.js';
 import { appliesTo, parseValidateFlags } from './validation.js';
 import type { Offload } from './offload.js';
@@ -19,12 +20,13 @@ export class CoreHost {
   private readonly admission: AdmissionPump;
   private timer: NodeJS.Timeout | null = null;
   private readonly t0 = performance.now();
+  private readonly memory = new MemoryReturn();
 
   constructor(
     private readonly opts: HostOptions,
     io: FrameIO,
     private readonly offload: Offload,
-    log: LogFn,
+    private readonly log: LogFn,
   ) {
     const rules = parseValidateFlags(opts.validate);
     const validates = rules.length > 0 ? (name: string) => appliesTo(rules, name) : null;
@@ -55,8 +57,12 @@ export class CoreHost {
     // The tick runs after this turn's reads (setImmediate: the check phase follows the poll phase): after the event
     // loop stalls, timers fire before the waiting messages are read, and every worker would look silent.
     const tick = () => {
-      this.core.tick(this.now());
+      const now = this.now();
+      this.core.tick(now);
       this.transport.flush();
+      if (this.memory.tick(now, this.core.heldBytes)) {
+        this.log('debug', 'full GC after a burst of held requests', { ms: Math.round(this.now() - now), rssMiB: Math.round(process.memoryUsage.rss() / 1048576) });
+      }
     };
     this.timer = setInterval(() => setImmediate(tick), period);
   }
