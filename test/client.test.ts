@@ -114,7 +114,7 @@ test('a `shutdown` reply moves only its own request; a good reply in flight on t
   let jobRuns = 0;
   const jobWorker = new Worker({ endpoint: a.endpoint, service: 'job', ...HB, handler: async () => { jobRuns++; await new Promise((r) => setTimeout(r, 600)); return 'job-done'; } });
   const rescuer = new Worker({ endpoint: b.endpoint, service: 'queued', ...HB, handler: () => 'served-by-b' });
-  const client = new Client({ endpoints: [a.endpoint, b.endpoint], timeout: 5000, retries: 2 });
+  const client = new Client({ endpoints: [a.endpoint, b.endpoint], timeout: 5000, retries: 2, balance: 'in-order' });
   cleanup(t, client, jobWorker, rescuer, a.broker, b.broker);
   assert.ok(await until(() => a.broker.snapshot().workers === 1 && b.broker.snapshot().workers === 1));
   const job = client.request('job', 'x');

@@ -14,6 +14,12 @@
 // up the broker still holds it, so the client keeps waiting and a long job runs once. A `shutdown` reply is resent
 // after a short pause; a refused CURVE key moves to the next endpoint or fails with RefusedError. Only the request
 // concerned moves; the others stay where they are. A reply that arrives is never turned into an error.
+//
+// Several brokers. With more than one endpoint the client holds a connection to each at once and sends each request
+// to the connected broker with the fewest of our requests outstanding. When a connection drops (a killed broker's
+// socket closes at once; a silent one is found by ZMTP heartbeats) every request sent on it goes to a connected
+// broker at once, as a new window within the retry budget. libzmq keeps re-dialling the lost one, and it takes
+// requests again once it is back. A reply for a request already answered elsewhere is dropped and counted.
 
 import { EventEmitter } from 'node:events';
 import type { Dealer } from 'zeromq';
@@ -32,6 +38,11 @@ import type { Logger } from './logger.js';
 export interface ClientOptions {
   /** Broker endpoint(s); a request that may have been lost is resent to the next one. */
   endpoints: string | string[];
+  /**
+   * With several endpoints: `spread` (default) sends each request to the connected broker with the fewest of our
+   * requests outstanding; `in-order` uses one broker until it fails, then the next (primary and backups).
+   */
+  balance?: 'spread' | 'in-order';
   /** MDP version: 1 (default) or 2 (needed for stream()). */
   version?: Version;
   /** Milliseconds of one wait window (default 5000); a request fails after `retries + 1` windows with no reply. */
@@ -134,8 +145,13 @@ export class Client extends EventEmitter<ClientEvents> {
   private readonly retries: number;
   private readonly extensions: boolean;
   private readonly log: Logger | undefined;
-  private link: Link;
+  /** The current link to each endpoint, by index. */
+  private readonly links: Link[] = [];
   private endpointIndex = 0;
+  /** Ids of settled requests that were sent to more than one link: a reply for one of them is a late duplicate. */
+  private readonly resentIds = new Set<number>();
+  /** Replies dropped because their request was already settled (answered elsewhere, timed out or withdrawn). */
+  lateReplies = 0;
   private nextId = 1;
   private readonly byId = new Map<number, Pending>();
   private readonly all = new Set<Pending>();
@@ -159,7 +175,7 @@ export class Client extends EventEmitter<ClientEvents> {
     this.retries = opts.retries ?? 2;
     this.extensions = opts.extensions ?? !(opts.plain ?? false);
     this.log = opts.logger;
-    this.link = this.open();
+    for (let i = 0; i < this.endpoints.length; i++) this.links.push(this.open(i));
   }
 
   /** Requests not yet settled. */
@@ -267,8 +283,7 @@ export class Client extends EventEmitter<ClientEvents> {
   }
 
   private send(p: Pending): void {
-    // A refused link stays refused; a fresh socket asks again (the allow-list may have changed) and fails fast.
-    let link = this.link.refused === null ? this.link : this.rotate(true);
+    let link = this.pick(null);
     if (!link.ids) {
       const holder = this.turn.get(p.service);
       if (holder !== undefined && holder !== p) {
@@ -278,7 +293,7 @@ export class Client extends EventEmitter<ClientEvents> {
         q.push(p);
         return;
       }
-      if (link.tainted.has(p.service)) link = this.rotate(false);
+      if (link.tainted.has(p.service)) link = this.replace(this.links.indexOf(link));
     }
     p.queued = false;
     p.link = link;
@@ -336,27 +351,52 @@ export class Client extends EventEmitter<ClientEvents> {
     }
     // It may have been lost (the connection dropped or never came up): a new socket, the next endpoint, resend.
     this.resendElsewhere(p);
-    this.log?.info?.({ service: p.service, endpoint: this.link.endpoint, attempt: p.attempts }, 'mdp client: resent a request that may have been lost');
+    this.log?.info?.({ service: p.service, endpoint: p.link?.endpoint, attempt: p.attempts }, 'mdp client: resent a request that may have been lost');
   }
 
-  /** Sends p again on the next endpoint: a new socket there unless its last link was already replaced. */
+  /**
+   * Sends p again, as a new window: to another connected broker if there is one, else on a new socket to the next
+   * endpoint (with one endpoint, the same one), unless its last link was already replaced.
+   */
   private resendElsewhere(p: Pending): void {
-    if (p.link === this.link || p.link === null) this.rotate(true);
+    const other = this.links.find((l) => l !== p.link && l.up && l.refused === null);
+    if (other === undefined && p.link !== null && this.links.includes(p.link)) {
+      this.endpointIndex = (this.links.indexOf(p.link) + 1) % this.links.length;
+      this.replace(this.endpointIndex);
+    }
     this.attempt(p);
   }
 
-  /** Replaces the current link: on the next endpoint (`failover`) or the same one. */
-  private rotate(failover: boolean): Link {
-    const old = this.link;
-    old.retired = true;
-    if (old.pending.size === 0) old.sock.close();
-    if (failover) this.endpointIndex = (this.endpointIndex + 1) % this.endpoints.length;
-    this.link = this.open();
-    return this.link;
+  /**
+   * Where a request goes: the connected, unrefused link with the fewest of our requests outstanding; with none
+   * connected, the current endpoint's link (libzmq is dialling it; the window decides what happens next). A
+   * refused link is replaced by a fresh socket, which asks again (the allow-list may have changed) and fails fast.
+   */
+  private pick(exclude: Link | null): Link {
+    let best: Link | null = null;
+    if (this.opts.balance === 'in-order') {
+      const cur = this.links[this.endpointIndex];
+      if (cur !== exclude && cur.refused === null) return cur;
+    } else for (const l of this.links) {
+      if (l === exclude || !l.up || l.refused !== null) continue;
+      if (best === null || l.pending.size < best.pending.size) best = l;
+    }
+    if (best !== null) return best;
+    const link = this.links[this.endpointIndex];
+    return link.refused === null ? link : this.replace(this.endpointIndex);
   }
 
-  private open(): Link {
-    const endpoint = this.endpoints[this.endpointIndex];
+  /** Retires endpoint i's link (it stays open while requests sent on it are unsettled) for a new socket. */
+  private replace(i: number): Link {
+    const old = this.links[i];
+    old.retired = true;
+    if (old.pending.size === 0) old.sock.close();
+    this.links[i] = this.open(i);
+    return this.links[i];
+  }
+
+  private open(index: number): Link {
+    const endpoint = this.endpoints[index];
     // ZMTP heartbeats: a dead broker shows as a disconnect, which is what makes a request worth resending.
     const hb = zmtpHeartbeat(2500, 3);
     const sock = newDealer(this.opts.curve, { heartbeatInterval: hb.heartbeatInterval, heartbeatTimeout: hb.heartbeatTimeout, ...this.opts.socketOptions });
@@ -389,10 +429,21 @@ export class Client extends EventEmitter<ClientEvents> {
       link.epoch++;
       this.log?.warn?.({ endpoint: link.endpoint }, 'mdp client: disconnected');
       this.emit('disconnected', link.endpoint);
+      this.failOver(link);
     });
     ev.on('connect:retry', () => this.emit('reconnecting', link.endpoint));
     ev.on('handshake:error:auth', (e) => this.onRefused(link, `the broker refused this client's CURVE key (${e.error.message})`));
     ev.on('handshake:error:protocol', (e) => this.onRefused(link, `the handshake failed (${e.error.message}): a CURVE broker and a plain client, or the reverse`));
+  }
+
+  /** A link's connection dropped: what was sent on it goes to a connected broker now, not at the window's end. */
+  private failOver(link: Link): void {
+    if (this.links.length < 2 || this.closed) return;
+    const moved: Pending[] = [];
+    for (const p of link.pending) if (p.link === link && !p.queued && !p.sawPartial && p.attempts <= p.retries) moved.push(p);
+    if (moved.length === 0 || !this.links.some((l) => l !== link && l.up && l.refused === null)) return;
+    this.log?.warn?.({ endpoint: link.endpoint, requests: moved.length }, 'mdp client: broker connection lost; resending its requests elsewhere');
+    for (const p of moved) this.attempt(p);
   }
 
   private onRefused(link: Link, reason: string): void {
@@ -421,11 +472,17 @@ export class Client extends EventEmitter<ClientEvents> {
       p = link.plainBySvc.get(svc);
       if (p === undefined) {
         if (svc === MMI_EXTENSIONS && link.asking) this.onExtensions(link, frames);
+        else if (link.tainted.has(svc)) this.lateReplies++;
         return;
       }
     } else if (frames.length >= 2 && frames[0].length === 4 && frames[1].length === 0) {
-      p = this.byId.get(frames[0].readUInt32BE(0));
+      const id = frames[0].readUInt32BE(0);
+      p = this.byId.get(id);
       at = 1;
+      if (p === undefined && this.resentIds.has(id)) {
+        this.lateReplies++;
+        return;
+      }
     }
     if (p === undefined) return;
     const reply = parseClientReply(frames, at, this.version);
@@ -442,6 +499,8 @@ export class Client extends EventEmitter<ClientEvents> {
     }
     if (isErrorReply(body)) {
       const err = decodeError(body, p.service);
+      // The broker that said `shutdown` no longer has it: if it was already sent elsewhere, that send answers it.
+      if (err.code === 'shutdown' && link !== p.link) return;
       // A broker that is shutting down is going away, not refusing: try again on the next endpoint after a short
       // pause, within the retry budget. Only this request moves.
       if (err.code === 'shutdown' && p.attempts <= p.retries && !p.sawPartial && link === p.link) {
@@ -468,7 +527,7 @@ export class Client extends EventEmitter<ClientEvents> {
     link.ids = true;
     this.log?.debug?.({ endpoint: link.endpoint }, 'mdp client: broker offers request-id; pipelining');
     // Everyone waiting for a service's turn can go now, with ids.
-    if (link !== this.link) return;
+    if (!this.links.includes(link)) return;
     const queued = [...this.waiting.values()].flat();
     this.waiting.clear();
     for (const q of queued) this.send(q);
@@ -480,6 +539,11 @@ export class Client extends EventEmitter<ClientEvents> {
     if (p.onAbort) p.signal?.removeEventListener('abort', p.onAbort);
     this.all.delete(p);
     this.byId.delete(p.id);
+    if (p.links.length > 1 && p.links.some((l) => l.ids)) {
+      this.resentIds.add(p.id);
+      // Bounded: the oldest ids go first (a Set iterates in insertion order).
+      if (this.resentIds.size > 4096) this.resentIds.delete(this.resentIds.values().next().value as number);
+    }
     for (const l of p.links) if (l.plainBySvc.get(p.service) === p) l.plainBySvc.delete(p.service);
     if (p.queued) {
       const q = this.waiting.get(p.service) ?? [];
@@ -511,7 +575,7 @@ export class Client extends EventEmitter<ClientEvents> {
   }
 
   private openLinks(): Link[] {
-    const links = new Set<Link>([this.link]);
+    const links = new Set<Link>(this.links);
     for (const p of this.all) for (const l of p.links) links.add(l);
     return [...links].filter((l) => !l.sock.closed);
   }

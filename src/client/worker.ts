@@ -1,6 +1,9 @@
 // MDP worker: READY, then serve one request at a time, heartbeating all the while (also while the handler runs).
 // When the broker goes silent or says DISCONNECT, the session opens a new socket and sends READY again, with
 // exponential back-off. `concurrency: n` runs n independent sessions, each its own MDP worker on its own socket.
+// With several brokers (`endpoints`), each broker gets its own `concurrency` sessions: a worker registered with
+// every broker keeps serving while any one of them is up, and a reply goes back on the socket the request came in
+// on, so to the broker that sent it. Up to concurrency x brokers handlers can then run at once.
 
 import { EventEmitter } from 'node:events';
 import type { Dealer } from 'zeromq';
@@ -17,6 +20,8 @@ import { receiveLoop } from '../sockets/receive-loop.js';
 export interface RequestContext {
   /** The client address frame the broker sent (opaque). */
   client: Buffer;
+  /** The endpoint of the broker that sent the request (the reply goes back to it). */
+  broker: string;
   /** MDP/0.2 workers only: send a PARTIAL reply before the final one. */
   partial(body: Frame | readonly Frame[]): void;
 }
@@ -24,7 +29,10 @@ export interface RequestContext {
 export type Handler = (body: Buffer[], ctx: RequestContext) => Promise<Frame | readonly Frame[]> | Frame | readonly Frame[];
 
 export interface WorkerOptions {
-  endpoint: string;
+  /** The broker to register with; or give `endpoints`. */
+  endpoint?: string;
+  /** Several brokers: `concurrency` sessions registered with each. */
+  endpoints?: string[];
   service: string;
   handler: Handler;
   version?: Version;
@@ -72,11 +80,15 @@ export class Worker extends EventEmitter<WorkerEvents> {
   constructor(opts: WorkerOptions) {
     super();
     if (opts.service.startsWith('mmi.')) throw new MdpError('mmi.* services are reserved for the broker');
-    const problem = endpointProblem(opts.endpoint);
-    if (problem !== null) throw new EndpointError(opts.endpoint, `bad endpoint "${opts.endpoint}": ${problem}`);
+    const endpoints = [...new Set([...(opts.endpoints ?? []), ...(opts.endpoint !== undefined ? [opts.endpoint] : [])])];
+    if (endpoints.length === 0) throw new EndpointError('', 'Worker needs an endpoint (or endpoints)');
+    for (const ep of endpoints) {
+      const problem = endpointProblem(ep);
+      if (problem !== null) throw new EndpointError(ep, `bad endpoint "${ep}": ${problem}`);
+    }
     this.watching = opts.logger !== undefined;
     const n = Math.max(1, opts.concurrency ?? 1);
-    for (let i = 0; i < n; i++) this.sessions.push(new Session(opts, this));
+    for (const ep of endpoints) for (let i = 0; i < n; i++) this.sessions.push(new Session(opts, ep, this));
     // 'newListener' is EventEmitter's own event, outside the typed map of ours.
     (this as unknown as EventEmitter).on('newListener', () => {
       if (this.watching) return;
@@ -126,6 +138,7 @@ class Session {
 
   constructor(
     private readonly opts: WorkerOptions,
+    private readonly endpoint: string,
     private readonly events: Worker,
   ) {
     this.version = opts.version ?? 1;
@@ -147,7 +160,7 @@ class Session {
     const sock = newDealer(this.opts.curve, { heartbeatInterval, heartbeatTimeout, ...this.opts.socketOptions });
     this.sock = sock;
     if (this.events.watching) this.watch();
-    sock.connect(this.opts.endpoint);
+    sock.connect(this.endpoint);
     if (this.sender) this.sender.reset(sock);
     else this.sender = new Sender(sock);
     this.lastHeard = Date.now();
@@ -162,7 +175,7 @@ class Session {
   watch(): void {
     const sock = this.sock;
     if (sock.closed) return;
-    const endpoint = this.opts.endpoint;
+    const endpoint = this.endpoint;
     const log = this.opts.logger;
     const ev = sock.events;
     ev.on('handshake', () => {
@@ -183,8 +196,8 @@ class Session {
 
   private async reconnect(reason: string): Promise<void> {
     if (this.reconnecting || this.closing) return;
-    this.opts.logger?.info?.({ endpoint: this.opts.endpoint, service: this.opts.service, reason }, 'mdp worker: new session');
-    this.events.emit('reconnecting', this.opts.endpoint, reason);
+    this.opts.logger?.info?.({ endpoint: this.endpoint, service: this.opts.service, reason }, 'mdp worker: new session');
+    this.events.emit('reconnecting', this.endpoint, reason);
     this.reconnecting = true;
     this.sock.close();
     // Jitter: workers that lost the same broker do not all come back in the same millisecond.
@@ -222,6 +235,7 @@ class Session {
   private async serve(sock: Dealer, client: Buffer, body: Buffer[]): Promise<void> {
     const ctx: RequestContext = {
       client,
+      broker: this.endpoint,
       partial: (b) => {
         if (this.version !== 2) throw new MdpError('partial() needs an MDP/0.2 worker');
         if (sock === this.sock) this.sender.send(this.frames(W2.PARTIAL, client, EMPTY, ...toFrames(b)));
