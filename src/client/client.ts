@@ -275,15 +275,15 @@ export class Client extends EventEmitter<ClientEvents> {
   }
 
   /** Starts a window for p: sends it on the current link, or queues it for its service's turn. */
-  private attempt(p: Pending): void {
+  private attempt(p: Pending, avoid: Link | null = null): void {
     p.attempts++;
     if (p.timer) clearTimeout(p.timer);
     p.timer = setTimeout(() => this.onWindowEnd(p), p.timeout);
-    this.send(p);
+    this.send(p, avoid);
   }
 
-  private send(p: Pending): void {
-    let link = this.pick(null);
+  private send(p: Pending, avoid: Link | null = null): void {
+    let link = this.pick(avoid);
     if (!link.ids) {
       const holder = this.turn.get(p.service);
       if (holder !== undefined && holder !== p) {
@@ -359,29 +359,32 @@ export class Client extends EventEmitter<ClientEvents> {
    * endpoint (with one endpoint, the same one), unless its last link was already replaced.
    */
   private resendElsewhere(p: Pending): void {
-    const other = this.links.find((l) => l !== p.link && l.up && l.refused === null);
-    if (other === undefined && p.link !== null && this.links.includes(p.link)) {
-      this.endpointIndex = (this.links.indexOf(p.link) + 1) % this.links.length;
+    const from = p.link;
+    const other = this.links.find((l) => l !== from && l.up && l.refused === null);
+    if (other !== undefined) {
+      if (this.opts.balance === 'in-order' && from === this.links[this.endpointIndex]) this.endpointIndex = this.links.indexOf(other);
+    } else if (from !== null && this.links.includes(from)) {
+      this.endpointIndex = (this.links.indexOf(from) + 1) % this.links.length;
       this.replace(this.endpointIndex);
     }
-    this.attempt(p);
+    this.attempt(p, from);
   }
 
   /**
-   * Where a request goes: the connected, unrefused link with the fewest of our requests outstanding; with none
-   * connected, the current endpoint's link (libzmq is dialling it; the window decides what happens next). A
-   * refused link is replaced by a fresh socket, which asks again (the allow-list may have changed) and fails fast.
+   * Where a request goes. `spread`: the connected, unrefused link with the fewest of our requests outstanding.
+   * `in-order`, or with none connected: the current endpoint's link (libzmq may still be dialling it; the window
+   * decides what happens next). A refused link is replaced by a fresh socket, which asks again (the allow-list may
+   * have changed) and fails fast. `avoid`: the link a resend is moving away from.
    */
-  private pick(exclude: Link | null): Link {
-    let best: Link | null = null;
-    if (this.opts.balance === 'in-order') {
-      const cur = this.links[this.endpointIndex];
-      if (cur !== exclude && cur.refused === null) return cur;
-    } else for (const l of this.links) {
-      if (l === exclude || !l.up || l.refused !== null) continue;
-      if (best === null || l.pending.size < best.pending.size) best = l;
+  private pick(avoid: Link | null): Link {
+    if (this.opts.balance !== 'in-order') {
+      let best: Link | null = null;
+      for (const l of this.links) {
+        if (l === avoid || !l.up || l.refused !== null) continue;
+        if (best === null || l.pending.size < best.pending.size) best = l;
+      }
+      if (best !== null) return best;
     }
-    if (best !== null) return best;
     const link = this.links[this.endpointIndex];
     return link.refused === null ? link : this.replace(this.endpointIndex);
   }
@@ -443,7 +446,7 @@ export class Client extends EventEmitter<ClientEvents> {
     for (const p of link.pending) if (p.link === link && !p.queued && !p.sawPartial && p.attempts <= p.retries) moved.push(p);
     if (moved.length === 0 || !this.links.some((l) => l !== link && l.up && l.refused === null)) return;
     this.log?.warn?.({ endpoint: link.endpoint, requests: moved.length }, 'mdp client: broker connection lost; resending its requests elsewhere');
-    for (const p of moved) this.attempt(p);
+    for (const p of moved) this.attempt(p, link);
   }
 
   private onRefused(link: Link, reason: string): void {
