@@ -3,10 +3,12 @@
 import { writeSync } from 'node:fs';
 import { Worker } from '../src/client/worker.js';
 
-const [endpoint, mode, hb] = process.argv.slice(2);
+const [endpointList, mode, hb] = process.argv.slice(2);
+// One endpoint, or several separated by commas: the worker registers with every broker.
+const endpoints = endpointList.split(',');
 const interval = Number(hb ?? 250);
 new Worker({
-  endpoint, service: 'chaos', heartbeatInterval: interval, heartbeatLiveness: 3, reconnectMin: 50, reconnectMax: 500, concurrency: 2,
+  endpoints, service: 'chaos', heartbeatInterval: interval, heartbeatLiveness: 3, reconnectMin: 50, reconnectMax: 500, concurrency: 2,
   handler: async (body) => {
     if (mode === 'hang') return new Promise<never>(() => {});
     await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 5)));

@@ -9,8 +9,13 @@
 // (never settled) or answered with someone else's reply.
 //
 // CHAOS_SECONDS (default 40) sets the length; CHAOS_MIN_REQUESTS (default 20000) the least that must be issued.
+//
+// --brokers 2: two broker processes at once; every worker registers with both, every client spreads over both.
+// Broker A is SIGKILLed and restarted, later broker B, while workers are killed too. Requests in flight at a kill
+// must move to the live broker; the worst time from a kill to the answer of a request then in flight is reported.
 
 import { spawn, type ChildProcess } from 'node:child_process';
+import { parseArgs } from 'node:util';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Client } from '../src/client/client.js';
@@ -26,10 +31,21 @@ const WINDOW = 24;
 const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url));
 const WORKER = fileURLToPath(new URL('./chaos-worker.js', import.meta.url));
 
+const { values: argv } = parseArgs({ options: { brokers: { type: 'string', default: '1' }, help: { type: 'boolean', short: 'h' } } });
+if (argv.help) {
+  process.stdout.write('npm run test:chaos [-- --brokers 2]\n  CHAOS_SECONDS (default 40), CHAOS_MIN_REQUESTS (default 20000)\n');
+  process.exit(0);
+}
+const BROKERS = Number(argv.brokers);
+if (BROKERS !== 1 && BROKERS !== 2) {
+  process.stderr.write(`chaos: --brokers must be 1 or 2, got '${argv.brokers}'\n`);
+  process.exit(2);
+}
+
 const procs = new Set<ChildProcess>();
 const executions = new Map<string, number>();
-let endpoint = 'tcp://127.0.0.1:*';
-let broker: ChildProcess | null = null;
+/** Each broker's endpoint (its port found once, then reused across restarts) and current process. */
+const brokers: { endpoint: string; proc: ChildProcess | null }[] = [];
 const events = { workerKills: 0, brokerRestarts: 0, vanishedClients: 0, abandonedRequests: 0 };
 
 function cleanup(): void {
@@ -41,14 +57,14 @@ process.on('SIGINT', () => {
   process.exit(130);
 });
 
-/** Starts the broker with the chaos settings on `endpoint`; a bind failure (port still held) shows as an exit. */
-function startBroker(): Promise<void> {
+/** Starts broker i with the chaos settings on its endpoint; a bind failure (port still held) shows as an exit. */
+function startBroker(i: number): Promise<void> {
   const p = spawn(process.execPath, [
-    CLI, '--bind', endpoint, '--heartbeat-interval', String(HB), '--heartbeat-liveness', '3', '--busy-timeout', '3000',
+    CLI, '--bind', brokers[i].endpoint, '--heartbeat-interval', String(HB), '--heartbeat-liveness', '3', '--busy-timeout', '3000',
     '--max-attempts', '5', '--request-ttl', '20000', '--shutdown-grace', '500', '--log-level', 'warn', '--stats-interval', '0',
   ], { stdio: ['ignore', 'ignore', 'inherit'] });
   procs.add(p);
-  broker = p;
+  brokers[i].proc = p;
   return new Promise((resolve, reject) => {
     const timer = setTimeout(resolve, 300);
     p.once('exit', (code) => {
@@ -62,15 +78,15 @@ async function firstBroker(): Promise<void> {
   const first = await spawnBroker(['--bind', 'tcp://127.0.0.1:*', '--log-level', 'info', '--stats-interval', '0']);
   const p = first.child;
   procs.add(p);
-  endpoint = first.endpoint;
+  const i = brokers.push({ endpoint: first.endpoint, proc: null }) - 1;
   // That one only found a free port; the real broker runs with the chaos settings on the same endpoint.
   p.kill('SIGKILL');
   await new Promise((r) => p.once('exit', r));
-  await startBroker();
+  await startBroker(i);
 }
 
 function startWorker(mode: 'echo' | 'hang'): ChildProcess {
-  const p = spawn(process.execPath, [WORKER, endpoint, mode, String(HB)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const p = spawn(process.execPath, [WORKER, endpoints.join(','), mode, String(HB)], { stdio: ['ignore', 'pipe', 'inherit'] });
   procs.add(p);
   createInterface({ input: p.stdout as NodeJS.ReadableStream }).on('line', (l) => {
     if (l.startsWith('done ')) {
@@ -84,8 +100,11 @@ function startWorker(mode: 'echo' | 'hang'): ChildProcess {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+let endpoints: string[] = [];
+
 async function main(): Promise<number> {
-  await firstBroker();
+  for (let i = 0; i < BROKERS; i++) await firstBroker();
+  endpoints = brokers.map((b) => b.endpoint);
   const workers: ChildProcess[] = Array.from({ length: WORKERS }, () => startWorker('echo'));
   const hanging = startWorker('hang');
   await sleep(500);
@@ -93,7 +112,13 @@ async function main(): Promise<number> {
   const tally = { issued: 0, answered: 0, wrongReply: 0, errors: {} as Record<string, number> };
   const pending = new Set<string>();
   let running = true;
-  const clients = Array.from({ length: CLIENTS }, () => new Client({ endpoints: endpoint, timeout: 1500, retries: 12 }));
+  const clients = Array.from({ length: CLIENTS }, () => new Client({ endpoints, timeout: 1500, retries: 12 }));
+  // Failover: requests in flight when a broker is killed, and the worst time from the kill to their answer.
+  const started = new Map<string, number>();
+  const inFlightAtKill = new Map<string, number>();
+  let worstFailoverMs = 0;
+  let worstFailoverAt = '';
+  const failoverMs: number[] = [];
 
   const loop = async (client: Client, c: number) => {
     let n = 0;
@@ -106,11 +131,18 @@ async function main(): Promise<number> {
           const reply = await client.request('chaos', id);
           if (reply[0]?.toString() === id) tally.answered++;
           else tally.wrongReply++;
+          const killedAt = inFlightAtKill.get(id);
+          if (killedAt !== undefined) failoverMs.push(Date.now() - killedAt);
+          if (killedAt !== undefined && Date.now() - killedAt > worstFailoverMs) {
+            worstFailoverMs = Date.now() - killedAt;
+            worstFailoverAt = id;
+          }
         } catch (err) {
           const code = err instanceof BrokerError ? `broker:${err.code}` : err instanceof TimeoutError ? 'timeout' : `other:${String(err)}`;
           tally.errors[code] = (tally.errors[code] ?? 0) + 1;
         }
         pending.delete(id);
+        inFlightAtKill.delete(id);
       }
     };
     await Promise.all(Array.from({ length: WINDOW }, one));
@@ -132,7 +164,7 @@ async function main(): Promise<number> {
     }
     // A client that sends a burst and vanishes at once, leaving its requests queued.
     if (Math.random() < 0.2) {
-      const v = new Client({ endpoints: endpoint, timeout: 60000 });
+      const v = new Client({ endpoints, timeout: 60000 });
       for (let k = 0; k < 20; k++) v.request('chaos', `vanished-${events.vanishedClients}-${k}`).catch(() => undefined);
       events.abandonedRequests += 20;
       await sleep(5);
@@ -141,14 +173,18 @@ async function main(): Promise<number> {
     }
     if (restarts.length > 0 && Date.now() >= restarts[0]) {
       restarts.shift();
-      const sig = events.brokerRestarts === 0 ? 'SIGKILL' : 'SIGTERM';
-      const b = broker as ChildProcess;
+      // One broker: SIGKILL, then SIGTERM. Two: A, then B, each SIGKILLed once, each down for a second.
+      const which = BROKERS === 1 ? 0 : events.brokerRestarts % BROKERS;
+      const sig = BROKERS === 1 && events.brokerRestarts > 0 ? 'SIGTERM' : 'SIGKILL';
+      const b = brokers[which].proc as ChildProcess;
       const exited = new Promise((r) => b.once('exit', r));
+      const now = Date.now();
+      for (const id of pending) if (!inFlightAtKill.has(id)) inFlightAtKill.set(id, now);
       b.kill(sig);
       await exited;
       events.brokerRestarts++;
-      await sleep(200);
-      await startBroker();
+      await sleep(BROKERS === 1 ? 200 : 1000);
+      await startBroker(which);
     }
     if (Date.now() - lastProgress > 5000 && process.stderr.isTTY) {
       lastProgress = Date.now();
@@ -161,7 +197,7 @@ async function main(): Promise<number> {
   for (const c of clients) c.close();
   hanging.kill('SIGKILL');
   for (const w of workers) w.kill('SIGTERM');
-  (broker as ChildProcess | null)?.kill('SIGTERM');
+  for (const b of brokers) b.proc?.kill('SIGTERM');
   await sleep(300);
 
   let executed = 0;
@@ -179,14 +215,19 @@ async function main(): Promise<number> {
   const lost = pending.size;
   const errs = Object.entries(tally.errors).map(([k, v]) => `${k} ${v}`).join(', ') || 'none';
   console.log(`chaos: ${SECONDS} s on 127.0.0.1; ${WORKERS} worker processes (${events.workerKills} killed with SIGKILL mid-load), 1 hanging worker,`);
-  console.log(`       broker restarted ${events.brokerRestarts}x (SIGKILL, then SIGTERM), ${events.vanishedClients} clients vanished with ${events.abandonedRequests} requests queued`);
+  if (BROKERS === 1) console.log(`       broker restarted ${events.brokerRestarts}x (SIGKILL, then SIGTERM), ${events.vanishedClients} clients vanished with ${events.abandonedRequests} requests queued`);
+  else console.log(`       ${BROKERS} brokers, every worker and client on both; each SIGKILLed once and restarted a second later (${events.brokerRestarts} kills), ${events.vanishedClients} clients vanished with ${events.abandonedRequests} requests queued`);
   console.log(`requests issued:            ${tally.issued}`);
   console.log(`  answered once, own body:  ${tally.answered}`);
   console.log(`  failed with a typed error: ${failed} (${errs})`);
   console.log(`  answered with a wrong body: ${tally.wrongReply}`);
   console.log(`  lost (never settled):     ${lost}`);
   console.log(`worker executions: ${executed} requests run, ${duplicated} of them more than once (${duplicateExecutions} extra runs: retries after a worker died or the broker restarted)`);
-  const ok = lost === 0 && tally.wrongReply === 0 && tally.issued >= MIN_REQUESTS;
+  const late = clients.reduce((a, c) => a + c.lateReplies, 0);
+  const sorted = failoverMs.sort((a, b) => a - b);
+  const q = (f: number) => sorted[Math.min(sorted.length - 1, Math.floor(f * sorted.length))] ?? 0;
+  console.log(`failover: ${sorted.length} requests in flight${BROKERS > 1 ? ' (at either broker; the tail is requests held by the hanging or killed workers)' : ''} at the broker kills, answered after p50 ${q(0.5)} ms, p99 ${q(0.99)} ms, worst ${worstFailoverMs} ms (${worstFailoverAt || 'none'}); ${late} late replies dropped at clients`);
+  const ok = lost === 0 && tally.wrongReply === 0 && tally.issued >= MIN_REQUESTS && events.brokerRestarts === 2;
   console.log(`${ok ? 1 : 0} passed, ${ok ? 0 : 1} failed`);
   if (tally.issued < MIN_REQUESTS) console.log(`too few requests: ${tally.issued} < ${MIN_REQUESTS}`);
   return ok ? 0 : 1;
