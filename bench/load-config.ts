@@ -35,6 +35,11 @@ export interface LoadSpec {
    * ones (the project's ZMTP client side speaks NULL only), so compare CURVE with NULL under libzmq peers.
    */
   curve: boolean;
+  /**
+   * Broker processes (1 or more). With several, every simulated worker registers with each (one session per
+   * broker, as the Worker library does) and client i uses broker i mod n: the same workers and clients, spread.
+   */
+  brokers: number;
 }
 
 export interface RunConfig extends LoadSpec {
@@ -63,6 +68,7 @@ export const DEFAULT_RUN: Omit<RunConfig, 'name'> = {
   heartbeatInterval: 2500,
   peers: 'zmtp',
   curve: false,
+  brokers: 1,
   broker: {},
   baseline: true,
   native: false,
@@ -75,6 +81,8 @@ export interface Target {
   workers: string;
   /** With CURVE: the broker's public key (Z85). */
   serverKey?: string;
+  /** Several brokers: all their endpoints (workers register with each; clients spread). */
+  endpoints?: string[];
 }
 
 export interface LoadResult {

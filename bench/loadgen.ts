@@ -106,8 +106,13 @@ function startWorker(i: number): void {
     const peer: Peer = openPeer(args.target.workers, (frames) => reply(peer, frames), false);
     return;
   }
+  for (const ep of args.target.endpoints ?? [args.target.workers]) startSession(ep, service);
+}
+
+/** One MDP worker session at one broker. */
+function startSession(endpoint: string, service: Buffer): void {
   const v1 = args.version === 1;
-  const peer: Peer = openPeer(args.target.workers, (f) => {
+  const peer: Peer = openPeer(endpoint, (f) => {
     const at = v1 ? 1 : 0;
     const c = f[at + 1]?.[0];
     if (c !== 2) return; // heartbeats need no answer; any command we send counts as one
@@ -223,7 +228,8 @@ function onReply(c: SimClient, f: Buffer[]): void {
 function startClient(i: number): void {
   // No reply can arrive before the first request, which goes out after `c` is set.
   let c: SimClient;
-  const peer = openPeer(args.target.clients, (f) => onReply(c, f), true);
+  const eps = args.target.endpoints;
+  const peer = openPeer(eps ? eps[i % eps.length] : args.target.clients, (f) => onReply(c, f), true);
   c = { peer, index: i, inflight: 0, nextService: i % args.services };
   clients.push(c);
 }

@@ -106,6 +106,8 @@ function validate(r: RunConfig): void {
   if (!(r.durationMs > 0 && r.durationMs <= 600000)) bad('durationMs must be 1..600000');
   if (r.peers !== 'zmtp' && r.peers !== 'libzmq') bad("peers must be 'zmtp' or 'libzmq'");
   if (r.curve && r.peers !== 'libzmq') bad("curve needs peers 'libzmq' (the generator's zmtp peers speak NULL only)");
+  if (!(Number.isInteger(r.brokers) && r.brokers >= 1 && r.brokers <= 8)) bad('brokers must be 1..8');
+  if (r.brokers > 1 && r.baseline) bad('runs with several brokers have no raw-proxy baseline: set "baseline": false');
   if (r.curve && r.baseline) bad('curve runs have no raw-proxy baseline (the proxy speaks NULL): set "baseline": false');
 }
 
@@ -160,6 +162,8 @@ async function stop(proc: ChildProcess | null): Promise<void> {
 /** One measured run of `cfg` against the broker, the JS or native raw proxy, or an external target. */
 async function measure(cfg: RunConfig, kind: 'broker' | 'raw' | 'native' | 'external', external: string, label: string): Promise<Measurement> {
   let server: ChildProcess | null = null;
+  /** Further broker processes (cfg.brokers > 1); their CPU and memory count with the first's. */
+  const more: ChildProcess[] = [];
   let target: Target;
   let metricsPort: number | null = null;
   if (kind === 'broker') {
@@ -167,6 +171,15 @@ async function measure(cfg: RunConfig, kind: 'broker' | 'raw' | 'native' | 'exte
     server = b.proc;
     metricsPort = b.metricsPort;
     target = { kind: 'mdp', clients: b.endpoint, workers: b.endpoint, serverKey: b.serverKey };
+    if (cfg.brokers > 1) {
+      const eps = [b.endpoint];
+      for (let i = 1; i < cfg.brokers; i++) {
+        const o = await startBroker(cfg);
+        more.push(o.proc);
+        eps.push(o.endpoint);
+      }
+      target.endpoints = eps;
+    }
   } else if (kind === 'raw' || kind === 'native') {
     const p = await startRawProxy(kind === 'native');
     server = p.proc;
@@ -195,7 +208,10 @@ async function measure(cfg: RunConfig, kind: 'broker' | 'raw' | 'native' | 'exte
   const spec = { ...base, workerFrom: from, workerTo: cfg.workers, withClients: true };
   const gen = fork(LOADGEN, [JSON.stringify(spec)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   children.add(gen);
-  const pid = server?.pid ?? null;
+  const pids = server?.pid === undefined ? [] : [server.pid, ...more.map((m) => m.pid as number)];
+  const pid = pids.length > 0 ? 0 : null;
+  const cpuAll = () => pids.reduce((a, p) => a + (cpuSeconds(p) ?? 0), 0);
+  const rssAll = () => pids.reduce((a, p) => a + (peakRssBytes(p) ?? 0), 0);
   let cpu0: number | null = null;
   let cpu1: number | null = null;
   let peakRss: number | null = null;
@@ -207,13 +223,13 @@ async function measure(cfg: RunConfig, kind: 'broker' | 'raw' | 'native' | 'exte
       gen.on('message', (m: LoadMessage) => {
         if (m.type === 'window-start') {
           t0 = performance.now();
-          cpu0 = pid === null ? null : cpuSeconds(pid);
+          cpu0 = pid === null ? null : cpuAll();
           if (metricsPort !== null) void loopDelayMs(metricsPort); // resets the broker's event-loop histogram
         } else if (m.type === 'window-end') {
           t1 = performance.now();
-          cpu1 = pid === null ? null : cpuSeconds(pid);
+          cpu1 = pid === null ? null : cpuAll();
           // Peak so far: connection set-up, warm-up and the measured load; not the teardown that follows.
-          peakRss = pid === null ? null : peakRssBytes(pid);
+          peakRss = pid === null ? null : rssAll();
           if (metricsPort !== null) loopDelay = loopDelayMs(metricsPort);
         } else if (m.type === 'progress') {
           progress(`${label}  ${m.phase.padEnd(7)} ${(m.elapsedMs / 1000).toFixed(1)}/${(m.totalMs / 1000).toFixed(1)} s  ${m.replies.toLocaleString('en-US')} replies`);
@@ -235,6 +251,7 @@ async function measure(cfg: RunConfig, kind: 'broker' | 'raw' | 'native' | 'exte
     await stop(gen);
     for (const h of helpers) await stop(h);
     await stop(server);
+    for (const m of more) await stop(m);
   }
 }
 
