@@ -40,6 +40,11 @@ export interface LoadSpec {
    * broker, as the Worker library does) and client i uses broker i mod n: the same workers and clients, spread.
    */
   brokers: number;
+  /**
+   * Failover: SIGKILL the last broker this many ms into the measured window (0: never; needs brokers >= 2). The
+   * simulated clients are then the Client library (endpoints: every broker), which moves what the dead broker held.
+   */
+  killBrokerAtMs: number;
 }
 
 export interface RunConfig extends LoadSpec {
@@ -69,6 +74,7 @@ export const DEFAULT_RUN: Omit<RunConfig, 'name'> = {
   peers: 'zmtp',
   curve: false,
   brokers: 1,
+  killBrokerAtMs: 0,
   broker: {},
   baseline: true,
   native: false,
@@ -103,7 +109,12 @@ export interface LoadResult {
   duplicates: number;
   /** Generator's own CPU time per reply, microseconds. */
   generatorCpuUsPerReq: number;
+  /** Replies per TIMELINE_MS bucket over the measured window (failover runs). */
+  timeline?: number[];
 }
+
+/** Bucket of the failover timeline, ms. */
+export const TIMELINE_MS = 100;
 
 export type LoadMessage =
   | { type: 'ready' }

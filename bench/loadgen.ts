@@ -11,7 +11,9 @@ import { Context, Dealer, curveKeyPair } from 'zeromq';
 import * as hdr from 'hdr-histogram-js';
 import { receiveLoop } from '../src/sockets/receive-loop.js';
 import { ZmtpDealer } from '../src/zmtp/dealer.js';
-import type { LoadMessage, LoadResult, LoadSpec, Target } from './load-config.js';
+import { Client } from '../src/client/client.js';
+import { BrokerError } from '../src/client/errors.js';
+import { TIMELINE_MS, type LoadMessage, type LoadResult, type LoadSpec, type Target } from './load-config.js';
 
 interface Args extends LoadSpec {
   target: Target;
@@ -225,6 +227,61 @@ function onReply(c: SimClient, f: Buffer[]): void {
   if (!stopping && args.mode === 'closed') sendRequest(c, performance.now());
 }
 
+// ---- library clients (failover runs) ----
+
+/** Failover runs use the Client library: it connects to every broker and moves what a dead one held. */
+const libClients: Client[] = [];
+const timeline: number[] = [];
+let timelineFrom = 0;
+
+function countReply(): void {
+  if (!recording) return;
+  const b = Math.floor((performance.now() - timelineFrom) / TIMELINE_MS);
+  while (timeline.length <= b) timeline.push(0);
+  timeline[b]++;
+}
+
+function startLibClient(i: number): void {
+  const eps = args.target.endpoints ?? [args.target.clients];
+  const client = new Client({ endpoints: eps, version: args.version, timeout: 2000, retries: 5 });
+  libClients.push(client);
+  let next = i % args.services;
+  const loop = async (): Promise<void> => {
+    while (!stopping) {
+      const seq = seqNext++;
+      if (seq >= state.length) {
+        const bigger = new Uint8Array(state.length * 2);
+        bigger.set(state);
+        state = bigger;
+      }
+      state[seq] = 1;
+      const at = performance.now();
+      const head = Buffer.allocUnsafe(HEADER_BYTES);
+      head.writeDoubleLE(at, 0);
+      head.writeUInt32LE(seq, 8);
+      head.writeUInt32LE(i, 12);
+      const svc = `svc-${next}`;
+      next = (next + 1) % args.services;
+      try {
+        const reply = await client.request(svc, PAD.length > 0 ? [head, PAD] : [head]);
+        totalReplies++;
+        if (reply[0]?.readUInt32LE(8) !== seq) duplicates++; // someone else's reply: counted with the duplicates
+        if (recording) {
+          windowReplies++;
+          histogram.recordValue(Math.max(1, Math.round((performance.now() - at) * 1000)));
+          countReply();
+        }
+      } catch (err) {
+        const code = err instanceof BrokerError ? err.code : (err as Error).name;
+        errors[code] = (errors[code] ?? 0) + 1;
+      }
+      state[seq] = 2;
+      answered++;
+    }
+  };
+  for (let k = 0; k < args.window; k++) void loop();
+}
+
 function startClient(i: number): void {
   // No reply can arrive before the first request, which goes out after `c` is set.
   let c: SimClient;
@@ -247,7 +304,8 @@ async function main(): Promise<void> {
       for (let i = 0; i < myWorkers; i++) peers[i].send(frame);
     }, args.heartbeatInterval);
   }
-  for (let i = 0; i < myClients; i++) startClient(i);
+  const library = args.killBrokerAtMs > 0;
+  if (!library) for (let i = 0; i < myClients; i++) startClient(i);
   // Let connections and READYs settle before load starts (1,000 workers take a moment).
   await sleep(200 + myWorkers / 2);
   send({ type: 'ready' });
@@ -255,7 +313,9 @@ async function main(): Promise<void> {
 
   const t0 = performance.now();
   let openTimer: NodeJS.Timeout | null = null;
-  if (args.mode === 'closed') {
+  if (library) {
+    for (let i = 0; i < myClients; i++) startLibClient(i);
+  } else if (args.mode === 'closed') {
     for (const c of clients) for (let k = 0; k < args.window; k++) sendRequest(c, performance.now());
   } else {
     let issued = 0;
@@ -281,6 +341,7 @@ async function main(): Promise<void> {
   send({ type: 'window-start' });
   const cpu0 = process.cpuUsage();
   const w0 = performance.now();
+  timelineFrom = w0;
   recording = true;
   await sleep(args.durationMs);
   recording = false;
@@ -318,7 +379,9 @@ async function main(): Promise<void> {
     lost,
     duplicates,
     generatorCpuUsPerReq: windowReplies > 0 ? (cpu.user + cpu.system) / windowReplies : 0,
+    ...(library ? { timeline } : {}),
   };
+  for (const c of libClients) c.close();
   send({ type: 'result', result });
   for (const p of peers) p.close();
   process.disconnect?.();

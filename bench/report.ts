@@ -1,7 +1,7 @@
 // Rendering benchmark results: the comparison table, terminal charts, the HTML report, and two runs compared.
 
 import Chartscii from 'chartscii';
-import type { LoadResult, RunConfig } from './load-config.js';
+import { TIMELINE_MS, type LoadResult, type RunConfig } from './load-config.js';
 
 export interface Measurement extends LoadResult {
   /** Server (broker or raw proxy) CPU over the measured window, % of one core. Null for an external target. */
@@ -161,4 +161,32 @@ ${rows}
 divided by the zero-logic ROUTER-DEALER proxy's under the same load ("vs native": libzmq's own proxy in C).</p>
 </body></html>
 `;
+}
+
+/**
+ * What a broker's death did to throughput, from the replies-per-bucket timeline of a failover run: the median rate
+ * before the kill, the lowest bucket after it, and how long until a bucket reached 80% of the rate before.
+ */
+export function failoverDip(timeline: number[], killAtMs: number): { beforePerSec: number; lowestPerSec: number; recoveredMs: number | null } {
+  const k = Math.floor(killAtMs / TIMELINE_MS);
+  const perSec = (n: number) => (n * 1000) / TIMELINE_MS;
+  const before = timeline.slice(1, k);
+  const beforePerSec = before.length > 0 ? perSec(medianOf(before)) : 0;
+  const after = timeline.slice(k, k + Math.round(5000 / TIMELINE_MS));
+  let low = 0;
+  for (let i = 1; i < after.length; i++) if (after[i] < after[low]) low = i;
+  let recoveredMs: number | null = null;
+  for (let i = low; i < after.length; i++) {
+    if (perSec(after[i]) >= 0.8 * beforePerSec) {
+      recoveredMs = (i + 1) * TIMELINE_MS;
+      break;
+    }
+  }
+  return { beforePerSec, lowestPerSec: after.length > 0 ? perSec(after[low]) : 0, recoveredMs };
+}
+
+function medianOf(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }

@@ -12,7 +12,7 @@ import { DEFAULT_RUN, type LoadMessage, type LoadResult, type RunConfig, type Ta
 import { cpuSeconds, peakRssBytes } from './procstat.js';
 import { brokerMetric, spawnBroker } from '../test/support/spawn-broker.js';
 import {
-  renderCharts, renderCompare, renderConditions, renderHtml, renderTable,
+  failoverDip, renderCharts, renderCompare, renderConditions, renderHtml, renderTable,
   type BenchReport, type ConfigResult, type Measurement,
 } from './report.js';
 
@@ -107,6 +107,9 @@ function validate(r: RunConfig): void {
   if (r.peers !== 'zmtp' && r.peers !== 'libzmq') bad("peers must be 'zmtp' or 'libzmq'");
   if (r.curve && r.peers !== 'libzmq') bad("curve needs peers 'libzmq' (the generator's zmtp peers speak NULL only)");
   if (!(Number.isInteger(r.brokers) && r.brokers >= 1 && r.brokers <= 8)) bad('brokers must be 1..8');
+  if (r.killBrokerAtMs > 0 && r.brokers < 2) bad('killBrokerAtMs needs brokers >= 2');
+  if (r.killBrokerAtMs > 0 && r.mode !== 'closed') bad('failover runs (killBrokerAtMs) are closed-loop');
+  if (r.killBrokerAtMs > 0 && r.killBrokerAtMs >= r.durationMs) bad('killBrokerAtMs must fall inside the measured window (durationMs)');
   if (r.brokers > 1 && r.baseline) bad('runs with several brokers have no raw-proxy baseline: set "baseline": false');
   if (r.curve && r.baseline) bad('curve runs have no raw-proxy baseline (the proxy speaks NULL): set "baseline": false');
 }
@@ -210,11 +213,15 @@ async function measure(cfg: RunConfig, kind: 'broker' | 'raw' | 'native' | 'exte
   children.add(gen);
   const pids = server?.pid === undefined ? [] : [server.pid, ...more.map((m) => m.pid as number)];
   const pid = pids.length > 0 ? 0 : null;
-  const cpuAll = () => pids.reduce((a, p) => a + (cpuSeconds(p) ?? 0), 0);
+  let killedPid = -1;
+  const cpuAll = () => pids.reduce((a, p) => a + (p === killedPid ? 0 : cpuSeconds(p) ?? 0), 0);
   const rssAll = () => pids.reduce((a, p) => a + (peakRssBytes(p) ?? 0), 0);
   let cpu0: number | null = null;
   let cpu1: number | null = null;
   let peakRss: number | null = null;
+  let killTimer: NodeJS.Timeout | null = null;
+  /** CPU seconds of the killed broker up to its death (it no longer shows in /proc). */
+  let killedCpu = 0;
   let t0 = 0;
   let t1 = 0;
   let loopDelay: Promise<number | null> = Promise.resolve(null);
@@ -225,9 +232,17 @@ async function measure(cfg: RunConfig, kind: 'broker' | 'raw' | 'native' | 'exte
           t0 = performance.now();
           cpu0 = pid === null ? null : cpuAll();
           if (metricsPort !== null) void loopDelayMs(metricsPort); // resets the broker's event-loop histogram
+          const victim = more[more.length - 1];
+          if (cfg.killBrokerAtMs > 0 && victim !== undefined) {
+            killTimer = setTimeout(() => {
+              killedCpu = cpuSeconds(victim.pid as number) ?? 0;
+              killedPid = victim.pid as number;
+              victim.kill('SIGKILL');
+            }, cfg.killBrokerAtMs);
+          }
         } else if (m.type === 'window-end') {
           t1 = performance.now();
-          cpu1 = pid === null ? null : cpuAll();
+          cpu1 = pid === null ? null : cpuAll() + killedCpu;
           // Peak so far: connection set-up, warm-up and the measured load; not the teardown that follows.
           peakRss = pid === null ? null : rssAll();
           if (metricsPort !== null) loopDelay = loopDelayMs(metricsPort);
@@ -248,11 +263,30 @@ async function measure(cfg: RunConfig, kind: 'broker' | 'raw' | 'native' | 'exte
       serverLoopDelayP99Ms: await loopDelay,
     };
   } finally {
+    if (killTimer) clearTimeout(killTimer);
     await stop(gen);
     for (const h of helpers) await stop(h);
     await stop(server);
     for (const m of more) await stop(m);
   }
+}
+
+function renderFailover(results: ConfigResult[]): string[] {
+  const lines: string[] = [];
+  for (const r of results) {
+    if (r.config.killBrokerAtMs <= 0) continue;
+    const dips = r.repeats.flatMap((x) => (x.broker.timeline ? [failoverDip(x.broker.timeline, r.config.killBrokerAtMs)] : []));
+    if (dips.length === 0) continue;
+    const med = (f: (d: (typeof dips)[number]) => number) => Math.round(median(dips.map(f)));
+    const rec = dips.map((d) => d.recoveredMs).filter((x): x is number => x !== null);
+    const b = med((d) => d.beforePerSec);
+    const l = med((d) => d.lowestPerSec);
+    lines.push(`failover ${r.config.name}: broker ${r.config.brokers} of ${r.config.brokers} SIGKILLed ${r.config.killBrokerAtMs} ms into the window; ` +
+      `before ${b.toLocaleString('en-US')} msgs/s, lowest 100 ms after ${l.toLocaleString('en-US')} msgs/s (${b > 0 ? Math.round((100 * l) / b) : 0}%), ` +
+      `back to 80% within ${rec.length === dips.length ? `${Math.round(median(rec))} ms` : 'the window: no'}; p99 over the window ${(r.broker.p99 / 1000).toFixed(1)} ms; ` +
+      `lost ${r.broker.lost}, errors ${Object.values(r.broker.errors).reduce((a, x) => a + x, 0)} (medians of ${dips.length})`);
+  }
+  return lines;
 }
 
 /** The broker's main-thread event-loop delay p99 since the previous scrape, from its /metrics. */
@@ -393,6 +427,7 @@ async function main(): Promise<number> {
   say('');
   say(renderConditions(report));
   say(renderTable(report));
+  for (const line of renderFailover(results)) say(line);
   say('');
   say(renderCharts(report, process.stdout.isTTY === true));
   if (values.json === '-') process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);

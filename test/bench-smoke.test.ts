@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { BenchReport } from '../bench/report.js';
+import { failoverDip, type BenchReport } from '../bench/report.js';
 
 const RUN = fileURLToPath(new URL('../bench/run.js', import.meta.url));
 
@@ -68,4 +68,28 @@ test('bench: a bad option or config fails with a readable message', () => {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('bench failover: two brokers, the second SIGKILLed mid-window; the library clients lose nothing and the dip is reported', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'mdbench-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const cfg = join(dir, 'failover.json');
+  writeFileSync(cfg, JSON.stringify({ runs: [{ name: 'fo', workers: 4, clients: 4, window: 4, brokers: 2, killBrokerAtMs: 700, warmupMs: 300, durationMs: 1500, baseline: false }] }));
+  const json = join(dir, 'out.json');
+  const r = spawnSync(process.execPath, [RUN, '--config', cfg, '--json', json], { encoding: 'utf8', timeout: 60000 });
+  assert.equal(r.status, 0, r.stderr + r.stdout);
+  assert.match(r.stdout, /failover fo: broker 2 of 2 SIGKILLed 700 ms into the window; before [\d,]+ msgs\/s, lowest 100 ms after [\d,]+ msgs\/s/);
+  const [res] = (JSON.parse(readFileSync(json, 'utf8')) as BenchReport).results;
+  assert.equal(res.broker.lost, 0);
+  assert.equal(res.broker.duplicates, 0);
+  assert.ok((res.repeats[0].broker.timeline?.length ?? 0) >= 14, 'a timeline of the window in 100 ms buckets');
+});
+
+test('failoverDip: the rate before, the lowest bucket after the kill, the time back to 80%', () => {
+  const timeline = [...Array(20).fill(50), 10, 0, 20, 30, 45, 50, 50];
+  const d = failoverDip(timeline, 2000);
+  assert.equal(d.beforePerSec, 500);
+  assert.equal(d.lowestPerSec, 0);
+  assert.equal(d.recoveredMs, 500, 'bucket 24 (45 >= 40) is the first back at 80%');
+  assert.equal(failoverDip([...Array(20).fill(50), 0, 0], 2000).recoveredMs, null);
 });

@@ -162,15 +162,16 @@ export class CurveServer {
 
   /** One frame as the body of the wire frame that carries it: MESSAGE, nonce, box of [flags, data]. */
   seal(flags: number, data: Buffer): Buffer {
-    const out = Buffer.allocUnsafe(16 + 1 + data.length + MAC);
+    // Sealed in place: the plaintext [flags, data] is written where the box will be, and libsodium (which allows
+    // the overlap) encrypts it there; no second buffer and no second copy of the frame.
+    const out = Buffer.allocUnsafe(16 + MAC + 1 + data.length);
     MESSAGE.copy(out, 0);
     const seq = this.sendNonce++;
     out.writeBigUInt64BE(seq, 8);
     this.sealNonce.writeBigUInt64BE(seq, 16);
-    const plain = Buffer.allocUnsafe(1 + data.length);
-    plain[0] = flags;
-    data.copy(plain, 1);
-    sodium.crypto_secretbox_easy(out.subarray(16), plain, this.sealNonce, this.precomputed as Buffer);
+    out[16 + MAC] = flags;
+    data.copy(out, 16 + MAC + 1);
+    sodium.crypto_secretbox_easy(out.subarray(16), out.subarray(16 + MAC), this.sealNonce, this.precomputed as Buffer);
     return out;
   }
 
