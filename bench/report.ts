@@ -176,7 +176,9 @@ export function failoverDip(timeline: number[], killAtMs: number): { beforePerSe
   let low = 0;
   for (let i = 1; i < after.length; i++) if (after[i] < after[low]) low = i;
   let recoveredMs: number | null = null;
-  for (let i = low; i < after.length; i++) {
+  // No bucket under 80%: no dip to recover from.
+  if (after.length > 0 && perSec(after[low]) >= 0.8 * beforePerSec) recoveredMs = 0;
+  else for (let i = low; i < after.length; i++) {
     if (perSec(after[i]) >= 0.8 * beforePerSec) {
       recoveredMs = (i + 1) * TIMELINE_MS;
       break;

@@ -153,7 +153,7 @@ function startRawProxy(native: boolean): Promise<{ proc: ChildProcess; frontend:
 }
 
 async function stop(proc: ChildProcess | null): Promise<void> {
-  if (!proc || proc.exitCode !== null) return;
+  if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
   proc.kill('SIGTERM');
   const t = setTimeout(() => proc.kill('SIGKILL'), 8000);
@@ -283,7 +283,7 @@ function renderFailover(results: ConfigResult[]): string[] {
     const l = med((d) => d.lowestPerSec);
     lines.push(`failover ${r.config.name}: broker ${r.config.brokers} of ${r.config.brokers} SIGKILLed ${r.config.killBrokerAtMs} ms into the window; ` +
       `before ${b.toLocaleString('en-US')} msgs/s, lowest 100 ms after ${l.toLocaleString('en-US')} msgs/s (${b > 0 ? Math.round((100 * l) / b) : 0}%), ` +
-      `back to 80% within ${rec.length === dips.length ? `${Math.round(median(rec))} ms` : 'the window: no'}; p99 over the window ${(r.broker.p99 / 1000).toFixed(1)} ms; ` +
+      `back to 80% within ${rec.length === dips.length ? `${Math.round(median(rec))} ms` : 'the window: no'}${rec.length > 0 && median(rec) === 0 ? ' (no dip)' : ''}; p99 over the window ${(r.broker.p99 / 1000).toFixed(1)} ms; ` +
       `lost ${r.broker.lost}, errors ${Object.values(r.broker.errors).reduce((a, x) => a + x, 0)} (medians of ${dips.length})`);
   }
   return lines;

@@ -92,4 +92,5 @@ test('failoverDip: the rate before, the lowest bucket after the kill, the time b
   assert.equal(d.lowestPerSec, 0);
   assert.equal(d.recoveredMs, 500, 'bucket 24 (45 >= 40) is the first back at 80%');
   assert.equal(failoverDip([...Array(20).fill(50), 0, 0], 2000).recoveredMs, null);
+  assert.equal(failoverDip([...Array(20).fill(50), 45, 50], 2000).recoveredMs, 0, 'no dip under 80%');
 });

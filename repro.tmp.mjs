@@ -1,0 +1,16 @@
+import { Client } from './dist/src/client/client.js';
+import { spawnBroker } from './dist/test/support/spawn-broker.js';
+import { Worker } from './dist/src/client/worker.js';
+const A = await spawnBroker(['--bind', 'tcp://127.0.0.1:*']);
+const B = await spawnBroker(['--bind', 'tcp://127.0.0.1:*']);
+const w = new Worker({ endpoints: [A.endpoint, B.endpoint], service: 'svc-0', handler: (b) => b });
+const c = new Client({ endpoints: [A.endpoint, B.endpoint], timeout: 2000, retries: 5 });
+let ok = 0, errs = {}, stop = false, spins = 0;
+const loop = async () => { while (!stop) { try { await c.request('svc-0', 'x'); ok++; } catch (e) { errs[e.name + ':' + e.message] = (errs[e.name + ':' + e.message] ?? 0) + 1; if (++spins > 100000) { stop = true; } } } };
+for (let i = 0; i < 4; i++) loop();
+await new Promise((r) => setTimeout(r, 700));
+B.child.kill('SIGKILL');
+await new Promise((r) => setTimeout(r, 1500));
+stop = true;
+console.log('ok', ok, errs);
+c.close(); await w.close(); A.child.kill(); process.exit(0);
