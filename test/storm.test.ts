@@ -1,6 +1,7 @@
 // Hostile input against memory: 30,000 mutated, junk and large-bodied messages from 50 unauthenticated peers at a
 // broker process with default flags. It must keep serving a real client and worker throughout, hold no more than
-// its byte budget, and stay under 400 MB at its peak (VmHWM).
+// its byte budget, stay under 400 MB at its peak (VmHWM), and come back within 100 MB of its idle RSS once the
+// queues drain.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -81,16 +82,27 @@ test(`storm: ${COUNT} mutated, junk and large messages from ${PEERS} peers; serv
   while ((await heldNow()) > 1048576 && Date.now() < drainedBy) await new Promise((r) => setTimeout(r, 100));
   const left = await heldNow();
   assert.ok(left >= 0 && left < 1048576, `the queues drained: ${left} bytes held`);
-  await new Promise((r) => setTimeout(r, 2000));
-  const after = statusKiB(pid, 'VmRSS');
+  // The broker gives memory back once its queues have stayed low for a second (a full GC, then malloc_trim half a
+  // second later, on its 1 s clock ticks): allow it a few seconds.
+  const drainedAt = Date.now();
+  let after = statusKiB(pid, 'VmRSS');
+  const nearIdleKiB = (100 * 1000 * 1000) / 1024; // 100 MB
+  while (after - idle >= nearIdleKiB && Date.now() - drainedAt < 8000) {
+    await new Promise((r) => setTimeout(r, 250));
+    after = statusKiB(pid, 'VmRSS');
+  }
+  const returnedInMs = Date.now() - drainedAt;
   const external1 = await external();
   const mib = (k: number) => (k / 1024).toFixed(0);
-  t.diagnostic(`${sent} sent (${large} with 64 KiB or 1 MiB bodies), ${valid.length} valid requests served; broker RSS idle ${mib(idle)} MiB, peak ${mib(peak)} MiB, held at the end of the storm ${(held / 1048576).toFixed(0)} MiB, after draining ${mib(after)} MiB (${left} bytes still held); Buffers outside the V8 heap ${mib(external0 / 1024)} -> ${mib(external1 / 1024)} MiB`);
+  t.diagnostic(`${sent} sent (${large} with 64 KiB or 1 MiB bodies), ${valid.length} valid requests served; broker RSS idle ${mib(idle)} MiB, peak ${mib(peak)} MiB, held at the end of the storm ${(held / 1048576).toFixed(0)} MiB, after draining ${mib(after)} MiB within ${returnedInMs} ms (${left} bytes still held); Buffers outside the V8 heap ${mib(external0 / 1024)} -> ${mib(external1 / 1024)} MiB`);
   assert.equal(child.exitCode, null, 'broker still running');
   // The target is for default flags. With --shards 2 (each large body crosses a thread pipe) and --offload all
   // (each request is also copied to the pool for validation) the peak measured ~450 MiB: reported, not asserted.
   if (modeFlags().length === 0) assert.ok(peak < 400 * 1024, `peak RSS ${mib(peak)} MiB`);
-  // Not asserted: RSS back within 100 MB of idle after the drain. With default flags it stays ~180 MiB above idle:
-  // after the broker's full GC (memory-return.ts) the V8 heap holds ~12 MiB and Buffers ~30 MiB; the rest is freed
-  // memory glibc keeps. docs/memory.md has the measurements and the one setting that brings it within 100 MB.
+  // Back near idle: within 100 MB of the idle RSS once the queues drained (memory-return.ts: a full GC, then
+  // malloc_trim). Asserted where the peak is (default flags, either transport); with shards and offload measured
+  // 84-88 MiB above idle, reported.
+  if (!process.env.MDBROKER_TEST_SHARDS && !process.env.MDBROKER_TEST_OFFLOAD) {
+    assert.ok(after - idle < nearIdleKiB, `RSS ${mib(after)} MiB after the drain, idle ${mib(idle)} MiB`);
+  }
 });

@@ -60,8 +60,10 @@ export class CoreHost {
       const now = this.now();
       this.core.tick(now);
       this.transport.flush();
-      if (this.memory.tick(now, this.core.heldBytes)) {
-        this.log('debug', 'full GC after a burst of held requests', { ms: Math.round(this.now() - now), rssMiB: Math.round(process.memoryUsage.rss() / 1048576) });
+      const did = this.memory.tick(now, this.core.heldBytes);
+      if (did !== null) {
+        const what = did === 'collected' ? 'full GC after a burst of held requests' : 'free heap pages returned to the system (malloc_trim)';
+        this.log('debug', what, { ms: Math.round(this.now() - now), rssMiB: Math.round(process.memoryUsage.rss() / 1048576) });
       }
     };
     this.timer = setInterval(() => setImmediate(tick), period);
