@@ -96,3 +96,35 @@ test('a client with two endpoints spreads requests over both brokers and keeps g
   const twice = [...runs.values()].filter((n) => n > 1).length;
   t.diagnostic(`before the kill A ${beforeKill.get(A.endpoint)}, B ${beforeKill.get(B.endpoint)} runs; ${inFlightAtKill.size} in flight at the kill, worst failover ${worstFailoverMs} ms; ${twice} run twice (at-least-once), ${client.lateReplies} late replies dropped`);
 });
+
+test('a broker that freezes (SIGSTOP: no TCP close, no PONG) is found by the ZMTP heartbeats and its requests move before their window ends', async (t) => {
+  const flags = ['--bind', 'tcp://127.0.0.1:*', '--heartbeat-interval', '200', '--stats-interval', '0', ...modeFlags()];
+  const A = await spawnBroker(flags);
+  const B = await spawnBroker(flags);
+  t.after(() => {
+    A.child.kill('SIGKILL');
+    B.child.kill('SIGKILL');
+  });
+  const worker = new Worker({ endpoints: [A.endpoint, B.endpoint], service: 'ha', ...HB, concurrency: 2, handler: async (body) => {
+    await new Promise((r) => setTimeout(r, 50));
+    return body;
+  } });
+  // Windows of 20 s: only the connection's death can move a request within the test's time.
+  const client = new Client({ endpoints: [A.endpoint, B.endpoint], timeout: 20000, retries: 1, heartbeatInterval: 1000, heartbeatLiveness: 3 });
+  t.after(async () => {
+    client.close();
+    await worker.close();
+  });
+  await Promise.all(Array.from({ length: 8 }, (_, i) => client.request('ha', `warm${i}`)));
+  const lost = new Promise<string>((r) => client.once('disconnected', r));
+  const inFlight = Array.from({ length: 8 }, (_, i) => client.request('ha', `r${i}`));
+  await new Promise((r) => setTimeout(r, 10));
+  const frozenAt = Date.now();
+  A.child.kill('SIGSTOP');
+  const replies = await Promise.all(inFlight);
+  const took = Date.now() - frozenAt;
+  assert.deepEqual(replies.map((r) => r[0].toString()), Array.from({ length: 8 }, (_, i) => `r${i}`));
+  assert.equal(await lost, A.endpoint, 'the frozen broker was dropped by its heartbeats');
+  assert.ok(took >= 2000 && took < 10000, `answered ${took} ms after the freeze: after the 3 s heartbeat timeout, long before the 20 s window`);
+  t.diagnostic(`requests at the frozen broker answered by the other ${took} ms after the freeze`);
+});

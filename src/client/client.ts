@@ -49,6 +49,12 @@ export interface ClientOptions {
   timeout?: number;
   /** Windows after the first, and so resends at most (default 2). */
   retries?: number;
+  /**
+   * ZMTP heartbeats on each connection: PING every this many ms (default 2500, at least 1000), and a broker silent
+   * for `heartbeatLiveness` of them (default 3) is dead: its connection drops and what it held is resent.
+   */
+  heartbeatInterval?: number;
+  heartbeatLiveness?: number;
   /** Ask each broker for MDP extensions through MMI and pipeline with `request-id` where offered (default true). */
   extensions?: boolean;
   /** Old name for `extensions: false`. */
@@ -401,7 +407,7 @@ export class Client extends EventEmitter<ClientEvents> {
   private open(index: number): Link {
     const endpoint = this.endpoints[index];
     // ZMTP heartbeats: a dead broker shows as a disconnect, which is what makes a request worth resending.
-    const hb = zmtpHeartbeat(2500, 3);
+    const hb = zmtpHeartbeat(this.opts.heartbeatInterval ?? 2500, this.opts.heartbeatLiveness ?? 3);
     const sock = newDealer(this.opts.curve, { heartbeatInterval: hb.heartbeatInterval, heartbeatTimeout: hb.heartbeatTimeout, ...this.opts.socketOptions });
     const link = new Link(sock, endpoint);
     this.watch(link);
