@@ -40,6 +40,8 @@ def worker():
             served += 1
     except zmq.Again:
         failures.append(f"worker: timed out after {served} requests")
+    # The last reply may still be queued: let it go out before the socket closes.
+    w.setsockopt(zmq.LINGER, 2000)
     w.close()
 
 
