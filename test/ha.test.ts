@@ -105,8 +105,10 @@ test('a broker that freezes (SIGSTOP: no TCP close, no PONG) is found by the ZMT
     A.child.kill('SIGKILL');
     B.child.kill('SIGKILL');
   });
-  const worker = new Worker({ endpoints: [A.endpoint, B.endpoint], service: 'ha', ...HB, concurrency: 2, handler: async (body) => {
-    await new Promise((r) => setTimeout(r, 50));
+  const seen = new Map<string, number>();
+  const worker = new Worker({ endpoints: [A.endpoint, B.endpoint], service: 'ha', ...HB, concurrency: 4, handler: async (body, ctx) => {
+    seen.set(ctx.broker, (seen.get(ctx.broker) ?? 0) + 1);
+    await new Promise((r) => setTimeout(r, 300));
     return body;
   } });
   // Windows of 20 s: only the connection's death can move a request within the test's time.
@@ -115,10 +117,13 @@ test('a broker that freezes (SIGSTOP: no TCP close, no PONG) is found by the ZMT
     client.close();
     await worker.close();
   });
-  await Promise.all(Array.from({ length: 8 }, (_, i) => client.request('ha', `warm${i}`)));
+  // Both connections up (requests served through each), then requests in hand at a worker through A when it freezes.
+  for (let i = 0; !(seen.get(A.endpoint) && seen.get(B.endpoint)) && i < 50; i++) await Promise.all([client.request('ha', 'warm'), client.request('ha', 'warm')]);
+  assert.ok(seen.get(A.endpoint) && seen.get(B.endpoint), 'both brokers served the warm-up');
+  const atA = seen.get(A.endpoint) as number;
   const lost = new Promise<string>((r) => client.once('disconnected', r));
   const inFlight = Array.from({ length: 8 }, (_, i) => client.request('ha', `r${i}`));
-  await new Promise((r) => setTimeout(r, 10));
+  assert.ok(await until(() => (seen.get(A.endpoint) as number) > atA, 2000), 'a request reached a worker through A');
   const frozenAt = Date.now();
   A.child.kill('SIGSTOP');
   const replies = await Promise.all(inFlight);
