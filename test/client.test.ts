@@ -199,6 +199,26 @@ test('worker.close() leaves the job in hand to the broker, which gives it to ano
   assert.ok(await until(() => quitter.discarded === 1), 'the quitter counted its late reply as discarded');
 });
 
+test('a reply the handler produces while worker.close() is under way is discarded, never sent after the DISCONNECT', async (t) => {
+  const { broker, endpoint } = await startBroker(HB);
+  let release = () => {};
+  const gate = new Promise<void>((r) => (release = r));
+  const quitter = new Worker({ endpoint, service: 'job', ...HB, handler: async () => { await gate; return 'late'; } });
+  const client = new Client({ endpoints: endpoint });
+  cleanup(t, client, broker);
+  assert.ok(await until(() => broker.snapshot().workers === 1));
+  const reply = client.request('job', 'x');
+  assert.ok(await until(() => broker.snapshot().busyWorkers === 1));
+  const closing = quitter.close();
+  release(); // the handler finishes while close() waits for its DISCONNECT to go out
+  await closing;
+  assert.equal(quitter.served, 0, 'no reply went out after the DISCONNECT');
+  assert.equal(quitter.discarded, 1);
+  const other = new Worker({ endpoint, service: 'job', ...HB, handler: () => 'other' });
+  cleanup(t, other);
+  assert.deepEqual((await reply).map(String), ['other']);
+});
+
 test('connection events and the logger: connected, then disconnected when the broker goes', async (t) => {
   const { broker, endpoint } = await startBroker(HB);
   const lines: string[] = [];

@@ -134,6 +134,8 @@ class Session {
   private timer: NodeJS.Timeout | null = null;
   private busy: Promise<void> | null = null;
   private closing = false;
+  /** close() without finishing: DISCONNECT is (being) sent, so a reply produced now is not ours to send. */
+  private abandoning = false;
   private reconnecting = false;
 
   constructor(
@@ -243,7 +245,7 @@ class Session {
     };
     try {
       const reply = toFrames(await this.opts.handler(body, ctx));
-      if (sock === this.sock && !sock.closed) {
+      if (sock === this.sock && !sock.closed && !this.abandoning) {
         this.sender.send(this.frames(this.version === 1 ? W1.REPLY : W2.FINAL, client, EMPTY, ...reply));
         this.served++;
       } else {
@@ -270,6 +272,7 @@ class Session {
   /** `finish`: wait for the request in hand and send its reply first (drain); else leave it to the broker to retry. */
   async close(finish: boolean): Promise<void> {
     this.closing = true;
+    this.abandoning = !finish;
     if (finish && this.busy) await this.busy;
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
