@@ -101,6 +101,12 @@ const CURVE_GREETING = greeting('CURVE');
 /** What a refused key is told (a ZAP-style status code: libzmq reports it as an authentication failure). */
 const CURVE_DENIED = '400';
 
+/** Wire bytes of one frame of `size` sealed in a CURVE MESSAGE box: the frame header and the box. */
+function wireBytes(size: number): number {
+  const box = CurveServer.sealedBytes(size);
+  return headerBytes(box) + box;
+}
+
 export class ZmtpConnection {
   /** The routing id a ROUTER gave this peer (frames[0] of every message it delivers); null for a DEALER's. */
   id: Buffer | null = null;
@@ -259,27 +265,41 @@ export class ZmtpConnection {
     this.sock.write(buf);
   }
 
-  /** CURVE: each frame sealed in its own MESSAGE box, each box its own wire frame (flags 0), one write. */
+  /**
+   * CURVE: each frame sealed in its own MESSAGE box, each box its own wire frame (flags 0), all sealed in place into
+   * one buffer, one write.
+   */
   private flushCurve(): void {
     const curve = this.curve as CurveServer;
-    const wire: Buffer[] = [];
-    let total = 0;
-    const add = (box: Buffer) => {
-      const h = Buffer.allocUnsafe(headerBytes(box.length));
-      writeHeader(h, 0, 0, box.length);
-      wire.push(h, box);
-      total += h.length + box.length;
-    };
+    const out = this.out;
+    const from = this.outFrom;
     // Commands (PING, PONG) were encoded as plain command frames: their bodies go in boxes marked COMMAND.
-    for (const c of this.cmds) add(curve.seal(CURVE_COMMAND, c.subarray((c[0] & FLAG_LONG) !== 0 ? 9 : 2)));
+    const cmds = this.cmds.map((c) => c.subarray((c[0] & FLAG_LONG) !== 0 ? 9 : 2));
     this.cmds.length = 0;
-    for (const msg of this.out) {
-      const last = msg.length - 1;
-      for (let i = this.outFrom; i <= last; i++) add(curve.seal(i < last ? CURVE_MORE : 0, msg[i]));
+    let total = 0;
+    for (const c of cmds) total += wireBytes(c.length);
+    for (let m = 0; m < out.length; m++) {
+      const msg = out[m];
+      for (let i = from; i < msg.length; i++) total += wireBytes(msg[i].length);
     }
-    this.out.length = 0;
+    if (total === 0) return;
+    const buf = Buffer.allocUnsafe(total);
+    let at = 0;
+    for (const c of cmds) {
+      at = writeHeader(buf, at, 0, CurveServer.sealedBytes(c.length));
+      at = curve.sealInto(buf, at, CURVE_COMMAND, c);
+    }
+    for (let m = 0; m < out.length; m++) {
+      const msg = out[m];
+      const last = msg.length - 1;
+      for (let i = from; i <= last; i++) {
+        at = writeHeader(buf, at, 0, CurveServer.sealedBytes(msg[i].length));
+        at = curve.sealInto(buf, at, i < last ? CURVE_MORE : 0, msg[i]);
+      }
+    }
+    out.length = 0;
     this.outBytes = 0;
-    if (total > 0) this.sock.write(Buffer.concat(wire, total));
+    this.sock.write(buf);
   }
 
   private flushWithLargeBodies(total: number): void {

@@ -160,30 +160,41 @@ export class CurveServer {
     return Buffer.concat([Buffer.from('\x05READY', 'latin1'), n, box]);
   }
 
-  /** One frame as the body of the wire frame that carries it: MESSAGE, nonce, box of [flags, data]. */
-  seal(flags: number, data: Buffer): Buffer {
-    // Sealed in place: the plaintext [flags, data] is written where the box will be, and libsodium (which allows
-    // the overlap) encrypts it there; no second buffer and no second copy of the frame.
-    const out = Buffer.allocUnsafe(16 + MAC + 1 + data.length);
-    MESSAGE.copy(out, 0);
-    const seq = this.sendNonce++;
-    out.writeBigUInt64BE(seq, 8);
-    this.sealNonce.writeBigUInt64BE(seq, 16);
-    out[16 + MAC] = flags;
-    data.copy(out, 16 + MAC + 1);
-    sodium.crypto_secretbox_easy(out.subarray(16), out.subarray(16 + MAC), this.sealNonce, this.precomputed as Buffer);
-    return out;
+  /** Bytes a frame of `size` takes as a MESSAGE body: command name, nonce, MAC, the flags octet, the data. */
+  static sealedBytes(size: number): number {
+    return 16 + MAC + 1 + size;
   }
 
-  /** A received wire frame's body: its inner flags and data, or null when it does not open (or replays a nonce). */
+  /**
+   * Seals one frame as the body of the wire frame that carries it (MESSAGE, nonce, box of [flags, data]), written
+   * into `out` at `at`; returns the offset after it. In place: the plaintext is written where the box goes and
+   * libsodium (which allows the overlap) encrypts it there, so the frame is copied once and nothing is allocated.
+   */
+  sealInto(out: Buffer, at: number, flags: number, data: Buffer): number {
+    MESSAGE.copy(out, at);
+    const seq = this.sendNonce++;
+    out.writeBigUInt64BE(seq, at + 8);
+    this.sealNonce.writeBigUInt64BE(seq, 16);
+    out[at + 16 + MAC] = flags;
+    data.copy(out, at + 16 + MAC + 1);
+    const end = at + CurveServer.sealedBytes(data.length);
+    sodium.crypto_secretbox_easy(out.subarray(at + 16, end), out.subarray(at + 16 + MAC, end), this.sealNonce, this.precomputed as Buffer);
+    return end;
+  }
+
+  /**
+   * A received wire frame's body: its inner flags and data, or null when it does not open (or replays a nonce).
+   * Opened in place: the data is a view into `body` (so into the read chunk), which the call overwrites.
+   */
   open(body: Buffer): { flags: number; data: Buffer } | null {
     if (body.length < 16 + 1 + MAC || !body.subarray(0, 8).equals(MESSAGE)) return null;
     const seq = body.readBigUInt64BE(8);
     if (seq <= this.peerNonce) return null;
-    const plain = Buffer.allocUnsafe(body.length - 16 - MAC);
     this.openNonce.writeBigUInt64BE(seq, 16);
+    const plain = body.subarray(16 + MAC);
     if (!sodium.crypto_secretbox_open_easy(plain, body.subarray(16), this.openNonce, this.precomputed as Buffer)) return null;
     this.peerNonce = seq;
     return { flags: plain[0], data: plain.subarray(1) };
   }
+
 }
