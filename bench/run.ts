@@ -211,8 +211,9 @@ async function measure(cfg: RunConfig, kind: 'broker' | 'raw' | 'native' | 'exte
   const spec = { ...base, workerFrom: from, workerTo: cfg.workers, withClients: true };
   const gen = fork(LOADGEN, [JSON.stringify(spec)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   children.add(gen);
+  /** The server processes measured (none against an external target). */
   const pids = server?.pid === undefined ? [] : [server.pid, ...more.map((m) => m.pid as number)];
-  const pid = pids.length > 0 ? 0 : null;
+  const measured = pids.length > 0;
   let killedPid = -1;
   const cpuAll = () => pids.reduce((a, p) => a + (p === killedPid ? 0 : cpuSeconds(p) ?? 0), 0);
   const rssAll = () => pids.reduce((a, p) => a + (peakRssBytes(p) ?? 0), 0);
@@ -230,7 +231,7 @@ async function measure(cfg: RunConfig, kind: 'broker' | 'raw' | 'native' | 'exte
       gen.on('message', (m: LoadMessage) => {
         if (m.type === 'window-start') {
           t0 = performance.now();
-          cpu0 = pid === null ? null : cpuAll();
+          cpu0 = measured ? cpuAll() : null;
           if (metricsPort !== null) void loopDelayMs(metricsPort); // resets the broker's event-loop histogram
           const victim = more[more.length - 1];
           if (cfg.killBrokerAtMs > 0 && victim !== undefined) {
@@ -242,9 +243,9 @@ async function measure(cfg: RunConfig, kind: 'broker' | 'raw' | 'native' | 'exte
           }
         } else if (m.type === 'window-end') {
           t1 = performance.now();
-          cpu1 = pid === null ? null : cpuAll() + killedCpu;
+          cpu1 = measured ? cpuAll() + killedCpu : null;
           // Peak so far: connection set-up, warm-up and the measured load; not the teardown that follows.
-          peakRss = pid === null ? null : rssAll();
+          peakRss = measured ? rssAll() : null;
           if (metricsPort !== null) loopDelay = loopDelayMs(metricsPort);
         } else if (m.type === 'progress') {
           progress(`${label}  ${m.phase.padEnd(7)} ${(m.elapsedMs / 1000).toFixed(1)}/${(m.totalMs / 1000).toFixed(1)} s  ${m.replies.toLocaleString('en-US')} replies`);

@@ -355,7 +355,8 @@ export class Client extends EventEmitter<ClientEvents> {
       p.timer = setTimeout(() => this.onWindowEnd(p), p.timeout);
       return;
     }
-    // It may have been lost (the connection dropped or never came up): a new socket, the next endpoint, resend.
+    // It may have been lost (the connection dropped or never came up): resend it to another connected broker, or on
+    // a new socket to the next endpoint.
     this.resendElsewhere(p);
     this.log?.info?.({ service: p.service, endpoint: p.link?.endpoint, attempt: p.attempts }, 'mdp client: resent a request that may have been lost');
   }
@@ -366,7 +367,7 @@ export class Client extends EventEmitter<ClientEvents> {
    */
   private resendElsewhere(p: Pending): void {
     const from = p.link;
-    const other = this.links.find((l) => l !== from && l.up && l.refused === null);
+    const other = this.connectedOtherThan(from);
     if (other !== undefined) {
       if (this.opts.balance === 'in-order' && from === this.links[this.endpointIndex]) this.endpointIndex = this.links.indexOf(other);
     } else if (from !== null && this.links.includes(from)) {
@@ -445,12 +446,17 @@ export class Client extends EventEmitter<ClientEvents> {
     ev.on('handshake:error:protocol', (e) => this.onRefused(link, `the handshake failed (${e.error.message}): a CURVE broker and a plain client, or the reverse`));
   }
 
+  /** A current link other than `link` whose connection is up and whose broker took our key. */
+  private connectedOtherThan(link: Link | null): Link | undefined {
+    return this.links.find((l) => l !== link && l.up && l.refused === null);
+  }
+
   /** A link's connection dropped: what was sent on it goes to a connected broker now, not at the window's end. */
   private failOver(link: Link): void {
     if (this.links.length < 2 || this.closed) return;
     const moved: Pending[] = [];
     for (const p of link.pending) if (p.link === link && !p.queued && !p.sawPartial && p.attempts <= p.retries) moved.push(p);
-    if (moved.length === 0 || !this.links.some((l) => l !== link && l.up && l.refused === null)) return;
+    if (moved.length === 0 || this.connectedOtherThan(link) === undefined) return;
     this.log?.warn?.({ endpoint: link.endpoint, requests: moved.length }, 'mdp client: broker connection lost; resending its requests elsewhere');
     for (const p of moved) this.attempt(p, link);
   }
@@ -512,7 +518,7 @@ export class Client extends EventEmitter<ClientEvents> {
       if (err.code === 'shutdown' && link !== p.link) return;
       // A broker that is shutting down is going away, not refusing: try again on the next endpoint after a short
       // pause, within the retry budget. Only this request moves.
-      if (err.code === 'shutdown' && p.attempts <= p.retries && !p.sawPartial && link === p.link) {
+      if (err.code === 'shutdown' && p.attempts <= p.retries && !p.sawPartial) {
         if (p.timer) clearTimeout(p.timer);
         const q = p;
         p.timer = setTimeout(() => {
