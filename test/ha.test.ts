@@ -1,14 +1,24 @@
 // Several brokers at once: a worker registered with all of them, a client spread over them that keeps getting
 // answers when one is SIGKILLed (its requests in flight move to the live broker at once), nothing lost, nothing
 // delivered twice.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { Client } from '../src/client/client.js';
 import { Worker } from '../src/client/worker.js';
 import { modeFlags, startBroker, until } from './helpers.js';
-import { spawnBroker } from './support/spawn-broker.js';
+import { spawnBroker, type BrokerProcess } from './support/spawn-broker.js';
 
 const HB = { heartbeatInterval: 200, heartbeatLiveness: 3 };
+
+/** Two broker processes in the test's mode, killed when the test ends. */
+async function twoBrokerProcesses(t: TestContext): Promise<BrokerProcess[]> {
+  const flags = ['--bind', 'tcp://127.0.0.1:*', '--heartbeat-interval', '200', '--stats-interval', '0', ...modeFlags()];
+  const brokers = [await spawnBroker(flags), await spawnBroker(flags)];
+  t.after(() => {
+    for (const b of brokers) b.child.kill('SIGKILL');
+  });
+  return brokers;
+}
 
 test('a worker with two endpoints registers with both brokers and answers each on its own connection', async (t) => {
   const a = await startBroker(HB);
@@ -36,13 +46,7 @@ test('a worker with two endpoints registers with both brokers and answers each o
 });
 
 test('a client with two endpoints spreads requests over both brokers and keeps getting answers while one is SIGKILLed: none lost, none answered twice', async (t) => {
-  const flags = ['--bind', 'tcp://127.0.0.1:*', '--heartbeat-interval', '200', '--stats-interval', '0', ...modeFlags()];
-  const A = await spawnBroker(flags);
-  const B = await spawnBroker(flags);
-  t.after(() => {
-    A.child.kill('SIGKILL');
-    B.child.kill('SIGKILL');
-  });
+  const [A, B] = await twoBrokerProcesses(t);
   const byBroker = new Map<string, number>();
   const runs = new Map<string, number>();
   const worker = new Worker({ endpoints: [A.endpoint, B.endpoint], service: 'ha', ...HB, concurrency: 4, reconnectMin: 50, reconnectMax: 500, handler: async (body, ctx) => {
@@ -98,13 +102,7 @@ test('a client with two endpoints spreads requests over both brokers and keeps g
 });
 
 test('a broker that freezes (SIGSTOP: no TCP close, no PONG) is found by the ZMTP heartbeats and its requests move before their window ends', async (t) => {
-  const flags = ['--bind', 'tcp://127.0.0.1:*', '--heartbeat-interval', '200', '--stats-interval', '0', ...modeFlags()];
-  const A = await spawnBroker(flags);
-  const B = await spawnBroker(flags);
-  t.after(() => {
-    A.child.kill('SIGKILL');
-    B.child.kill('SIGKILL');
-  });
+  const [A, B] = await twoBrokerProcesses(t);
   const seen = new Map<string, number>();
   const worker = new Worker({ endpoints: [A.endpoint, B.endpoint], service: 'ha', ...HB, concurrency: 4, handler: async (body, ctx) => {
     seen.set(ctx.broker, (seen.get(ctx.broker) ?? 0) + 1);
