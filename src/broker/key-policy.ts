@@ -23,6 +23,7 @@ export interface KeyLists {
   /** Hex of the raw keys that may act as clients / as workers; null: any key that may connect. */
   clients: ReadonlySet<string> | null;
   workers: ReadonlySet<string> | null;
+  /** The --access "keys" grants, their keys as hex of the raw keys (as above). */
   grants: readonly KeyGrant[];
 }
 
@@ -68,13 +69,12 @@ export class KeyPolicy implements PeerPolicy {
   private readonly grantsByKey = new Map<string, KeyGrant[]>();
   private readonly denied = new Map<string, DeniedCounts>();
 
-  constructor(private readonly lists: KeyLists, private readonly keyOf: (id: Buffer) => Buffer | null, toHex: (z85: string) => string) {
+  constructor(private readonly lists: KeyLists, private readonly keyOf: (id: Buffer) => Buffer | null) {
     for (const g of lists.grants) {
       for (const k of g.keys) {
-        const hex = toHex(k);
-        const gs = this.grantsByKey.get(hex);
+        const gs = this.grantsByKey.get(k);
         if (gs) gs.push(g);
-        else this.grantsByKey.set(hex, [g]);
+        else this.grantsByKey.set(k, [g]);
       }
     }
   }

@@ -67,7 +67,11 @@ export class Listeners {
           keys: { publicKey: rawKey(opts.curveKeys.publicKey), secretKey: rawKey(opts.curveKeys.secretKey) },
           allow: hexSet(opts.allowKeys),
         },
-      }, opts.log, { clients: hexSet(opts.clientKeys), workers: hexSet(opts.workerKeys), grants: opts.keyGrants }, (k) => rawKey(k).toString('hex'));
+      }, opts.log, {
+        clients: hexSet(opts.clientKeys),
+        workers: hexSet(opts.workerKeys),
+        grants: opts.keyGrants.map((g) => ({ ...g, keys: [...(hexSet(g.keys) as Set<string>)] })),
+      });
       this.io = this.zmtp;
       return;
     }

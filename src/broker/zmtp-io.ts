@@ -19,9 +19,9 @@ export class ZmtpIO implements FrameIO {
   /** Set only when CURVE role lists or key grants are in force. */
   readonly policy: PeerPolicy | null;
 
-  constructor(opts: ZmtpRouterOptions, log: LogFn, keys: KeyLists | null = null, toHex: (z85: string) => string = (k) => k) {
+  constructor(opts: ZmtpRouterOptions, log: LogFn, keys: KeyLists | null = null) {
     const inForce = keys !== null && opts.curve !== undefined && (keys.clients !== null || keys.workers !== null || keys.grants.length > 0);
-    this.policy = inForce ? new KeyPolicy(keys, (id) => this.router.curveKeyOf(id), toHex) : null;
+    this.policy = inForce ? new KeyPolicy(keys, (id) => this.router.curveKeyOf(id)) : null;
     this.router = new ZmtpRouter(opts, {
       message: (frames) => this.sink?.message(frames),
       peerClosed: (id) => this.sink?.peerClosed(id),
