@@ -4,6 +4,7 @@
 import { Bench } from 'tinybench';
 import { LRUMapWithDelete } from 'mnemonist';
 import { DEFAULT_LIMITS, parseInbound } from '../src/protocol/codec.js';
+import { Peer, nextSerial } from '../src/core/peer.js';
 import { BrokerCore } from '../src/core/broker-core.js';
 import { ServiceQueue } from '../src/core/service-queue.js';
 import { IdleList, type IdleNode } from '../src/core/idle-list.js';
@@ -97,11 +98,14 @@ function lruBench(n: number): [string, () => void][] {
 
 function coreRoundTrip(): () => void {
   const core = new BrokerCore();
-  core.handle([WORKER, E, B('MDPW01'), B([1]), B('echo')], 0);
+  const worker = new Peer(nextSerial());
+  const client = new Peer(nextSerial());
+  core.handle([WORKER, E, B('MDPW01'), B([1]), B('echo')], 0, worker);
   return () => {
-    core.handle(request, 1);
-    core.handle(reply, 2);
+    core.handle(request, 1, client);
+    core.handle(reply, 2, worker);
     core.out.length = 0;
+    core.to.length = 0;
   };
 }
 

@@ -1,7 +1,8 @@
 // The broker core as a pure state machine: frames in, frames out, a fake clock. Every rule of the spec is here.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BrokerCore, type CoreOptions } from '../src/core/broker-core.js';
+import { type CoreOptions } from '../src/core/broker-core.js';
+import { TestCore } from './support/test-core.js';
 
 const B = (s: string | number[]) => (typeof s === 'string' ? Buffer.from(s, 'latin1') : Buffer.from(s));
 const E = B('');
@@ -15,10 +16,11 @@ const W_C = id(12);
 /** Frames as readable strings, so a failing assertion shows the wire. */
 const show = (msgs: Buffer[][]) => msgs.map((m) => m.map((f) => f.toString('latin1')));
 
-function core(opts: Partial<CoreOptions> = {}): BrokerCore {
-  return new BrokerCore({ heartbeatInterval: 1000, heartbeatLiveness: 3, busyTimeout: 10000, requestTtl: 5000, ...opts });
+function core(opts: Partial<CoreOptions> = {}): TestCore {
+  return new TestCore({ heartbeatInterval: 1000, heartbeatLiveness: 3, busyTimeout: 10000, requestTtl: 5000, ...opts });
 }
-function take(c: BrokerCore): Buffer[][] {
+function take(c: TestCore): Buffer[][] {
+  c.to.length = 0;
   return c.out.splice(0);
 }
 
@@ -251,7 +253,7 @@ test('a client holding half its share is paused (not refused) and resumed below 
   c.handle(req(), 0); // ~1834 bytes: still under 2000
   assert.equal(c.flow.length, 0);
   c.handle(req(), 0); // ~2751 bytes: stop reading this client
-  assert.deepEqual(c.flow.splice(0).map(([id, pause]) => [id.toString('hex'), pause]), [[CLIENT.toString('hex'), true]]);
+  assert.deepEqual(c.flow.splice(0).map(([peer, pause]) => [peer, pause]), [[c.peerOf(CLIENT), true]]);
   c.handle(ready1(W_A, 'q'), 1);
   c.handle(reply1(W_A, CLIENT, 'r'), 2); // ~1834 held: not yet below 1000
   c.handle(reply1(W_A, CLIENT, 'r'), 3); // ~917 held: read this client again
@@ -506,7 +508,7 @@ test('an MDP/0.2 client sending REQUEST as 0x02 (seen from a third-party library
 
 test('protocol errors are logged at warn, once a minute per peer; log fields carry wire values', () => {
   const logs: { level: string; msg: string; fields?: Record<string, unknown> }[] = [];
-  const c = new BrokerCore({ heartbeatInterval: 1000 }, (level, msg, fields) => logs.push({ level, msg, fields }));
+  const c = new TestCore({ heartbeatInterval: 1000 }, (level, msg, fields) => logs.push({ level, msg, fields }));
   const warns = () => logs.filter((l) => l.level === 'warn').length;
   c.handle([CLIENT, B('junk')], 1);
   c.handle([CLIENT, B('junk'), B('again')], 2);

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { BrokerCore } from '../src/core/broker-core.js';
+import { TestCore } from './support/test-core.js';
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 300);
 const SEED = Number(process.env.FUZZ_SEED ?? 20261128);
@@ -63,7 +63,7 @@ function mutate(m: Buffer[], at: number, how: number, byte: number): Buffer[] {
 }
 
 export function run(actions: Action[]): void {
-  const core = new BrokerCore({ heartbeatInterval: 100, heartbeatLiveness: 3, busyTimeout: 1000, requestTtl: 700, maxAttempts: 2, maxQueue: 5, maxHeldBytes: 600, maxClientBytes: 300 });
+  const core = new TestCore({ heartbeatInterval: 100, heartbeatLiveness: 3, busyTimeout: 1000, requestTtl: 700, maxAttempts: 2, maxQueue: 5, maxHeldBytes: 600, maxClientBytes: 300 });
   let now = 0;
   let nextReq = 1;
   const answers = new Map<number, number>(); // request id -> final answers seen

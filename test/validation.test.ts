@@ -8,16 +8,16 @@ import { join } from 'node:path';
 import { Client } from '../src/client/client.js';
 import { Worker } from '../src/client/worker.js';
 import { BrokerError } from '../src/client/errors.js';
-import { BrokerCore } from '../src/core/broker-core.js';
 import { parseValidateFlags } from '../src/broker/validation.js';
 import { startBroker, until } from './helpers.js';
+import { TestCore } from './support/test-core.js';
 
 const HB = { heartbeatInterval: 100, heartbeatLiveness: 3 };
 const E = Buffer.alloc(0);
 const B = (s: string | number[]) => (typeof s === 'string' ? Buffer.from(s) : Buffer.from(s));
 
 test('core: requests wait for their verdict, in arrival order, also those of services without checks', () => {
-  const core = new BrokerCore({ validates: (s) => s === 'checked' });
+  const core = new TestCore({ validates: (s) => s === 'checked' });
   const W = B([0, 0, 0, 0, 9]);
   const C = B([0, 0, 0, 0, 1]);
   core.handle([W, E, B('MDPW01'), B([1]), B('free')], 0);

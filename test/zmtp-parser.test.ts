@@ -92,7 +92,7 @@ const frameArb = fc.oneof(
 );
 const messagesArb = fc.array(fc.array(frameArb.map((a) => Buffer.from(a)), { minLength: 1, maxLength: 5 }), { minLength: 1, maxLength: 12 });
 
-test('any split of a valid byte stream gives the same messages, and the broker answers READY and every PING', () => {
+test('any split of a valid byte stream gives the same messages, and the broker answers READY and PING (one PONG owed at a time)', () => {
   fc.assert(
     fc.property(messagesArb, fc.array(fc.boolean(), { maxLength: 12 }), fc.array(fc.nat(), { maxLength: 40 }), (messages, pings, cuts) => {
       const { sock, owner, conn } = open();
@@ -102,12 +102,13 @@ test('any split of a valid byte stream gives the same messages, and the broker a
       owner.messages.forEach((m, k) => assert.deepEqual(m, [owner.id, ...messages[k]]));
       conn.flush();
       const out = Buffer.concat(sock.written);
-      // Our greeting (ZMTP 3.1, NULL), then READY with Socket-Type ROUTER, then one PONG "ab" per PING.
+      // Our greeting (ZMTP 3.1, NULL), then READY with Socket-Type ROUTER, then one PONG "ab": the PINGs all came
+      // before this flush, and one PONG is owed at a time (as libzmq does), so a PING flood cannot queue a PONG each.
       assert.deepEqual(out.subarray(0, 12), Buffer.from([0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 3, 1]));
       assert.equal(out.subarray(12, 16).toString(), 'NULL');
       const rest = out.subarray(64);
       assert.deepEqual(rest.subarray(0, rest.indexOf('PONG') < 0 ? rest.length : rest.indexOf('PONG') - 3), readyCommand({ 'Socket-Type': 'ROUTER' }));
-      const pongs = pings.slice(0, messages.length).filter(Boolean).length;
+      const pongs = pings.slice(0, messages.length).some(Boolean) ? 1 : 0;
       assert.equal(rest.toString('latin1').split('\x04PONGab').length - 1, pongs);
     }),
     { seed: SEED, numRuns: RUNS },

@@ -33,10 +33,10 @@ export class CoreHost {
     // With --shards N each shard's core holds its share of the byte budgets.
     const share = Math.max(1, opts.shards);
     const budgets = { maxHeldBytes: Math.floor(opts.maxHeldBytes / share), maxClientBytes: Math.floor(opts.maxClientBytes / share) };
-    // What each CURVE key may do (zmtp transport): the transport knows each connection's key. A shard's pipe does
-    // not; the sharded broker's main thread checks before routing (sharded-broker.ts).
-    const policy = io.policy ?? null;
-    this.core = new BrokerCore({ ...opts, ...budgets, policy, validates, mayRegister: accessPolicy(opts.workerGroups) }, log);
+    // What each CURVE key may do (zmtp transport): each connection's Peer carries its key's rights. A shard's pipe
+    // does not; the sharded broker's main thread checks every request and READY before routing (sharded-broker.ts).
+    const requireRights = io.requireRights ?? false;
+    this.core = new BrokerCore({ ...opts, ...budgets, requireRights, validates, mayRegister: accessPolicy(opts.workerGroups) }, log);
     const now = () => this.now();
     this.transport = new RouterTransport(io, this.core, now, (err) => log('warn', 'socket error', { err: String(err) }));
     this.admission = new AdmissionPump(this.core, offload, now, () => this.transport.flush());

@@ -1,32 +1,37 @@
 // The frame stream between the core and its peers, whatever carries it: the zmtp transport's ROUTER, libzmq ROUTER
-// sockets, or a shard's pipe to the main thread. Sends are never awaited: a send to a peer that is gone or full fails
-// at once (ROUTER mandatory, sendTimeout 0, or the zmtp transport's own check) and is told to the sink, so nothing is
+// sockets, or a shard's pipe to the main thread. Every message comes with the Peer (the connection) it came from,
+// and every send names the Peer it is for. Sends are never awaited: a send to a peer that is gone or full fails at
+// once (ROUTER mandatory, sendTimeout 0, or the zmtp transport's own check) and is told to the sink, so nothing is
 // dropped without being counted and answered.
 
-import type { PeerPolicy } from '../core/broker-core.js';
-import type { Pair, Router } from 'zeromq';
+import type { Router } from 'zeromq';
+import { LRUCacheWithDelete } from 'mnemonist';
 import type { SendFailure } from '../core/broker-core.js';
+import { Peer, nextSerial } from '../core/peer.js';
+import { peerKey, type Key } from '../core/peer-id.js';
 import { errorCode, receiveLoop } from '../sockets/receive-loop.js';
 
 export interface FrameSink {
-  message(frames: Buffer[]): void;
+  message(frames: Buffer[], peer: Peer): void;
   /** A send failed; `tag` is what the sender passed to send(). */
-  sendFailed(id: Buffer, why: SendFailure, tag: number): void;
-  /** A peer's connection ended (only transports that can tell: zmtp). */
-  peerClosed(id: Buffer): void;
+  sendFailed(peer: Peer, why: SendFailure, tag: number): void;
+  /** A peer's connection ended (only transports that can tell: zmtp, a shard's pipe). */
+  peerClosed(peer: Peer): void;
   error(err: unknown): void;
 }
 
 export interface FrameIO {
   /** Reads until closed; resolves then. */
   start(sink: FrameSink): Promise<void>;
-  /** Queues [routing id, ...frames]; a failure reaches the sink's sendFailed, with `tag`. */
-  send(msg: Buffer[], tag?: number): void;
+  /** Queues [routing id, ...frames] for `peer`; a failure reaches the sink's sendFailed, with `tag`. */
+  send(msg: Buffer[], peer: Peer, tag?: number): void;
+  /** The live peer with this serial, or null (the sharded broker routes its shards' output by serial). */
+  peer(serial: number): Peer | null;
   /** Stops and restarts reading from one peer (transports that can: zmtp). */
-  pause?(id: Buffer): void;
-  resume?(id: Buffer): void;
-  /** Transports that know each peer's CURVE key: what each key may do (role lists, --access key grants). */
-  readonly policy?: PeerPolicy | null;
+  pause?(peer: Peer): void;
+  resume?(peer: Peer): void;
+  /** CURVE role lists or key grants are in force: each Peer carries its key's Rights, and none means none. */
+  readonly requireRights?: boolean;
   close(): Promise<void>;
 }
 
@@ -36,30 +41,59 @@ export function sendFailure(err: unknown): SendFailure | null {
   return code === 'EHOSTUNREACH' ? 'unreachable' : code === 'EAGAIN' || code === 'EBUSY' ? 'full' : null;
 }
 
+/** Peers remembered by a libzmq socket at most; see PeerBook. */
+const MAX_LIBZMQ_PEERS = 65536;
+
 /**
- * One zeromq socket as a frame stream (the libzmq transport without access groups, or a shard's PAIR). `encode`
- * may turn frames into what goes to zeromq instead (see shard-io.ts).
+ * Peers of a libzmq ROUTER, by routing id. libzmq never says when a peer leaves, so a Peer here lives until a send
+ * to it fails (then the next message from that routing id is a new Peer) or until it is the least recently heard
+ * of MAX_LIBZMQ_PEERS (a Peer evicted while live is replaced by a new one at its next message: its worker, if any,
+ * is told DISCONNECT by the core and registers again). Bounded in entries, and routing ids are at most 255 bytes.
  */
-export function zmqIO(sock: Router | Pair, encode?: (msg: Buffer[]) => (Buffer | string)[]): FrameIO {
+export class PeerBook {
+  private readonly byId = new LRUCacheWithDelete<Key, Peer>(MAX_LIBZMQ_PEERS);
+  private readonly bySerial = new Map<number, Peer>();
+
+  of(id: Buffer): Peer {
+    const key = peerKey(id);
+    let p = this.byId.get(key);
+    if (p !== undefined && !p.gone) return p;
+    if (p !== undefined) this.bySerial.delete(p.serial);
+    p = new Peer(nextSerial());
+    const evicted = this.byId.setpop(key, p);
+    if (evicted !== null && evicted.evicted) this.bySerial.delete(evicted.value.serial);
+    this.bySerial.set(p.serial, p);
+    return p;
+  }
+
+  peer(serial: number): Peer | null {
+    return this.bySerial.get(serial) ?? null;
+  }
+}
+
+/** One libzmq ROUTER socket as a frame stream (the libzmq transport without access groups). */
+export function zmqIO(sock: Router): FrameIO {
   let sink: FrameSink | null = null;
-  const failed = (id: Buffer, err: unknown, tag: number) => {
+  const book = new PeerBook();
+  const failed = (peer: Peer, err: unknown, tag: number) => {
     if (sink === null || sock.closed) return;
     const why = sendFailure(err);
-    if (why !== null) sink.sendFailed(id, why, tag);
+    if (why !== null) sink.sendFailed(peer, why, tag);
     else sink.error(err);
   };
   return {
     start(s) {
       sink = s;
-      return receiveLoop(sock, (frames) => s.message(frames), (err) => s.error(err));
+      return receiveLoop(sock, (frames) => s.message(frames, book.of(frames[0])), (err) => s.error(err));
     },
-    send(msg, tag = -1) {
+    send(msg, peer, tag = -1) {
       try {
-        sock.send(encode ? encode(msg) : msg).then(undefined, (err: unknown) => failed(msg[0], err, tag));
+        sock.send(msg).then(undefined, (err: unknown) => failed(peer, err, tag));
       } catch (err) {
-        failed(msg[0], err, tag);
+        failed(peer, err, tag);
       }
     },
+    peer: (serial) => book.peer(serial),
     async close() {
       if (!sock.closed) sock.close();
     },

@@ -1,11 +1,12 @@
 // What each CURVE key may do, on the zmtp transport (which knows every connection's key): --allow-clients and
 // --allow-workers say which keys may act as clients and as workers; the "keys" grants of --access say which
-// services a key may serve and request. A connection's rights are worked out once, when it first needs them, and
-// a service's verdict is remembered per set of rights, so the per-request cost is two map lookups.
+// services a key may serve and request. A connection's rights are worked out once, when its handshake ends, and
+// travel with it (its Peer); a service's verdict is remembered per key, so the per-request cost is a map lookup.
 
 import { isMmi } from '../protocol/codec.js';
 import { z85Encode } from '../zmtp/curve.js';
-import type { DeniedCounts, PeerPolicy } from '../core/broker-core.js';
+import type { DeniedCounts } from '../core/broker-core.js';
+import type { Rights } from '../core/peer.js';
 
 /** One "keys" entry of an --access file: these keys may serve and request only what it lists. */
 export interface KeyGrant {
@@ -50,26 +51,39 @@ class ServiceFilter {
   }
 }
 
-interface Rights {
-  name: string;
-  client: boolean;
-  worker: boolean;
-  /** Null: any service. */
-  serve: ServiceFilter | null;
-  request: ServiceFilter | null;
+/** One key's rights: the Rights a connection with that key carries (shared by that key's connections). */
+class KeyRights implements Rights {
+  constructor(
+    private readonly policy: KeyPolicy,
+    readonly name: string,
+    private readonly client: boolean,
+    private readonly worker: boolean,
+    /** Null: any service. */
+    private readonly serve: ServiceFilter | null,
+    private readonly request: ServiceFilter | null,
+  ) {}
+
+  mayRequest(service: Buffer): string | null {
+    if (!this.client) return this.policy.deny(this.name, 'requests', 'this CURVE key may not send requests');
+    if (this.request === null || isMmi(service)) return null;
+    const name = service.toString('latin1');
+    return this.request.allows(name) ? null : this.policy.deny(this.name, 'requests', `this CURVE key may not use ${name}`);
+  }
+
+  mayServe(service: string): string | null {
+    if (!this.worker) return this.policy.deny(this.name, 'ready', 'key not on --allow-workers');
+    if (this.serve === null || this.serve.allows(service)) return null;
+    return this.policy.deny(this.name, 'ready', `key not granted ${service} by --access`);
+  }
 }
 
-const ANYONE: Rights = { name: '', client: true, worker: true, serve: null, request: null };
-
-export class KeyPolicy implements PeerPolicy {
-  /** Per connection (by its key Buffer, which lives as long as the connection). */
-  private readonly byConn = new WeakMap<Buffer, Rights>();
+export class KeyPolicy {
   /** Per key (hex), shared by that key's connections so their verdicts are remembered once. */
-  private readonly byKey = new Map<string, Rights>();
+  private readonly byKey = new Map<string, KeyRights>();
   private readonly grantsByKey = new Map<string, KeyGrant[]>();
   private readonly denied = new Map<string, DeniedCounts>();
 
-  constructor(private readonly lists: KeyLists, private readonly keyOf: (id: Buffer) => Buffer | null) {
+  constructor(private readonly lists: KeyLists) {
     for (const g of lists.grants) {
       for (const k of g.keys) {
         const gs = this.grantsByKey.get(k);
@@ -79,71 +93,43 @@ export class KeyPolicy implements PeerPolicy {
     }
   }
 
-  mayRequest(id: Buffer, service: Buffer): string | null {
-    const r = this.rightsOf(id);
-    if (!r.client) return this.deny(r, 'requests', 'this CURVE key may not send requests');
-    if (r.request === null || isMmi(service)) return null;
-    const name = service.toString('latin1');
-    return r.request.allows(name) ? null : this.deny(r, 'requests', `this CURVE key may not use ${name}`);
-  }
-
-  mayServe(id: Buffer, service: string): string | null {
-    const r = this.rightsOf(id);
-    if (!r.worker) return this.deny(r, 'ready', 'key not on --allow-workers');
-    if (r.serve === null || r.serve.allows(service)) return null;
-    return this.deny(r, 'ready', `key not granted ${service} by --access`);
-  }
-
-  keyName(id: Buffer): string | null {
-    const key = this.keyOf(id);
-    return key === null ? null : z85Encode(key);
-  }
-
-  deniedKeys(): Record<string, DeniedCounts> {
-    return Object.fromEntries(this.denied);
-  }
-
-  private deny(r: Rights, what: keyof DeniedCounts, why: string): string {
-    let d = this.denied.get(r.name);
-    if (d === undefined) {
-      const name = this.denied.size < MAX_NAMED_KEYS ? r.name : 'other';
-      d = this.denied.get(name) ?? { requests: 0, ready: 0 };
-      this.denied.set(name, d);
-    }
-    d[what]++;
-    return why;
-  }
-
-  private rightsOf(id: Buffer): Rights {
-    const key = this.keyOf(id);
-    if (key === null) return ANYONE;
-    let r = this.byConn.get(key);
-    if (r !== undefined) return r;
+  /** The rights of a client's permanent CURVE key (raw), resolved when its handshake ends. */
+  rightsOf(key: Buffer): Rights {
     const hex = key.toString('hex');
-    r = this.byKey.get(hex);
+    let r = this.byKey.get(hex);
     if (r === undefined) {
       // Without an allow-list any key may connect: keep the cache from growing with them.
       if (this.byKey.size >= 10000) this.byKey.clear();
       r = this.resolve(hex, key);
       this.byKey.set(hex, r);
     }
-    this.byConn.set(key, r);
     return r;
   }
 
-  private resolve(hex: string, key: Buffer): Rights {
+  /** Denials since start by key (Z85), for mmi.stats. */
+  deniedKeys(): Record<string, DeniedCounts> {
+    return Object.fromEntries(this.denied);
+  }
+
+  /** Counts a denial for the key named `name`; returns `why`. */
+  deny(name: string, what: keyof DeniedCounts, why: string): string {
+    let d = this.denied.get(name);
+    if (d === undefined) {
+      const counted = this.denied.size < MAX_NAMED_KEYS ? name : 'other';
+      d = this.denied.get(counted) ?? { requests: 0, ready: 0 };
+      this.denied.set(counted, d);
+    }
+    d[what]++;
+    return why;
+  }
+
+  private resolve(hex: string, key: Buffer): KeyRights {
     const { clients, workers } = this.lists;
     const grants = this.grantsByKey.get(hex) ?? [];
     const union = (pick: (g: KeyGrant) => string[] | null): ServiceFilter | null => {
       const lists = grants.map(pick).filter((l): l is string[] => l !== null);
       return lists.length === 0 ? null : new ServiceFilter(lists.flat());
     };
-    return {
-      name: z85Encode(key),
-      client: clients === null || clients.has(hex),
-      worker: workers === null || workers.has(hex),
-      serve: union((g) => g.serve),
-      request: union((g) => g.request),
-    };
+    return new KeyRights(this, z85Encode(key), clients === null || clients.has(hex), workers === null || workers.has(hex), union((g) => g.serve), union((g) => g.request));
   }
 }

@@ -104,7 +104,7 @@ export class Listeners {
   /** The zmtp transport's counters (connections, closes by reason); empty for libzmq. */
   /** Denials by key (the key policy lives with the transport, on the main thread), into a stats snapshot. */
   addDenials(snap: StatsSnapshot): void {
-    const denied = this.io.policy?.deniedKeys();
+    const denied = this.zmtp?.policy?.deniedKeys();
     if (denied !== undefined && Object.keys(denied).length > 0) snap.deniedKeys = denied;
   }
 

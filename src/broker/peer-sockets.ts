@@ -1,11 +1,13 @@
-// The broker's ROUTER sockets as one frame stream: the main socket (clients, and workers of unprotected services)
-// and one socket per access group of workers (--access), each behind its own CURVE allow-list. Routing ids from a
-// group socket are tagged [0xff, group, ...id] so the core can tell which group a worker connected through, and
-// the tag is taken off again on the way out. Main-socket ids that look like a tag are dropped: libzmq's own ids
+// The broker's libzmq ROUTER sockets as one frame stream: the main socket (clients, and workers of unprotected
+// services) and one socket per access group of workers (--access), each behind its own CURVE allow-list. Routing ids
+// from a group socket are tagged [0xff, group, ...id] so the core can tell which group a worker connected through,
+// and the tag is taken off again on the way out. Main-socket ids that look like a tag are dropped: libzmq's own ids
 // start with 0x00, and a peer must not be able to pose as a group member.
 
 import type { Router } from 'zeromq';
 import { GROUP_MARK } from '../core/peer-id.js';
+import type { Peer } from '../core/peer.js';
+import type { SendFailure } from '../core/broker-core.js';
 import { zmqIO, type FrameIO, type FrameSink } from './frame-io.js';
 
 export class PeerSockets implements FrameIO {
@@ -25,46 +27,57 @@ export class PeerSockets implements FrameIO {
     this.groupIO = groups.map((g) => zmqIO(g));
   }
 
-  send(msg: Buffer[], tag = -1): void {
+  send(msg: Buffer[], peer: Peer, tag = -1): void {
     const id = msg[0];
     if (id.length > 2 && id[0] === GROUP_MARK) {
       const io = this.groupIO[id[1]];
       if (!io) {
-        this.sink?.sendFailed(id, 'unreachable', tag);
+        this.sink?.sendFailed(peer, 'unreachable', tag);
         return;
       }
       const m = msg.slice();
       m[0] = id.subarray(2);
-      // A failure names the tagged id, the one the core knows.
-      io.send(m, tag);
+      io.send(m, peer, tag);
       return;
     }
-    this.mainIO.send(msg, tag);
+    this.mainIO.send(msg, peer, tag);
+  }
+
+  peer(serial: number): Peer | null {
+    for (const io of [this.mainIO, ...this.groupIO]) {
+      const p = io.peer(serial);
+      if (p !== null) return p;
+    }
+    return null;
   }
 
   start(sink: FrameSink): Promise<void> {
     this.sink = sink;
+    // Each socket's stream gets a sink of its own, written out in full: a spread of `sink` would lose the methods
+    // of a class instance (a send failure then threw "sendFailed is not a function" and ended the process).
+    const passOn = {
+      sendFailed: (peer: Peer, why: SendFailure, t: number) => sink.sendFailed(peer, why, t),
+      peerClosed: (peer: Peer) => sink.peerClosed(peer),
+      error: (err: unknown) => sink.error(err),
+    };
     const loops = [this.mainIO.start({
-      ...sink,
-      message: (f) => {
+      ...passOn,
+      message: (f, peer) => {
         if (this.groups.length > 0 && f[0].length > 2 && f[0][0] === GROUP_MARK) {
           this.spoofed++;
           return;
         }
-        sink.message(f);
+        sink.message(f, peer);
       },
     })];
     this.groupIO.forEach((io, g) => {
       const tag = this.tags[g];
-      const tagged = (id: Buffer) => Buffer.concat([tag, id]);
       loops.push(io.start({
-        message: (f) => {
-          f[0] = tagged(f[0]);
-          sink.message(f);
+        ...passOn,
+        message: (f, peer) => {
+          f[0] = Buffer.concat([tag, f[0]]);
+          sink.message(f, peer);
         },
-        sendFailed: (id, why, t) => sink.sendFailed(tagged(id), why, t),
-        peerClosed: (id) => sink.peerClosed(tagged(id)),
-        error: (err) => sink.error(err),
       }));
     });
     return Promise.all(loops).then(() => undefined);

@@ -2,6 +2,7 @@
 // Nothing else lives here.
 
 import type { BrokerCore, SendFailure } from '../core/broker-core.js';
+import type { Peer } from '../core/peer.js';
 import type { FrameIO, FrameSink } from './frame-io.js';
 
 export class RouterTransport implements FrameSink {
@@ -23,22 +24,22 @@ export class RouterTransport implements FrameSink {
     this.loopDone = this.io.start(this);
   }
 
-  message(frames: Buffer[]): void {
-    this.core.handle(frames, this.now());
+  message(frames: Buffer[], peer: Peer): void {
+    this.core.handle(frames, this.now(), peer);
     if (this.afterHandle !== null) this.afterHandle();
     this.flush();
   }
 
-  sendFailed(id: Buffer, why: SendFailure): void {
+  sendFailed(peer: Peer, why: SendFailure): void {
     if (this.closed) return;
-    this.core.sendFailed(id, why, this.now());
+    this.core.sendFailed(peer, why, this.now());
     // A failure inside flush() is picked up by its loop; a later one needs its own flush.
     if (!this.flushing) this.flush();
   }
 
-  peerClosed(id: Buffer): void {
+  peerClosed(peer: Peer): void {
     if (this.closed) return;
-    this.core.peerClosed(id, this.now());
+    this.core.peerClosed(peer, this.now());
     this.flush();
   }
 
@@ -51,19 +52,21 @@ export class RouterTransport implements FrameSink {
     const core = this.core;
     if (core.flow.length > 0) {
       const io = this.io;
-      for (const [id, pause] of core.flow) {
-        if (pause) io.pause?.(id);
-        else io.resume?.(id);
+      for (const [peer, pause] of core.flow) {
+        if (pause) io.pause?.(peer);
+        else io.resume?.(peer);
       }
       core.flow.length = 0;
     }
     const out = core.out;
     if (out.length === 0) return;
+    const to = core.to;
     const io = this.io;
     this.flushing = true;
     // Iterate by index: a synchronous failure below can make the core append more messages to `out`.
-    for (let i = 0; i < out.length; i++) io.send(out[i]);
+    for (let i = 0; i < out.length; i++) io.send(out[i], to[i]);
     out.length = 0;
+    to.length = 0;
     this.flushing = false;
   }
 

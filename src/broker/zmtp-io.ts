@@ -1,37 +1,40 @@
 // The zmtp transport (src/zmtp/) as the broker's frame stream.
 
 import { ZmtpRouter, type ZmtpRouterOptions } from '../zmtp/router.js';
-import type { CloseReason } from '../zmtp/connection.js';
+import type { CloseReason, ZmtpConnection } from '../zmtp/connection.js';
 import type { LogFn } from '../core/broker-core.js';
+import type { Peer } from '../core/peer.js';
 import type { FrameIO, FrameSink } from './frame-io.js';
 import { KeyPolicy, type KeyLists } from './key-policy.js';
-import type { PeerPolicy } from '../core/broker-core.js';
 
 /** Close reasons that say a peer broke the protocol (logged at warn, at most once a second). */
-const HOSTILE: ReadonlySet<CloseReason> = new Set(['bad-greeting', 'mechanism', 'socket-type', 'bad-command', 'protocol-error', 'frame-too-large']);
+const HOSTILE: ReadonlySet<CloseReason> = new Set([
+  'bad-greeting', 'mechanism', 'socket-type', 'bad-command', 'protocol-error', 'frame-too-large', 'bad-identity',
+]);
+
+/** Hosts remembered for the once-a-minute warning about an old ZMTP version (they redial several times a second). */
+const MAX_OLD_HOSTS = 1024;
 
 export class ZmtpIO implements FrameIO {
   readonly router: ZmtpRouter;
   private sink: FrameSink | null = null;
   private done: (() => void) | null = null;
   private lastWarn = -Infinity;
+  private readonly oldHosts = new Map<string, number>();
 
-  /** Set only when CURVE role lists or key grants are in force. */
-  readonly policy: PeerPolicy | null;
+  /** Set only when CURVE role lists or key grants are in force: each connection's Peer carries its key's Rights. */
+  readonly policy: KeyPolicy | null;
+  readonly requireRights: boolean;
 
-  constructor(opts: ZmtpRouterOptions, log: LogFn, keys: KeyLists | null = null) {
+  constructor(opts: ZmtpRouterOptions, private readonly log: LogFn, keys: KeyLists | null = null) {
     const inForce = keys !== null && opts.curve !== undefined && (keys.clients !== null || keys.workers !== null || keys.grants.length > 0);
-    this.policy = inForce ? new KeyPolicy(keys, (id) => this.router.curveKeyOf(id)) : null;
-    this.router = new ZmtpRouter(opts, {
-      message: (frames) => this.sink?.message(frames),
-      peerClosed: (id) => this.sink?.peerClosed(id),
-      closed: (reason, peer) => {
-        const now = performance.now();
-        if (HOSTILE.has(reason) && now - this.lastWarn >= 1000) {
-          this.lastWarn = now;
-          log('warn', 'connection closed: peer broke ZMTP', { reason, peer, total: this.router.counters[reason] });
-        } else log('debug', 'connection closed', { reason, peer });
-      },
+    const policy = inForce ? new KeyPolicy(keys) : null;
+    this.policy = policy;
+    this.requireRights = policy !== null;
+    this.router = new ZmtpRouter({ ...opts, rightsOf: policy === null ? undefined : (key) => policy.rightsOf(key) }, {
+      message: (frames, peer) => this.sink?.message(frames, peer),
+      peerClosed: (peer) => this.sink?.peerClosed(peer),
+      closed: (reason, conn) => this.closed(reason, conn),
     });
   }
 
@@ -40,21 +43,48 @@ export class ZmtpIO implements FrameIO {
     return new Promise((r) => (this.done = r));
   }
 
-  send(msg: Buffer[], tag = -1): void {
-    const failed = this.router.send(msg);
-    if (failed !== null) this.sink?.sendFailed(msg[0], failed, tag);
+  send(msg: Buffer[], peer: Peer, tag = -1): void {
+    const failed = this.router.send(msg, peer);
+    if (failed !== null) this.sink?.sendFailed(peer, failed, tag);
   }
 
-  pause(id: Buffer): void {
-    this.router.pause(id);
+  peer(serial: number): Peer | null {
+    return this.router.peer(serial);
   }
 
-  resume(id: Buffer): void {
-    this.router.resume(id);
+  pause(peer: Peer): void {
+    this.router.pause(peer);
+  }
+
+  resume(peer: Peer): void {
+    this.router.resume(peer);
   }
 
   async close(): Promise<void> {
     await this.router.close();
     this.done?.();
+  }
+
+  private closed(reason: CloseReason, conn: ZmtpConnection): void {
+    const now = performance.now();
+    const total = this.router.counters[reason];
+    if (reason === 'old-version') {
+      // Said once a minute per host: such a peer redials at once, and each try would be a line.
+      const host = conn.sock.remoteAddress ?? 'ipc';
+      const last = this.oldHosts.get(host);
+      if (last !== undefined && now - last < 60000) return;
+      if (this.oldHosts.size >= MAX_OLD_HOSTS) this.oldHosts.clear();
+      this.oldHosts.set(host, now);
+      // The octet after the signature: 0 for ZMTP 1.0 with a long identity, 1 for ZMTP 2.0 (RFC 15's revision).
+      const version = conn.peerMajor === 0 ? '1.0' : conn.peerMajor === 1 ? '2.0' : `${conn.peerMajor}.x`;
+      this.log('warn', `peer speaks ZMTP ${version}; the zmtp transport serves ZMTP 3.0 and later (--transport libzmq serves ZMTP 2.0)`, {
+        peer: conn.address, total,
+      });
+      return;
+    }
+    if (HOSTILE.has(reason) && now - this.lastWarn >= 1000) {
+      this.lastWarn = now;
+      this.log('warn', 'connection closed: peer broke ZMTP', { reason, peer: conn.address, total });
+    } else this.log('debug', 'connection closed', { reason, peer: conn.address });
   }
 }

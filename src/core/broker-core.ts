@@ -2,7 +2,6 @@
 // failures; it appends the messages to send to `out`. No sockets, no timers, no clock: every rule is testable
 // deterministically. The transport is a thin loop around it.
 
-import { LRUCacheWithDelete } from 'mnemonist';
 import {
   C2, EMPTY, Kind, MDPW01, MDPW02, W1, W2, WCmd, clientReply, cmd, parseInbound,
   type ClientRequest, type Limits, type Version, type WorkerMessage, DEFAULT_LIMITS,
@@ -10,7 +9,8 @@ import {
 import { ServiceQueue } from './service-queue.js';
 import { IdleList, type IdleNode } from './idle-list.js';
 import { errorBody, errorCounts, isErrorMark, type ErrorCode } from '../protocol/errors.js';
-import { groupOf, peerKey, type Key } from './peer-id.js';
+import { groupOf } from './peer-id.js';
+import type { Peer } from './peer.js';
 import { StatsReplies, isMmi, isMmiStats, mmiBody, type MmiSource } from './mmi.js';
 import { StatsRecorder, snapshotHistogram, type ServiceStats, type StatsSnapshot } from './stats.js';
 
@@ -42,8 +42,11 @@ export interface CoreOptions {
   validates: ((service: string) => boolean) | null;
   /** --access: may a worker that came through this access group (-1: the main endpoint) register this service? */
   mayRegister: ((group: number, service: string) => boolean) | null;
-  /** What each CURVE key may do (role lists, --access key grants); null: anything. */
-  policy: PeerPolicy | null;
+  /**
+   * CURVE role lists or key grants are in force: a peer may act only within its connection's Rights, and one that
+   * came without (a transport that could not resolve its key) may do nothing. Fail closed.
+   */
+  requireRights: boolean;
 }
 
 export const DEFAULT_CORE_OPTIONS: CoreOptions = {
@@ -59,20 +62,14 @@ export const DEFAULT_CORE_OPTIONS: CoreOptions = {
   limits: DEFAULT_LIMITS,
   validates: null,
   mayRegister: null,
-  policy: null,
+  requireRights: false,
 };
 
-/** What each peer may do, by its CURVE key; the transport knows keys (src/broker/key-policy.ts). */
-export interface PeerPolicy {
-  /** Why the peer may not send this request (said in the `denied` reply), or null when it may. */
-  mayRequest(id: Buffer, service: Buffer): string | null;
-  /** Why the peer may not serve this service (it is told DISCONNECT), or null when it may. */
-  mayServe(id: Buffer, service: string): string | null;
-  /** The peer's key as Z85 text, for log lines. */
-  keyName(id: Buffer): string | null;
-  /** Denials since start by key (Z85), for mmi.stats. */
-  deniedKeys(): Record<string, DeniedCounts>;
-}
+/** What a connection without resolved rights is told when rights are required. */
+const NO_RIGHTS = 'no CURVE rights for this connection';
+
+/** A peer is warned about in the log at most this often (ms); the counters keep the totals. */
+const WARN_EVERY_MS = 60000;
 
 export interface DeniedCounts {
   requests: number;
@@ -112,7 +109,8 @@ class Request implements Admission {
     readonly headerAt: number,
     readonly bodyAt: number,
     readonly version: Version,
-    readonly clientKey: Key,
+    /** The connection that sent it: its reply goes there or nowhere. */
+    readonly client: Peer,
     readonly service: Service,
     public deadline: number,
     now: number,
@@ -188,7 +186,7 @@ class Worker implements IdleNode {
   busySince = 0;
   constructor(
     readonly id: Buffer,
-    readonly key: Key,
+    readonly peer: Peer,
     readonly version: Version,
     readonly delimited: boolean,
     readonly service: Service,
@@ -247,35 +245,31 @@ export interface CoreSnapshot {
 export class BrokerCore implements MmiSource {
   /** Messages to send, each [routing id, ...frames]. The transport drains it after every call. */
   readonly out: Buffer[][] = [];
+  /** The connection each message in `out` is for (same index): the transport sends it there or nowhere. */
+  readonly to: Peer[] = [];
   /**
-   * Routing ids of clients to stop reading from, and to read from again: a client whose requests hold half its
-   * --max-client-bytes is paused (TCP pushes back on it) rather than refused, and resumed below a quarter. The
-   * transport drains them, in order, after every call; one that cannot pause (libzmq, a shard's pipe) drops them,
-   * and such clients get `overloaded` at the full share instead. Each entry: [routing id, true to pause].
+   * Clients to stop reading from, and to read from again: a client whose requests hold half its --max-client-bytes
+   * is paused (TCP pushes back on it) rather than refused, and resumed below a quarter. The transport drains them,
+   * in order, after every call; one that cannot pause (libzmq, a shard's pipe) drops them, and such clients get
+   * `overloaded` at the full share instead. Each entry: [peer, true to pause].
    */
-  readonly flow: [Buffer, boolean][] = [];
-  /** Told the routing id of each worker the core forgets (the sharded broker keeps its routing table with it). */
-  departed: ((id: Buffer) => void) | null = null;
+  readonly flow: [Peer, boolean][] = [];
+  /** Told each peer whose worker the core forgets (the sharded broker keeps its routing table with it). */
+  departed: ((peer: Peer) => void) | null = null;
   /** Requests waiting for a --validate verdict, in arrival order. The shell drains it and answers with admit(). */
   readonly toValidate: Admission[] = [];
   private awaitingVerdict = 0;
   readonly stats: CoreStats = emptyStats();
   readonly opts: CoreOptions;
   private readonly services = new Map<string, Service>();
-  private readonly workers = new Map<Key, Worker>();
-  /** Clients a send has failed to: their queued requests are dropped when they come up. Bounded. */
-  private readonly goneClients = new LRUCacheWithDelete<Key, true>(65536);
-  /** Workers told DISCONNECT (or that said it): anything but a fresh READY from them is ignored. Bounded. */
-  private readonly disconnected = new LRUCacheWithDelete<Key, true>(65536);
-  /** When each peer last got a protocol-error warning in the log. Bounded. */
-  private readonly lastWarned = new LRUCacheWithDelete<Key, number>(4096);
+  private readonly workers = new Set<Worker>();
   private stopping = false;
   private lastFullWarning = -Infinity;
-  /** Bytes of the requests held now, overall and per client (entries leave at zero). */
+  /** Peer-caused warnings in the current 10 s window, all peers together (see warnable). */
+  private warnWindow = -Infinity;
+  private warnsInWindow = 0;
+  /** Bytes of the requests held now (each client's share lives on its Peer). */
   heldBytes = 0;
-  private readonly clientBytes = new Map<Key, number>();
-  /** Clients paused for holding too much, by key: their routing id. */
-  private readonly pausedClients = new Map<Key, Buffer>();
   private readonly workerTtl: number;
   readonly recorder = new StatsRecorder();
   /** mmi.stats answers: the whole broker, and per service; installed by the shell after each aggregation. */
@@ -286,21 +280,18 @@ export class BrokerCore implements MmiSource {
     this.workerTtl = this.opts.heartbeatInterval * this.opts.heartbeatLiveness;
   }
 
-  /** One message received on the ROUTER socket (frames[0] is the routing id). */
-  handle(frames: Buffer[], now: number): void {
+  /** One message received from `peer` (frames[0] is its routing id). */
+  handle(frames: Buffer[], now: number, peer: Peer): void {
+    if (peer.gone) return;
     const m = parseInbound(frames, this.opts.limits);
-    if (m.kind === Kind.ClientRequest) this.onRequest(frames, m, now);
-    else if (m.kind === Kind.Worker) this.onWorker(frames, m, now);
+    if (m.kind === Kind.ClientRequest) this.onRequest(frames, peer, m, now);
+    else if (m.kind === Kind.Worker) this.onWorker(frames, peer, m, now);
     else {
       this.stats.malformed++;
-      // Said out loud (a peer is broken), but at most once a minute per peer.
-      const key = peerKey(frames[0]);
-      const last = this.lastWarned.get(key);
-      if (last === undefined || now - last >= 60000) {
-        this.lastWarned.set(key, now);
-        this.log('warn', m.request ? 'invalid request answered with `invalid`' : 'malformed message dropped', { reason: m.reason, frames: frames.length });
-      } else this.log('debug', 'malformed message dropped', { reason: m.reason, frames: frames.length });
-      if (m.request) this.replyError(frames, m.request.headerAt, m.request.version, m.request.service, 'invalid', m.reason);
+      const fields = { reason: m.reason, frames: frames.length };
+      if (this.warnable(peer, now)) this.log('warn', m.request ? 'invalid request answered with `invalid`' : 'malformed message dropped', fields);
+      else this.log('debug', 'malformed message dropped', fields);
+      if (m.request) this.replyError(peer, frames, m.request.headerAt, m.request.version, m.request.service, 'invalid', m.reason);
     }
   }
 
@@ -308,19 +299,19 @@ export class BrokerCore implements MmiSource {
   tick(now: number): void {
     const interval = this.opts.heartbeatInterval;
     const keepBusy = this.opts.connectionLiveness;
-    for (const w of this.workers.values()) {
+    for (const w of this.workers) {
       if (now >= w.expiry && !(keepBusy && w.current !== null)) {
         this.stats.workersExpired++;
         this.log('info', 'worker expired: no heartbeat', { service: w.service.name, busy: w.current !== null });
-        this.sendDisconnect(w.id, w.version, w.delimited);
+        this.sendDisconnect(w.peer, w.id, w.version, w.delimited);
         this.deleteWorker(w, now);
       } else if (w.current !== null && now - w.busySince >= this.opts.busyTimeout) {
         this.stats.workersExpired++;
         this.log('warn', 'worker expired: busy timeout', { service: w.service.name });
-        this.sendDisconnect(w.id, w.version, w.delimited);
+        this.sendDisconnect(w.peer, w.id, w.version, w.delimited);
         this.deleteWorker(w, now);
       } else if (now - w.lastSent >= interval) {
-        this.out.push(this.workerFrames(w, w.version === 1 ? W1.HEARTBEAT : W2.HEARTBEAT));
+        this.send(w.peer, this.workerFrames(w, w.version === 1 ? W1.HEARTBEAT : W2.HEARTBEAT));
         w.lastSent = now;
       }
     }
@@ -338,11 +329,10 @@ export class BrokerCore implements MmiSource {
     }
   }
 
-  /** A send to `id` failed: the peer is gone (ROUTER mandatory) or its pipe is full. */
-  sendFailed(id: Buffer, why: SendFailure, now: number): void {
-    const key = peerKey(id);
-    const w = this.workers.get(key);
-    if (w) {
+  /** A send to `peer` failed: its connection is gone (ROUTER mandatory) or its pipe is full. */
+  sendFailed(peer: Peer, why: SendFailure, now: number): void {
+    const w = peer.worker as Worker | null;
+    if (w !== null) {
       this.stats.workersUnreachable++;
       this.log('info', 'worker unreachable', { service: w.service.name, why });
       this.deleteWorker(w, now);
@@ -350,7 +340,7 @@ export class BrokerCore implements MmiSource {
     }
     this.stats.undeliverable++;
     if (why === 'unreachable') {
-      this.goneClients.set(key, true);
+      peer.gone = true;
       this.log('debug', 'message to a departed client or peer not delivered');
       return;
     }
@@ -366,20 +356,20 @@ export class BrokerCore implements MmiSource {
   /**
    * The transport saw a peer's connection end. A worker is gone at once: its request is retried now, not after
    * heartbeat expiry. A client's queued requests are dropped (counted) when they come up, and replies for it are
-   * discarded, so no worker serves a client that left.
+   * discarded, so no worker serves a client that left, and nobody who takes its routing id later gets them.
    */
-  peerClosed(id: Buffer, now: number): void {
-    const key = peerKey(id);
-    const w = this.workers.get(key);
-    if (w) {
+  peerClosed(peer: Peer, now: number): void {
+    if (peer.gone) return;
+    peer.gone = true;
+    const w = peer.worker as Worker | null;
+    if (w !== null) {
       this.stats.workersGone++;
       this.log('debug', 'worker connection closed', { service: w.service.name, busy: w.current !== null });
       this.deleteWorker(w, now);
       return;
     }
     this.stats.clientsGone++;
-    this.goneClients.set(key, true);
-    this.pausedClients.delete(key);
+    peer.paused = false;
   }
 
   /** Stops taking work: queued requests fail with `shutdown`, idle workers are told DISCONNECT. */
@@ -388,7 +378,7 @@ export class BrokerCore implements MmiSource {
     for (const svc of this.services.values()) {
       for (let r = svc.queue.shift(); r; r = svc.queue.shift()) this.failRequest(r, 'shutdown', 'broker is shutting down');
       for (let w = svc.idle.shift(); w; w = svc.idle.shift()) {
-        this.sendDisconnect(w.id, w.version, w.delimited);
+        this.sendDisconnect(w.peer, w.id, w.version, w.delimited);
         this.deleteWorker(w, now);
       }
       this.maybeForget(svc);
@@ -398,11 +388,11 @@ export class BrokerCore implements MmiSource {
   /** Ends the shutdown: requests still held by workers fail with `shutdown`, every worker is told DISCONNECT. */
   finishShutdown(now: number): void {
     this.stopping = true;
-    for (const w of this.workers.values()) {
+    for (const w of this.workers) {
       const r = w.current;
       w.current = null;
       if (r) this.failRequest(r, 'shutdown', 'broker shut down before the worker replied');
-      this.sendDisconnect(w.id, w.version, w.delimited);
+      this.sendDisconnect(w.peer, w.id, w.version, w.delimited);
       this.deleteWorker(w, now);
     }
     for (const svc of this.services.values()) {
@@ -466,45 +456,60 @@ export class BrokerCore implements MmiSource {
     return this.services.get(name)?.workers ?? 0;
   }
 
+  /**
+   * Whether a warning caused by this peer goes to the log: once a minute per peer, and at most 20 a 10 s window
+   * for all peers together (a flood from many connections). The counters keep the totals either way.
+   */
+  private warnable(peer: Peer, now: number): boolean {
+    if (now - peer.lastWarned < WARN_EVERY_MS) return false;
+    if (now - this.warnWindow >= 10000) {
+      this.warnWindow = now;
+      this.warnsInWindow = 0;
+    }
+    if (this.warnsInWindow >= 20) return false;
+    this.warnsInWindow++;
+    peer.lastWarned = now;
+    return true;
+  }
+
   // ---- clients ----
 
-  private onRequest(frames: Buffer[], m: ClientRequest, now: number): void {
+  private onRequest(frames: Buffer[], peer: Peer, m: ClientRequest, now: number): void {
     this.stats.requests++;
-    const policy = this.opts.policy;
-    if (policy !== null) {
-      const why = policy.mayRequest(frames[0], m.service);
+    if (this.opts.requireRights) {
+      const rights = peer.rights;
+      const why = rights === null ? NO_RIGHTS : rights.mayRequest(m.service);
       if (why !== null) {
         this.stats.clientsDenied++;
-        this.log('warn', 'request answered `denied`', { why, service: m.service.toString('latin1'), key: policy.keyName(frames[0]) });
-        return this.replyError(frames, m.headerAt, m.version, m.service, 'denied', why);
+        const fields = { why, service: m.service.toString('latin1'), key: rights?.name ?? null };
+        this.log(this.warnable(peer, now) ? 'warn' : 'debug', 'request answered `denied`', fields);
+        return this.replyError(peer, frames, m.headerAt, m.version, m.service, 'denied', why);
       }
     }
-    if (isMmi(m.service)) return this.onMmi(frames, m);
-    if (this.stopping) return this.replyError(frames, m.headerAt, m.version, m.service, 'shutdown', 'broker is shutting down');
-    const clientKey = peerKey(frames[0]);
-    if (this.goneClients.size > 0) this.goneClients.delete(clientKey);
+    if (isMmi(m.service)) return this.onMmi(frames, peer, m);
+    if (this.stopping) return this.replyError(peer, frames, m.headerAt, m.version, m.service, 'shutdown', 'broker is shutting down');
     const name = m.service.toString('latin1');
     let svc = this.services.get(name);
     if (svc === undefined) svc = this.newService(name, m.service);
     svc.stats.requests++;
     let bytes = 0;
     for (let i = 0; i < frames.length; i++) bytes += frames[i].length;
-    const mine = this.clientBytes.get(clientKey) ?? 0;
+    const mine = peer.heldBytes;
     if (this.heldBytes + bytes > this.opts.maxHeldBytes || mine + bytes > this.opts.maxClientBytes) {
       svc.stats.errors.overloaded++;
       const why = mine + bytes > this.opts.maxClientBytes
         ? `this client's requests would hold ${mine + bytes} bytes (limit ${this.opts.maxClientBytes})`
         : `the broker's requests would hold ${this.heldBytes + bytes} bytes (limit ${this.opts.maxHeldBytes})`;
-      this.replyError(frames, m.headerAt, m.version, m.service, 'overloaded', why);
+      this.replyError(peer, frames, m.headerAt, m.version, m.service, 'overloaded', why);
       return this.maybeForget(svc);
     }
-    const r = new Request(compacted(frames, bytes), m.headerAt, m.bodyAt, m.version, clientKey, svc, now + this.opts.requestTtl, now);
+    const r = new Request(compacted(frames, bytes), m.headerAt, m.bodyAt, m.version, peer, svc, now + this.opts.requestTtl, now);
     r.bytes = bytes;
     this.heldBytes += bytes;
-    this.clientBytes.set(clientKey, mine + bytes);
-    if (mine + bytes >= this.opts.maxClientBytes >>> 1 && !this.pausedClients.has(clientKey)) {
-      this.pausedClients.set(clientKey, frames[0]);
-      this.flow.push([frames[0], true]);
+    peer.heldBytes = mine + bytes;
+    if (mine + bytes >= this.opts.maxClientBytes >>> 1 && !peer.paused) {
+      peer.paused = true;
+      this.flow.push([peer, true]);
     }
     // Everything waits behind a request under validation, so no client's requests are reordered.
     if (svc.needsCheck || this.awaitingVerdict > 0) {
@@ -546,14 +551,16 @@ export class BrokerCore implements MmiSource {
     return svc;
   }
 
-  private onMmi(frames: Buffer[], m: ClientRequest): void {
+  private onMmi(frames: Buffer[], peer: Peer, m: ClientRequest): void {
     this.stats.mmi++;
     if (isMmiStats(m.service)) {
       // Answered once the figures are fresh: they must include what happened up to this question.
-      this.statsReplies.whenFresh(() => this.reply(frames, m.headerAt, m.version, C2.FINAL, m.service, mmiBody(m.service, frames[m.bodyAt], this), 0));
+      this.statsReplies.whenFresh(() => {
+        if (!peer.gone) this.reply(peer, frames, m.headerAt, m.version, C2.FINAL, m.service, mmiBody(m.service, frames[m.bodyAt], this), 0);
+      });
       return;
     }
-    this.reply(frames, m.headerAt, m.version, C2.FINAL, m.service, mmiBody(m.service, frames[m.bodyAt], this), 0);
+    this.reply(peer, frames, m.headerAt, m.version, C2.FINAL, m.service, mmiBody(m.service, frames[m.bodyAt], this), 0);
   }
 
   private dispatch(svc: Service, now: number): void {
@@ -563,7 +570,7 @@ export class BrokerCore implements MmiSource {
         this.expire(r);
         continue;
       }
-      if (this.goneClients.size > 0 && this.goneClients.has(r.clientKey)) {
+      if (r.client.gone) {
         this.stats.droppedClientGone++;
         this.release(r);
         continue;
@@ -580,7 +587,7 @@ export class BrokerCore implements MmiSource {
       if (w.delimited) msg.push(EMPTY);
       msg.push(w.version === 1 ? MDPW01 : MDPW02, cmd(W1.REQUEST), f[0], EMPTY);
       for (let i = r.bodyAt; i < f.length; i++) msg.push(f[i]);
-      this.out.push(msg);
+      this.send(w.peer, msg);
     }
   }
 
@@ -594,44 +601,45 @@ export class BrokerCore implements MmiSource {
     if (bytes === 0) return;
     r.bytes = 0;
     this.heldBytes -= bytes;
-    const left = (this.clientBytes.get(r.clientKey) ?? bytes) - bytes;
-    if (left > 0) this.clientBytes.set(r.clientKey, left);
-    else this.clientBytes.delete(r.clientKey);
-    if (this.pausedClients.size > 0 && left < this.opts.maxClientBytes >>> 2) {
-      const id = this.pausedClients.get(r.clientKey);
-      if (id !== undefined) {
-        this.pausedClients.delete(r.clientKey);
-        this.flow.push([id, false]);
-      }
+    const peer = r.client;
+    const left = peer.heldBytes - bytes;
+    peer.heldBytes = left;
+    if (peer.paused && left < this.opts.maxClientBytes >>> 2) {
+      peer.paused = false;
+      if (!peer.gone) this.flow.push([peer, false]);
     }
   }
 
   private failRequest(r: Request, code: ErrorCode, why: string): void {
     this.release(r);
     r.service.stats.errors[code]++;
-    if (this.goneClients.size > 0 && this.goneClients.has(r.clientKey)) {
+    if (r.client.gone) {
       this.stats.droppedClientGone++;
       return;
     }
-    this.replyError(r.frames, r.headerAt, r.version, r.service.frame, code, why);
+    this.replyError(r.client, r.frames, r.headerAt, r.version, r.service.frame, code, why);
   }
 
-  private replyError(frames: Buffer[], headerAt: number, version: Version, service: Buffer, code: ErrorCode, why: string): void {
+  private replyError(to: Peer, frames: Buffer[], headerAt: number, version: Version, service: Buffer, code: ErrorCode, why: string): void {
     this.stats.errors[code]++;
-    this.reply(frames, headerAt, version, C2.FINAL, service, errorBody(code, why), 0);
+    this.reply(to, frames, headerAt, version, C2.FINAL, service, errorBody(code, why), 0);
   }
 
-  /** Sends [prefix of `client`] + client header + service + body[from..] to the client that sent `client`. */
-  private reply(client: Buffer[], headerAt: number, version: Version, v2cmd: number, service: Buffer, body: Buffer[], from: number): void {
-    this.out.push(clientReply(client, headerAt, version, v2cmd, service, body, from));
+  /** Sends [prefix of `client`] + client header + service + body[from..] to `to`, the peer that sent `client`. */
+  private reply(to: Peer, client: Buffer[], headerAt: number, version: Version, v2cmd: number, service: Buffer, body: Buffer[], from: number): void {
+    this.send(to, clientReply(client, headerAt, version, v2cmd, service, body, from));
+  }
+
+  private send(to: Peer, msg: Buffer[]): void {
+    this.out.push(msg);
+    this.to.push(to);
   }
 
   // ---- workers ----
 
-  private onWorker(frames: Buffer[], m: WorkerMessage, now: number): void {
-    const key = peerKey(frames[0]);
-    const w = this.workers.get(key);
-    if (w === undefined) return this.onUnknownWorker(frames[0], key, m, now);
+  private onWorker(frames: Buffer[], peer: Peer, m: WorkerMessage, now: number): void {
+    const w = peer.worker as Worker | null;
+    if (w === null) return this.onUnknownWorker(frames[0], peer, m, now);
     if (m.version !== w.version || m.delimited !== w.delimited) {
       this.stats.malformed++;
       this.log('debug', 'worker changed protocol version mid-session; dropped', { service: w.service.name });
@@ -685,65 +693,71 @@ export class BrokerCore implements MmiSource {
   }
 
   private deliver(r: Request, v2cmd: number, frames: Buffer[], bodyAt: number): void {
-    if (this.goneClients.size > 0 && this.goneClients.has(r.clientKey)) {
+    if (r.client.gone) {
       this.stats.droppedReplies++;
       return;
     }
-    this.reply(r.frames, r.headerAt, r.version, v2cmd, r.service.frame, frames, bodyAt);
+    this.reply(r.client, r.frames, r.headerAt, r.version, v2cmd, r.service.frame, frames, bodyAt);
   }
 
-  private onUnknownWorker(id: Buffer, key: Key, m: WorkerMessage, now: number): void {
+  private onUnknownWorker(id: Buffer, peer: Peer, m: WorkerMessage, now: number): void {
     if (m.command === WCmd.Disconnect) return;
     if (m.command !== WCmd.Ready) {
       // A worker we told DISCONNECT (or that said it) hears nothing more from us.
-      if (this.disconnected.has(key)) return;
+      if (peer.disconnected) return;
       this.stats.unexpected++;
       this.log('info', 'command before READY; worker told DISCONNECT', { command: m.byte, version: m.version });
-      this.disconnected.set(key, true);
-      return this.sendDisconnect(id, m.version, m.delimited);
+      return this.refuse(peer, id, m);
     }
-    if (this.disconnected.size > 0) this.disconnected.delete(key);
+    peer.disconnected = false;
     if (isMmi(m.service) || this.stopping) {
       this.stats.unexpected++;
       this.log('info', this.stopping ? 'READY during shutdown refused' : 'worker for reserved mmi.* service refused', {
         service: m.service.toString('latin1'),
       });
-      this.disconnected.set(key, true);
-      return this.sendDisconnect(id, m.version, m.delimited);
+      return this.refuse(peer, id, m);
     }
     if (m.service.length > this.opts.limits.maxServiceName) {
       this.stats.malformed++;
-      this.disconnected.set(key, true);
-      return this.sendDisconnect(id, m.version, m.delimited);
+      return this.refuse(peer, id, m);
     }
     const name = m.service.toString('latin1');
-    const why = this.opts.policy?.mayServe(id, name) ?? null;
-    if (why !== null) {
-      this.stats.workersDenied++;
-      this.log('warn', 'READY refused; told DISCONNECT', { why, service: name, key: this.opts.policy?.keyName(id) ?? null });
-      this.disconnected.set(key, true);
-      return this.sendDisconnect(id, m.version, m.delimited);
+    if (this.opts.requireRights) {
+      const rights = peer.rights;
+      const why = rights === null ? NO_RIGHTS : rights.mayServe(name);
+      if (why !== null) {
+        this.stats.workersDenied++;
+        this.log(this.warnable(peer, now) ? 'warn' : 'debug', 'READY refused; told DISCONNECT', { why, service: name, key: rights?.name ?? null });
+        return this.refuse(peer, id, m);
+      }
     }
     if (this.opts.mayRegister !== null && !this.opts.mayRegister(groupOf(id), name)) {
       this.stats.accessDenied++;
-      this.log('warn', 'worker may not register this service through this endpoint; told DISCONNECT', { service: name, group: groupOf(id) });
-      this.disconnected.set(key, true);
-      return this.sendDisconnect(id, m.version, m.delimited);
+      const fields = { service: name, group: groupOf(id) };
+      this.log(this.warnable(peer, now) ? 'warn' : 'debug', 'worker may not register this service through this endpoint; told DISCONNECT', fields);
+      return this.refuse(peer, id, m);
     }
     let svc = this.services.get(name);
     if (svc === undefined) svc = this.newService(name, m.service);
     // The routing id frame may be a view into a larger received block; keep a copy of our own.
-    const w = new Worker(Buffer.from(id), key, m.version, m.delimited, svc, now + this.workerTtl, now);
-    this.workers.set(key, w);
+    const w = new Worker(Buffer.from(id), peer, m.version, m.delimited, svc, now + this.workerTtl, now);
+    peer.worker = w;
+    this.workers.add(w);
     svc.workers++;
     this.stats.workersRegistered++;
     this.log('debug', 'worker ready', { service: name, version: m.version });
     this.workerIdle(w, now);
   }
 
+  /** DISCONNECT to a peer that is not (or no longer) a worker here; it hears nothing more until a fresh READY. */
+  private refuse(peer: Peer, id: Buffer, m: WorkerMessage): void {
+    peer.disconnected = true;
+    this.sendDisconnect(peer, id, m.version, m.delimited);
+  }
+
   private workerIdle(w: Worker, now: number): void {
     if (this.stopping) {
-      this.sendDisconnect(w.id, w.version, w.delimited);
+      this.sendDisconnect(w.peer, w.id, w.version, w.delimited);
       return this.deleteWorker(w, now);
     }
     w.service.idle.push(w);
@@ -754,15 +768,17 @@ export class BrokerCore implements MmiSource {
   private rejectWorker(w: Worker, now: number, why: string): void {
     this.stats.unexpected++;
     this.log('info', `unexpected command (${why}); worker told DISCONNECT`, { service: w.service.name });
-    this.sendDisconnect(w.id, w.version, w.delimited);
+    this.sendDisconnect(w.peer, w.id, w.version, w.delimited);
     this.deleteWorker(w, now);
   }
 
   private deleteWorker(w: Worker, now: number): void {
     const svc = w.service;
-    this.workers.delete(w.key);
-    this.departed?.(w.id);
-    this.disconnected.set(w.key, true);
+    const peer = w.peer;
+    if (peer.worker === w) peer.worker = null;
+    if (!this.workers.delete(w)) return;
+    this.departed?.(peer);
+    peer.disconnected = true;
     svc.idle.remove(w);
     svc.workers--;
     const r = w.current;
@@ -789,12 +805,13 @@ export class BrokerCore implements MmiSource {
     }
   }
 
-  private sendDisconnect(id: Buffer, version: Version, delimited: boolean): void {
+  private sendDisconnect(to: Peer, id: Buffer, version: Version, delimited: boolean): void {
+    if (to.gone) return;
     const msg: Buffer[] = [id];
     if (delimited) msg.push(EMPTY);
     if (version === 1) msg.push(MDPW01, cmd(W1.DISCONNECT));
     else msg.push(MDPW02, cmd(W2.DISCONNECT));
-    this.out.push(msg);
+    this.send(to, msg);
   }
 
   private workerFrames(w: Worker, command: number): Buffer[] {

@@ -16,6 +16,7 @@ import {
   pongCommand, readyCommand, writeHeader, commandFrame, metadata,
 } from './wire.js';
 import { CURVE_COMMAND, CURVE_MORE, CurveServer, type RawKeyPair } from './curve.js';
+import type { Peer } from '../core/peer.js';
 
 /** Why a connection ended; each is counted by the owner. */
 export type CloseReason =
@@ -30,6 +31,9 @@ export type CloseReason =
   | 'handshake-timeout'
   | 'heartbeat-timeout'
   | 'duplicate-identity'
+  | 'bad-identity'
+  | 'old-version'
+  | 'peer-ttl'
   | 'peer-error'
   | 'curve-handshake'
   | 'curve-denied'
@@ -65,7 +69,18 @@ export interface ConnectionOptions {
   intern?: readonly Buffer[];
   /** ROUTER: speak CURVE as the server with these keys; `authorize` is asked about each client's permanent key. */
   curve?: { keys: RawKeyPair; authorize(clientKey: Buffer): boolean };
+  /**
+   * Bytes queued for the peer and not yet taken by the kernel (commands included) past which we stop reading it,
+   * until its side drains: a peer that sends and never reads (a PING flood) holds at most this much. Default: none.
+   */
+  maxQueuedBytes?: number;
 }
+
+/** What a refused peer is told in its ERROR command (RFC 37), by reason; others are closed without a word. */
+const TELL: Partial<Record<CloseReason, string>> = {
+  'bad-identity': 'invalid identity',
+  shutdown: 'shutting down',
+};
 
 const EMPTY_FRAME = Buffer.alloc(0);
 const BYTE_FRAMES: Buffer[] = Array.from({ length: 256 }, (_, i) => Buffer.from([i]));
@@ -86,6 +101,12 @@ function internedFrame(b: Buffer, at: number, size: number, intern: readonly Buf
 
 /** Command frames are small (READY with a 255-byte identity, PING); anything bigger is hostile. */
 const MAX_COMMAND_BYTES = 65536;
+/**
+ * Pieces of a split unit smaller than this are copied into a buffer of ours rather than kept as they came: a frame
+ * trickled one byte per TCP segment arrives as one Buffer per byte, ~550 bytes of memory each (measured), so it
+ * would hold hundreds of times its size. Larger pieces cost at most a few percent kept as they are.
+ */
+const SMALL_PIECE = 4096;
 /** Bodies at least this big are written as they are (no copy) instead of being encoded into the write buffer. */
 const ZERO_COPY_BYTES = 16384;
 
@@ -98,6 +119,8 @@ const enum State {
 
 const GREETING = greeting();
 const CURVE_GREETING = greeting('CURVE');
+/** RFC 23: send the signature and major version first, read the peer's, and only then the rest of the greeting. */
+const GREETING_START = GREETING.subarray(0, GREETING_HEAD);
 /** What a refused key is told (a ZAP-style status code: libzmq reports it as an authentication failure). */
 const CURVE_DENIED = '400';
 
@@ -112,8 +135,14 @@ export class ZmtpConnection {
   id: Buffer | null = null;
   /** The owner's key for `id`. */
   key: number | string = 0;
-  /** Peer greeted with ZMTP 3.1 or later: it answers PING. */
-  pingable = false;
+  /** The core's handle on this connection, once its handshake is done (ROUTER). */
+  peer: Peer | null = null;
+  /** The peer's PING asked us to close if nothing arrives within this many ms (0: it did not ask). */
+  ttlMs = 0;
+  /** Owner ticks since the last PING that asked for a TTL. */
+  ttlTicks = 0;
+  /** What the peer said it speaks, for log lines: its major version from the greeting. */
+  peerMajor = 0;
   /** Traffic arrived since the owner last looked (any data counts as a sign of life). */
   heard = true;
   lastHeard = 0;
@@ -122,13 +151,23 @@ export class ZmtpConnection {
   silentTicks = 0;
   readonly openedAt: number;
   /** The peer's address, for log lines (a closed socket no longer knows it). */
-  readonly peer: string;
+  readonly address: string;
   /** In the owner's list of connections to flush. */
   flushQueued = false;
   private state = State.Greeting;
   private reason: CloseReason = 'peer-closed';
   private pending: Buffer[] = [];
   private pendingLen = 0;
+  /** Our buffer that small pieces of the pending unit are copied into (see SMALL_PIECE), and how far it is used. */
+  private acc: Buffer | null = null;
+  private accUsed = 0;
+  /** The rest of our greeting has been sent (after the peer's first 11 octets said ZMTP 3 or later). */
+  private greeted = false;
+  /** The context of the one PONG owed (RFC 37); a PING flood leaves one PONG pending, not one per PING. */
+  private pong: Buffer | null = null;
+  /** Why reading is stopped: the owner asked (pause()), or the peer does not take what we write. */
+  private ownerPaused = false;
+  private writePaused = false;
   private need = GREETING_BYTES;
   private frames: Buffer[] = [];
   private readonly out: Buffer[][] = [];
@@ -139,6 +178,9 @@ export class ZmtpConnection {
   private readonly intern: readonly Buffer[];
   /** The CURVE session, when the connection speaks CURVE. */
   private curve: CurveServer | null = null;
+  /** CURVE: HELLO was answered; a second one closes the connection (each costs X25519 operations). */
+  private welcomed = false;
+  private readonly maxQueued: number;
 
   constructor(
     readonly sock: Socket,
@@ -150,9 +192,16 @@ export class ZmtpConnection {
     this.lastHeard = now;
     this.outFrom = opts.socketType === 'ROUTER' ? 1 : 0;
     this.intern = opts.intern ?? [];
-    this.peer = sock.remoteAddress === undefined ? 'ipc' : `${sock.remoteAddress}:${sock.remotePort}`;
+    this.maxQueued = opts.maxQueuedBytes ?? Infinity;
+    this.address = sock.remoteAddress === undefined ? 'ipc' : `${sock.remoteAddress}:${sock.remotePort}`;
     sock.setNoDelay(true);
     sock.on('data', (chunk: Buffer) => this.onData(chunk));
+    sock.on('drain', () => {
+      if (this.writePaused && this.queuedBytes < this.maxQueued) {
+        this.writePaused = false;
+        this.applyPause();
+      }
+    });
     sock.on('error', () => {
       if (this.state !== State.Closed) this.reason = 'socket-error';
     });
@@ -163,7 +212,7 @@ export class ZmtpConnection {
       this.outBytes = 0;
       this.owner.onClose(this, this.reason, unsent);
     });
-    sock.write(opts.curve ? CURVE_GREETING : GREETING);
+    sock.write(GREETING_START);
   }
 
   /** The client's permanent CURVE public key (raw), once its handshake is done; null on NULL connections. */
@@ -184,18 +233,34 @@ export class ZmtpConnection {
     return this.outBytes + this.sock.writableLength;
   }
 
-  /** Whether reading is stopped (pause()): the peer is pushed back on by TCP. */
+  /** Whether reading is stopped (pause(), or the peer not taking our writes): TCP pushes back on the peer. */
   get paused(): boolean {
-    return this.sock.isPaused();
+    return this.ownerPaused || this.writePaused;
   }
 
   /** Stops reading from the peer: what it sends waits in the kernel, then in the peer, which blocks. */
   pause(): void {
-    if (this.state !== State.Closed) this.sock.pause();
+    this.ownerPaused = true;
+    this.applyPause();
   }
 
   resume(): void {
-    if (this.state !== State.Closed) this.sock.resume();
+    this.ownerPaused = false;
+    this.applyPause();
+  }
+
+  private applyPause(): void {
+    if (this.state === State.Closed) return;
+    if (this.ownerPaused || this.writePaused) this.sock.pause();
+    else this.sock.resume();
+  }
+
+  /** After a write: past the budget, stop reading the peer until the kernel takes what it has not. */
+  private checkWriteBudget(): void {
+    if (!this.writePaused && this.sock.writableLength >= this.maxQueued) {
+      this.writePaused = true;
+      this.applyPause();
+    }
   }
 
   /** Queues msg[from..] (from: 1 for a ROUTER's [id, ...frames], else 0). Written on the next flush(). */
@@ -213,11 +278,13 @@ export class ZmtpConnection {
   }
 
   /** Ends the connection: counted as `reason`; with `tell`, an ERROR command goes first (RFC 37). */
-  close(reason: CloseReason, tell?: string): void {
+  close(reason: CloseReason, tell: string | undefined = TELL[reason]): void {
     if (this.state === State.Closed) return;
+    // After a CURVE handshake a command would have to go in a box; the peer is just closed then.
+    const plain = this.curve === null || this.state !== State.Ready;
     this.state = State.Closed;
     this.reason = reason;
-    if (tell !== undefined && !this.sock.destroyed) {
+    if (tell !== undefined && plain && !this.sock.destroyed) {
       this.sock.end(errorCommand(tell));
       // A peer that does not close its side is not waited for.
       setTimeout(() => this.sock.destroy(), 1000).unref();
@@ -231,7 +298,16 @@ export class ZmtpConnection {
       if (this.state === State.Closed) this.cmds.length = 0;
       return; // messages wait for the handshake; commands too (nothing is sent before READY but READY)
     }
-    if (this.curve !== null) return this.flushCurve();
+    if (this.pong !== null) {
+      this.cmds.push(pongCommand(this.pong));
+      this.pong = null;
+    }
+    if (this.curve !== null) this.flushCurve();
+    else this.flushPlain();
+    this.checkWriteBudget();
+  }
+
+  private flushPlain(): void {
     const out = this.out;
     const from = this.outFrom;
     let total = 0;
@@ -331,6 +407,8 @@ export class ZmtpConnection {
 
   private onData(chunk: Buffer): void {
     this.heard = true;
+    // Traffic after a PING that asked for a TTL: the peer's deadline is met.
+    this.ttlMs = 0;
     if (this.closed) return;
     let o = 0;
     // Complete a unit (greeting, frame header or frame) split across reads: copy only that unit, then go on
@@ -338,28 +416,51 @@ export class ZmtpConnection {
     while (this.pendingLen > 0) {
       const want = this.need - this.pendingLen;
       if (chunk.length - o < want) {
-        this.pending.push(o === 0 ? chunk : chunk.subarray(o));
-        this.pendingLen += chunk.length - o;
+        this.addPending(o === 0 ? chunk : chunk.subarray(o));
         return;
       }
-      this.pending.push(chunk.subarray(o, o + want));
+      this.addPending(chunk.subarray(o, o + want));
       o += want;
-      const unit = Buffer.concat(this.pending, this.need);
+      const unit = this.pending.length === 1 ? this.pending[0] : Buffer.concat(this.pending, this.need);
       this.pending = [];
       this.pendingLen = 0;
+      this.acc = null;
       const used = this.parse(unit, 0);
       if (this.closed) return;
       if (used < unit.length) {
-        // Only the header was complete; `need` now covers the body.
-        this.pending.push(unit.subarray(used));
-        this.pendingLen = unit.length - used;
+        // Only the header was complete (or the greeting's first part); `need` now covers the rest.
+        this.addPending(unit.subarray(used));
       }
     }
     const used = this.parse(chunk, o);
-    if (used < chunk.length && !this.closed) {
-      this.pending.push(chunk.subarray(used));
-      this.pendingLen = chunk.length - used;
+    if (used < chunk.length && !this.closed) this.addPending(chunk.subarray(used));
+  }
+
+  /** Keeps a piece of the unit being assembled: small pieces are copied together (see SMALL_PIECE). */
+  private addPending(piece: Buffer): void {
+    const n = piece.length;
+    this.pendingLen += n;
+    if (n >= SMALL_PIECE) {
+      this.pending.push(piece);
+      this.acc = null;
+      return;
     }
+    const acc = this.acc;
+    if (acc !== null && acc.length - this.accUsed >= n) {
+      const start = this.accUsed - this.pending[this.pending.length - 1].length;
+      piece.copy(acc, this.accUsed);
+      this.accUsed += n;
+      this.pending[this.pending.length - 1] = acc.subarray(start, this.accUsed);
+      return;
+    }
+    // A new buffer about as big as what is pending already (so the copies double, amortized), never more than
+    // the unit still needs: a peer that announces a large frame and trickles it cannot make us allocate ahead.
+    const cap = Math.max(n, Math.min(this.need - this.pendingLen + n, Math.max(256, this.pendingLen)));
+    const fresh = Buffer.allocUnsafeSlow(cap);
+    piece.copy(fresh, 0);
+    this.acc = fresh;
+    this.accUsed = n;
+    this.pending.push(fresh.subarray(0, n));
   }
 
   /** Parses whole units from b[o..]; returns where the first incomplete one starts (setting `need`). */
@@ -368,15 +469,23 @@ export class ZmtpConnection {
     while (o < len) {
       if (this.state === State.Greeting) {
         const rem = len - o;
-        if (rem >= GREETING_HEAD) {
-          const bad = checkGreetingHead(b.subarray(o));
+        if (!this.greeted) {
+          // Octet 0 already tells a ZMTP 1.0 peer; octets 9 and 10, a broken signature or a ZMTP 2.0 peer.
+          const bad = checkGreetingHead(b.subarray(o, o + Math.min(rem, GREETING_HEAD)));
           if (bad !== null) {
-            this.close('bad-greeting');
+            if (typeof bad === 'number') this.peerMajor = bad;
+            this.close(typeof bad === 'number' ? 'old-version' : 'bad-greeting');
             return len;
           }
+          if (rem < GREETING_HEAD) {
+            this.need = GREETING_HEAD;
+            return o;
+          }
+          this.greeted = true;
+          this.sock.write((this.opts.curve ? CURVE_GREETING : GREETING).subarray(GREETING_HEAD));
         }
         if (rem < GREETING_BYTES) {
-          this.need = rem < GREETING_HEAD ? GREETING_HEAD : GREETING_BYTES;
+          this.need = GREETING_BYTES;
           return o;
         }
         this.onGreeting(b.subarray(o, o + GREETING_BYTES));
@@ -408,7 +517,9 @@ export class ZmtpConnection {
         return len;
       }
       const isCommand = (flags & FLAG_COMMAND) !== 0;
-      if (size > (isCommand ? MAX_COMMAND_BYTES : this.opts.maxFrameBytes)) {
+      // Under CURVE a message frame is a box around the frame: the limit is on what it holds (the plaintext).
+      const boxed = this.curve !== null && this.state === State.Ready;
+      if (size > (isCommand ? MAX_COMMAND_BYTES : boxed ? CurveServer.sealedBytes(this.opts.maxFrameBytes) : this.opts.maxFrameBytes)) {
         this.close('frame-too-large', 'frame too large');
         return len;
       }
@@ -476,11 +587,11 @@ export class ZmtpConnection {
 
   private onGreeting(g: Buffer): void {
     const peer = parseGreeting(g);
+    this.peerMajor = peer.major;
     if (peer.mechanism !== (this.opts.curve ? 'CURVE' : 'NULL')) {
       this.close('mechanism');
       return;
     }
-    this.pingable = peer.major > 3 || peer.minor >= 1;
     this.state = State.Handshake;
     // CURVE: the client speaks first (HELLO).
     if (this.opts.curve) {
@@ -491,10 +602,16 @@ export class ZmtpConnection {
     if (this.opts.socketType === 'DEALER') this.sock.write(this.readyFrame());
   }
 
-  private becomeReady(type: string, identity: Buffer): void {
-    this.state = State.Ready;
+  /**
+   * The peer's half of the handshake is done: the owner accepts it or says why not. Our READY (`ready`, null for the
+   * side that spoke first) goes only to an accepted peer; a refused one gets ERROR (where TELL has words for it),
+   * which RFC 23 lets stand in for READY, on both mechanisms.
+   */
+  private becomeReady(type: string, identity: Buffer, ready: Buffer | null): void {
     const refused = this.owner.onReady(this, type, identity);
     if (refused !== null) return this.close(refused);
+    if (ready !== null) this.sock.write(ready);
+    this.state = State.Ready;
     if (this.id !== null) this.frames = [this.id];
     // Anything queued before the handshake finished goes now.
     if (this.out.length > 0 || this.cmds.length > 0) this.owner.needsFlush(this);
@@ -505,6 +622,9 @@ export class ZmtpConnection {
     const curve = this.curve as CurveServer;
     if (name === 'ERROR') return this.close('peer-error');
     if (name === 'HELLO') {
+      // libzmq takes one HELLO per connection, then only INITIATE: each HELLO costs three X25519 operations.
+      if (this.welcomed) return this.close('curve-handshake');
+      this.welcomed = true;
       const welcome = curve.hello(body);
       if (typeof welcome === 'string') return this.close('curve-handshake');
       this.sock.write(commandFrame(welcome));
@@ -519,8 +639,7 @@ export class ZmtpConnection {
     const type = props.get('socket-type')?.toString('latin1') ?? '';
     if (!this.opts.peers.has(type)) return this.close('socket-type', `invalid socket type ${type || '(none)'} for ${this.opts.socketType}`);
     const identity = Buffer.from(props.get('identity') ?? Buffer.alloc(0));
-    this.sock.write(commandFrame(curve.ready(metadata({ 'Socket-Type': this.opts.socketType }))));
-    this.becomeReady(type, identity);
+    this.becomeReady(type, identity, commandFrame(curve.ready(metadata({ 'Socket-Type': this.opts.socketType }))));
   }
 
   private readyFrame(): Buffer {
@@ -541,18 +660,25 @@ export class ZmtpConnection {
       const type = props.get('socket-type')?.toString('latin1') ?? '';
       if (!this.opts.peers.has(type)) return this.close('socket-type', `invalid socket type ${type || '(none)'} for ${this.opts.socketType}`);
       const identity = Buffer.from(props.get('identity') ?? Buffer.alloc(0));
-      if (this.opts.socketType === 'ROUTER') this.sock.write(this.readyFrame());
-      this.becomeReady(type, identity);
+      this.becomeReady(type, identity, this.opts.socketType === 'ROUTER' ? this.readyFrame() : null);
       return;
     }
 
     switch (c.name) {
-      case 'PING':
-        // RFC 37: answer with PONG echoing the context (at most 16 bytes, after the 2-byte TTL).
+      case 'PING': {
+        // RFC 37: answer with PONG echoing the context (at most 16 bytes, after the 2-byte TTL). One PONG is owed
+        // at a time, for the latest PING, as libzmq does.
         if (c.data.length < 2) return this.close('bad-command', 'malformed PING');
-        this.cmds.push(pongCommand(c.data.subarray(2, 18)));
+        this.pong = c.data.subarray(2, 18);
+        // The TTL (tenths of a second): close if nothing more arrives within it. Any later traffic clears it.
+        const ttl = c.data.readUInt16BE(0);
+        if (ttl > 0) {
+          this.ttlMs = ttl * 100;
+          this.ttlTicks = 0;
+        }
         if (!this.flushQueued) this.owner.needsFlush(this);
         return;
+      }
       case 'PONG':
         return;
       case 'ERROR':

@@ -36,17 +36,26 @@ export interface PeerGreeting {
   mechanism: string;
 }
 
-/** Null when the first 11 bytes are not a ZMTP 3+ greeting (an older ZMTP peer, or not ZeroMQ at all). */
-export function checkGreetingHead(b: Buffer): string | null {
-  if (b[0] !== 0xff || (b[9] & 0x01) !== 0x01) return 'not a ZMTP greeting';
-  if (b[10] < 3) return `ZMTP ${b[10]}.x peer (3.0 or later needed)`;
-  return null;
+/**
+ * What the first 11 octets say (RFC 23, "Version Negotiation"): 'zmtp1' when octet 0 is not 0xFF (a ZMTP 1.0 peer,
+ * or not ZeroMQ at all: that much is known from octet 0 alone), 'not-zmtp' for a broken signature, the peer's major
+ * version when it is older than 3 (a ZMTP 2.0 peer sends 1 here), or null for ZMTP 3 and later.
+ */
+export function checkGreetingHead(b: Buffer): 'zmtp1' | 'not-zmtp' | number | null {
+  if (b[0] !== 0xff) return 'zmtp1';
+  if (b.length < GREETING_HEAD) return null;
+  if ((b[9] & 0x01) !== 0x01) return 'not-zmtp';
+  return b[10] < 3 ? b[10] : null;
 }
 
-/** The whole 64-byte greeting, after checkGreetingHead passed. */
+/**
+ * The whole 64-byte greeting, after checkGreetingHead passed. The mechanism is all 20 octets of its field: the
+ * name, then zeros to the end; anything else there (text after a NUL) is no mechanism ('').
+ */
 export function parseGreeting(b: Buffer): PeerGreeting {
   let end = 12;
   while (end < 32 && b[end] !== 0) end++;
+  for (let i = end; i < 32; i++) if (b[i] !== 0) return { major: b[10], minor: b[11], mechanism: '' };
   return { major: b[10], minor: b[11], mechanism: b.toString('latin1', 12, end) };
 }
 

@@ -7,11 +7,38 @@
 // frames as latin1 strings, which zeromq.js copies into memory of its own, and the receiver turns them back into
 // bytes. A frame of 128 bytes or less is always copied and travels as is; a converted frame is always longer than
 // 128 bytes, so the receiver can tell them apart by length alone.
+//
+// Every message names the connection it came from or is for: [serial (8 bytes), routing id, ...frames], the serial
+// of the main thread's Peer for that connection. The main thread also says on this pipe, in order with the messages,
+// when a connection ends: [serial] alone. So a shard's core ties requests and workers to connections, as on one
+// thread, and the main thread sends a shard's output to the connection it names, never to a later holder of its id.
 
 import type { Pair } from 'zeromq';
+import { Peer } from '../../core/peer.js';
 import type { FrameIO, FrameSink } from '../frame-io.js';
 import { errorCode, receiveLoop } from '../../sockets/receive-loop.js';
 const COPY_LIMIT = 128;
+const SERIAL_BYTES = 8;
+
+function serialFrame(serial: number): Buffer {
+  const b = Buffer.allocUnsafe(SERIAL_BYTES);
+  b.writeDoubleBE(serial);
+  return b;
+}
+
+export interface Pipe {
+  /** Queues [routing id, ...frames] with the serial of the connection it is for (or came from). */
+  send(msg: Buffer[], serial: number): void;
+  /** Main thread: the connection with this serial has ended (in order with the messages before it). */
+  sendClosed(serial: number): void;
+  /** Shard thread: the end marker (all sent before it has reached the main thread when it arrives). */
+  sendEnd(): void;
+  /** Reads until closed: each message with its serial; a closed-connection notice as (serial, null). */
+  start(on: (serial: number, frames: Buffer[] | null) => void, onEnd: () => void, onError: (err: unknown) => void): Promise<void>;
+  /** Resolves when everything sent so far has been handed to the binding. */
+  drained(): Promise<void>;
+  close(): Promise<void>;
+}
 
 /**
  * Either end of the pipe: large frames go out as strings and come back as bytes. zeromq.js runs at most 512 sends
@@ -19,13 +46,13 @@ const COPY_LIMIT = 128;
  * full peer but a busy binding, so the message waits in a backlog, in order, until the pending send settles. (Told to
  * the core as 'full', it deleted live workers; dropped, a burst of READYs was lost.)
  */
-export function shardIO(pair: Pair): FrameIO & { drained(): Promise<void> } {
-  let sink: FrameSink | null = null;
+export function pipe(pair: Pair): Pipe {
+  let onError: ((err: unknown) => void) | null = null;
   let last: Promise<void> = Promise.resolve();
   const backlog: Wire[] = [];
   let draining = false;
   const fail = (err: unknown) => {
-    if (!pair.closed) sink?.error(err);
+    if (!pair.closed) onError?.(err);
   };
   /** False when the binding is busy (the message was not taken). */
   const put = (wire: Wire): boolean => {
@@ -51,17 +78,34 @@ export function shardIO(pair: Pair): FrameIO & { drained(): Promise<void> } {
     };
     last.then(resume, resume);
   };
+  const write = (wire: Wire) => {
+    if (backlog.length > 0 || !put(wire)) {
+      backlog.push(wire);
+      drain();
+    }
+  };
   return {
-    start(s) {
-      sink = s;
-      return receiveLoop(pair, (frames) => s.message(fromPipeFrames(frames)), (err) => s.error(err));
+    start(on, onEnd, err) {
+      onError = err;
+      return receiveLoop(pair, (frames) => {
+        const head = frames[0];
+        if (head.length === 0) return onEnd();
+        const serial = head.readDoubleBE(0);
+        if (frames.length === 1) return on(serial, null);
+        frames.shift();
+        on(serial, fromPipeFrames(frames));
+      }, err);
     },
-    send(msg) {
-      const wire = msg.map((f) => (f.length > COPY_LIMIT ? f.toString('latin1') : f));
-      if (backlog.length > 0 || !put(wire)) {
-        backlog.push(wire);
-        drain();
-      }
+    send(msg, serial) {
+      const wire: Wire = [serialFrame(serial)];
+      for (let i = 0; i < msg.length; i++) wire.push(msg[i].length > COPY_LIMIT ? msg[i].toString('latin1') : msg[i]);
+      write(wire);
+    },
+    sendClosed(serial) {
+      write([serialFrame(serial)]);
+    },
+    sendEnd() {
+      write([Buffer.alloc(0)]);
     },
     /** Resolves when everything sent so far has been handed to the binding. */
     async drained() {
@@ -76,6 +120,39 @@ export function shardIO(pair: Pair): FrameIO & { drained(): Promise<void> } {
 }
 
 type Wire = (Buffer | string)[];
+
+/**
+ * The shard's end of the pipe as its core's frame stream: a Peer per connection serial the main thread names,
+ * forgotten when it says the connection ended. Rights are not needed here: the main thread checks every request
+ * and READY against the connection's rights before it routes them (sharded-broker.ts).
+ */
+export function shardIO(p: Pipe, onEnd: () => void = () => undefined): FrameIO & { readonly pipe: Pipe; drained(): Promise<void> } {
+  const peers = new Map<number, Peer>();
+  return {
+    pipe: p,
+    start(sink: FrameSink) {
+      return p.start((serial, frames) => {
+        let peer = peers.get(serial);
+        if (frames === null) {
+          if (peer === undefined) return;
+          peers.delete(serial);
+          return sink.peerClosed(peer);
+        }
+        if (peer === undefined) {
+          peer = new Peer(serial);
+          peers.set(serial, peer);
+        }
+        sink.message(frames, peer);
+      }, onEnd, (err) => sink.error(err));
+    },
+    send(msg, peer) {
+      p.send(msg, peer.serial);
+    },
+    peer: (serial) => peers.get(serial) ?? null,
+    drained: () => p.drained(),
+    close: () => p.close(),
+  };
+}
 
 /** Undoes the conversion on frames received from the other end. */
 function fromPipeFrames(frames: Buffer[]): Buffer[] {

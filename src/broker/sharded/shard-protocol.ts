@@ -1,5 +1,5 @@
-// Control messages between the main thread and shard threads (worker_threads postMessage). Frames travel over
-// inproc PAIR sockets; only these rare messages use the MessagePort.
+// Control messages between the main thread and shard threads (worker_threads postMessage). Frames, and the end of
+// each connection, travel over inproc PAIR sockets (shard-io.ts); only these rare messages use the MessagePort.
 
 import type { CoreSnapshot, CoreStats, LogLevel } from '../../core/broker-core.js';
 import type { BrokerOptions } from '../options.js';
@@ -16,14 +16,15 @@ export interface ShardInit {
 }
 
 export type ToShard =
-  | { type: 'sendFailed'; id: Uint8Array; why: SendFailure }
-  | { type: 'peerClosed'; id: Uint8Array }
+  /** A send to the connection with this serial failed (its end travels on the pipe, in order with its messages). */
+  | { type: 'sendFailed'; serial: number; why: SendFailure }
   | { type: 'stats'; seq: number }
   | { type: 'close' };
 
 export type FromShard =
   | { type: 'ready' }
-  | { type: 'report'; snapshot: CoreSnapshot; stats: CoreStats; served: string[]; departed: Uint8Array[] }
+  /** departed: serials of connections whose worker the shard forgot (the next READY on them is routed afresh). */
+  | { type: 'report'; snapshot: CoreSnapshot; stats: CoreStats; served: string[]; departed: number[] }
   | { type: 'stats'; seq: number; snapshot: StatsSnapshot }
   | { type: 'log'; level: LogLevel; msg: string; fields?: Record<string, unknown> }
   | { type: 'closed' };

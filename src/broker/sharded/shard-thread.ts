@@ -5,7 +5,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { Pair } from 'zeromq';
 import type { LogLevel } from '../../core/broker-core.js';
 import { CoreHost } from '../core-host.js';
-import { shardIO } from './shard-io.js';
+import { pipe as pairPipe, shardIO } from './shard-io.js';
 import { Offload } from '../offload.js';
 import { parseValidateFlags } from '../validation.js';
 import { LEVELS, REPORT_MS, type FromShard, type ShardInit, type ToShard } from './shard-protocol.js';
@@ -22,12 +22,12 @@ const log = (level: LogLevel, msg: string, fields?: Record<string, unknown>) => 
 // Stats aggregation happens on the main thread; a shard's pool, if any, is for validation only.
 const offload = new Offload(o.offload === 'all' || o.offload === 'validation' ? 'validation' : 'none', parseValidateFlags(o.validate), o.offloadThreads);
 const pair = new Pair({ linger: 1000, sendHighWaterMark: 0, receiveHighWaterMark: 0, sendTimeout: 0 });
-const pipe = shardIO(pair);
+const pipe = shardIO(pairPipe(pair));
 const host = new CoreHost(o, pipe, offload, log);
 const core = host.core;
 const now = () => host.now();
-let departed: Uint8Array[] = [];
-core.departed = (id) => departed.push(new Uint8Array(id));
+let departed: number[] = [];
+core.departed = (peer) => departed.push(peer.serial);
 
 const report = setInterval(() => {
   post({ type: 'report', snapshot: core.snapshot(), stats: core.stats, served: core.servedServices(), departed });
@@ -39,7 +39,7 @@ async function close(): Promise<void> {
   await host.drain();
   // End marker on the data path itself (a routing id is never empty): when the main thread reads it, everything
   // we sent before it (the last replies, the DISCONNECTs) has been handed to its ROUTER.
-  pipe.send([Buffer.alloc(0)]);
+  pipe.pipe.sendEnd();
   await pipe.drained();
   // Close our socket here, before the thread ends: a thread stopped with a receive pending aborts the process.
   await host.close();
@@ -50,10 +50,9 @@ async function close(): Promise<void> {
 
 port.on('message', (m: ToShard) => {
   if (m.type === 'sendFailed') {
-    core.sendFailed(Buffer.from(m.id), m.why, now());
-    host.transport.flush();
-  } else if (m.type === 'peerClosed') {
-    core.peerClosed(Buffer.from(m.id), now());
+    const peer = pipe.peer(m.serial);
+    if (peer === null) return; // its connection's end has already come through the pipe
+    core.sendFailed(peer, m.why, now());
     host.transport.flush();
   } else if (m.type === 'stats') {
     post({ type: 'stats', seq: m.seq, snapshot: core.statsSnapshot(Date.now(), now()) });

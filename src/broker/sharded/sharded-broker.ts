@@ -3,21 +3,26 @@
 // (shared ZeroMQ context, no copy). Shards run BrokerCore; what they send comes back over the same PAIR and goes
 // out on the ROUTER. A service lives on exactly one shard (FNV-1a hash of its name); a worker's messages follow the
 // shard it registered with. mmi.services and mmi.stats are answered here, for the whole broker.
+//
+// Connections: every message goes to its shard with its connection's serial, and the end of a connection goes to
+// every shard on the same pipe, in order; what a shard sends back names the serial it is for, and goes to that
+// connection or, if it has ended, nowhere (the shard is told). CURVE rights: the connection's Peer carries them
+// (resolved once at its handshake); every request and every READY is checked here against them before routing.
 
 import { Worker as Thread } from 'node:worker_threads';
 import type { Pair } from 'zeromq';
 import { zeromq } from '../../sockets/zeromq.js';
 import { LRUCacheWithDelete } from 'mnemonist';
-import { C2, Kind, MDPW01, MDPW02, W1, W2, WCmd, clientReply, isMmi, parseInbound } from '../../protocol/codec.js';
+import { C2, EMPTY, Kind, MDPW01, MDPW02, W1, W2, WCmd, clientReply, cmd, isMmi, parseInbound, type WorkerMessage } from '../../protocol/codec.js';
 import { errorBody } from '../../protocol/errors.js';
-import { peerKey } from '../../core/peer-id.js';
+import type { Peer } from '../../core/peer.js';
 import { StatsReplies, mmiBody, type MmiSource } from '../../core/mmi.js';
 import { emptyStats, type CoreSnapshot, type CoreStats } from '../../core/broker-core.js';
 import type { FrameIO } from '../frame-io.js';
 import { Offload } from '../offload.js';
 import { parseValidateFlags } from '../validation.js';
 import { Listeners } from '../listeners.js';
-import { shardIO } from './shard-io.js';
+import { pipe, type Pipe } from './shard-io.js';
 import { StatsService, mmiStatsReplies } from '../stats-service.js';
 import { LoopDelay } from '../loop-delay.js';
 import type { AggregateOutput } from '../stats-report.js';
@@ -26,6 +31,17 @@ import type { BrokerOptions } from '../options.js';
 import type { FromShard, ShardInit, ToShard } from './shard-protocol.js';
 
 let instances = 0;
+
+/** What a connection without resolved rights is told when rights are required (as in the core). */
+const NO_RIGHTS = 'no CURVE rights for this connection';
+
+/** DISCONNECT in the framing of the worker message `m` (from the broker to it, or handed to its shard as its own). */
+function disconnect(id: Buffer, m: WorkerMessage): Buffer[] {
+  const msg: Buffer[] = [id];
+  if (m.delimited) msg.push(EMPTY);
+  msg.push(m.version === 1 ? MDPW01 : MDPW02, cmd(m.version === 1 ? W1.DISCONNECT : W2.DISCONNECT));
+  return msg;
+}
 
 function fnv1a(b: Buffer): number {
   let h = 0x811c9dc5;
@@ -36,8 +52,8 @@ function fnv1a(b: Buffer): number {
 interface ShardState {
   thread: Thread;
   pair: Pair;
-  /** The pipe as a frame stream. */
-  io: FrameIO;
+  /** The pipe: frames with their connection's serial. */
+  io: Pipe;
   snapshot: CoreSnapshot;
   stats: CoreStats | null;
   served: string[];
@@ -53,8 +69,11 @@ const EMPTY_SNAPSHOT: CoreSnapshot = { services: 0, workers: 0, idleWorkers: 0, 
 export class ShardedBroker implements MmiSource {
   readonly listeners: Listeners;
   private readonly shards: ShardState[] = [];
-  /** Which shard a worker registered with. Bounded: an evicted live worker is told DISCONNECT and re-registers. */
-  private readonly workerShard = new LRUCacheWithDelete<number | string, number>(1 << 17);
+  /**
+   * Which shard the worker on each connection (by serial) registered with. Bounded (the libzmq transport never says
+   * a connection ended): an evicted live worker's next message goes to shard 0, which tells it DISCONNECT.
+   */
+  private readonly workerShard = new LRUCacheWithDelete<number, number>(1 << 17);
   private readonly offload: Offload;
   private readonly statsService: StatsService;
   readonly statsReplies = new StatsReplies();
@@ -89,7 +108,7 @@ export class ShardedBroker implements MmiSource {
       let drained!: () => void;
       const drainedP = new Promise<void>((r) => (drained = r));
       const state: ShardState = {
-        thread, pair, io: shardIO(pair), snapshot: EMPTY_SNAPSHOT, stats: null, served: [], closed: new Promise((r) => (closed = r)), exited, drained, drainedP,
+        thread, pair, io: pipe(pair), snapshot: EMPTY_SNAPSHOT, stats: null, served: [], closed: new Promise((r) => (closed = r)), exited, drained, drainedP,
       };
       this.shards.push(state);
       const ready = new Promise<void>((resolve, reject) => {
@@ -103,20 +122,19 @@ export class ShardedBroker implements MmiSource {
       thread.on('error', (err) => log('warn', 'shard thread failed', { shard: i, err: String(err) }));
       thread.on('exit', () => closed());
       await ready;
-      void state.io.start({
-        message: (frames) => this.toPeer(i, frames),
-        sendFailed: (_id, why) => log('warn', 'hand-off to a shard failed', { shard: i, why }),
-        peerClosed: () => undefined,
-        error: (err) => log('warn', 'shard pipe error', { err: String(err) }),
-      });
+      void state.io.start(
+        (serial, frames) => this.toPeer(i, serial, frames),
+        () => state.drained(),
+        (err) => log('warn', 'shard pipe error', { err: String(err) }),
+      );
     }
     void this.listeners.io.start({
-      message: (frames) => this.fromPeer(frames),
-      sendFailed: (id, why, shard) => {
+      message: (frames, peer) => this.fromPeer(frames, peer),
+      sendFailed: (peer, why, shard) => {
         // The shard that sent it learns the peer is gone (a worker: requeue; a client: drop its queued requests).
-        if (!this.closedFlag && shard >= 0) this.post(shard, { type: 'sendFailed', id: new Uint8Array(id), why });
+        if (!this.closedFlag && shard >= 0) this.post(shard, { type: 'sendFailed', serial: peer.serial, why });
       },
-      peerClosed: (id) => this.peerClosed(id),
+      peerClosed: (peer) => this.peerClosed(peer),
       error: (err) => log('warn', 'socket error', { err: String(err) }),
     });
     await this.listeners.bind();
@@ -129,10 +147,7 @@ export class ShardedBroker implements MmiSource {
       s.snapshot = m.snapshot;
       s.stats = m.stats;
       s.served = m.served;
-      for (const id of m.departed) {
-        const key = peerKey(Buffer.from(id.buffer, id.byteOffset, id.byteLength));
-        if (this.workerShard.get(key) === i) this.workerShard.delete(key);
-      }
+      for (const serial of m.departed) if (this.workerShard.get(serial) === i) this.workerShard.delete(serial);
     } else if (m.type === 'stats') {
       const w = this.statsWaiters.get(m.seq);
       if (!w) return;
@@ -154,61 +169,87 @@ export class ShardedBroker implements MmiSource {
     return fnv1a(service) % this.shards.length;
   }
 
-  /** A message from a client or worker: route it to its shard, or answer the broker-wide MMI here. */
-  /** Denials by the CURVE role lists, counted here (see fromPeer). */
+  /** Denials by the CURVE rights, counted here (see fromPeer). */
   private readonly roleDenials = { workersDenied: 0, clientsDenied: 0 };
+  /** Peer-caused warnings in the current 10 s window (as the core limits them). */
+  private warnWindow = -Infinity;
+  private warnsInWindow = 0;
 
-  private fromPeer(frames: Buffer[]): void {
+  /** A message from a client or worker: route it to its shard, or answer the broker-wide MMI here. */
+  private fromPeer(frames: Buffer[], peer: Peer): void {
+    if (peer.gone) return;
     const m = parseInbound(frames, this.opts.limits);
-    let shard = 0;
-    // What each CURVE key may do: the shards cannot see keys, so requests and READYs are checked here (as the core does).
-    const policy = this.listeners.io.policy;
-    if (policy && (m.kind === Kind.ClientRequest || (m.kind === Kind.Worker && m.command === WCmd.Ready && !this.workerShard.has(peerKey(frames[0]))))) {
+    const io = this.listeners.io;
+    if (io.requireRights === true && (m.kind === Kind.ClientRequest || (m.kind === Kind.Worker && m.command === WCmd.Ready))) {
+      const rights = peer.rights;
       if (m.kind === Kind.ClientRequest) {
-        const why = policy.mayRequest(frames[0], m.service);
+        const why = rights === null ? NO_RIGHTS : rights.mayRequest(m.service);
         if (why !== null) {
           this.roleDenials.clientsDenied++;
-          this.opts.log('warn', 'request answered `denied`', { why, service: m.service.toString('latin1'), key: policy.keyName(frames[0]) });
-          return this.listeners.io.send(clientReply(frames, m.headerAt, m.version, C2.FINAL, m.service, errorBody('denied', why), 0));
+          this.warn(peer, 'request answered `denied`', { why, service: m.service.toString('latin1'), key: rights?.name ?? null });
+          return io.send(clientReply(frames, m.headerAt, m.version, C2.FINAL, m.service, errorBody('denied', why), 0), peer);
+        }
+      } else if (m.kind === Kind.Worker) {
+        const service = m.service.toString('latin1');
+        const why = rights === null ? NO_RIGHTS : rights.mayServe(service);
+        if (why !== null) {
+          this.roleDenials.workersDenied++;
+          this.warn(peer, 'READY refused; told DISCONNECT', { why, service, key: rights?.name ?? null });
+          // Every READY is checked, a registered worker's too; its shard forgets it (as if it said DISCONNECT).
+          const known = this.workerShard.get(peer.serial);
+          if (known !== undefined) {
+            this.workerShard.delete(peer.serial);
+            this.shards[known].io.send(disconnect(frames[0], m), peer.serial);
+          }
+          return io.send(disconnect(frames[0], m), peer);
         }
       }
-      const service = m.kind === Kind.Worker ? m.service.toString('latin1') : undefined;
-      const why = service === undefined ? null : policy.mayServe(frames[0], service);
-      if (why !== null) {
-        this.roleDenials.workersDenied++;
-        this.opts.log('warn', 'READY refused; told DISCONNECT', { why, service, key: policy.keyName(frames[0]) });
-        const disconnect = m.version === 1 ? [frames[0], Buffer.alloc(0), MDPW01, Buffer.from([W1.DISCONNECT])] : [frames[0], MDPW02, Buffer.from([W2.DISCONNECT])];
-        return this.listeners.io.send(disconnect);
-      }
     }
+    let shard = 0;
     if (m.kind === Kind.ClientRequest) {
       const svc = m.service;
       if (isMmi(svc)) {
         const name = svc.toString('latin1');
         if (name === 'mmi.services') {
-          return this.listeners.io.send(clientReply(frames, m.headerAt, m.version, C2.FINAL, svc, mmiBody(svc, frames[m.bodyAt], this), 0));
+          return io.send(clientReply(frames, m.headerAt, m.version, C2.FINAL, svc, mmiBody(svc, frames[m.bodyAt], this), 0), peer);
         }
         if (name === 'mmi.stats') {
           // Answered once fresh figures are in from every shard.
-          return this.statsReplies.whenFresh(() => this.listeners.io.send(clientReply(frames, m.headerAt, m.version, C2.FINAL, svc, mmiBody(svc, frames[m.bodyAt], this), 0)));
+          return this.statsReplies.whenFresh(() => {
+            if (!peer.gone) io.send(clientReply(frames, m.headerAt, m.version, C2.FINAL, svc, mmiBody(svc, frames[m.bodyAt], this), 0), peer);
+          });
         }
         // mmi.service is answered by the shard that owns the service asked about.
         const q = frames[m.bodyAt];
         shard = name === 'mmi.service' && q !== undefined ? this.shardOf(q) : 0;
       } else shard = this.shardOf(svc);
     } else if (m.kind === Kind.Worker) {
-      const key = peerKey(frames[0]);
-      const known = this.workerShard.get(key);
+      const known = this.workerShard.get(peer.serial);
       if (m.command === WCmd.Ready) {
         // A second READY goes where the first went, so that shard sees it and says DISCONNECT.
         shard = known ?? this.shardOf(m.service);
-        if (known === undefined) this.workerShard.set(key, shard);
+        if (known === undefined) this.workerShard.set(peer.serial, shard);
       } else {
         shard = known ?? 0;
-        if (m.command === WCmd.Disconnect && known !== undefined) this.workerShard.delete(key);
+        if (m.command === WCmd.Disconnect && known !== undefined) this.workerShard.delete(peer.serial);
       }
     }
-    this.shards[shard].io.send(frames);
+    this.shards[shard].io.send(frames, peer.serial);
+  }
+
+  /** A peer-caused warning: once a minute per peer, at most 20 a 10 s window in all; debug otherwise. */
+  private warn(peer: Peer, msg: string, fields: Record<string, unknown>): void {
+    const now = performance.now();
+    let ok = now - peer.lastWarned >= 60000;
+    if (ok) {
+      if (now - this.warnWindow >= 10000) {
+        this.warnWindow = now;
+        this.warnsInWindow = 0;
+      }
+      ok = this.warnsInWindow++ < 20;
+      if (ok) peer.lastWarned = now;
+    }
+    this.opts.log(ok ? 'warn' : 'debug', msg, fields);
   }
 
   /** MmiSource: the services served on any shard, as last reported. */
@@ -223,22 +264,23 @@ export class ShardedBroker implements MmiSource {
     return this.shards.some((s) => s.served.includes(name)) ? 1 : 0;
   }
 
-  /** A message a shard wants sent to a peer. */
-  private toPeer(shard: number, frames: Buffer[]): void {
-    if (frames.length === 1 && frames[0].length === 0) return this.shards[shard].drained();
-    this.listeners.io.send(frames, shard);
+  /** A message a shard wants sent to the connection with this serial: there, or nowhere (the shard is told). */
+  private toPeer(shard: number, serial: number, frames: Buffer[] | null): void {
+    if (frames === null) return;
+    const peer = this.listeners.io.peer(serial);
+    if (peer === null || peer.gone) {
+      if (!this.closedFlag) this.post(shard, { type: 'sendFailed', serial, why: 'unreachable' });
+      return;
+    }
+    this.listeners.io.send(frames, peer, shard);
   }
 
-  /** A peer's connection ended: a worker's shard is told; a client may have requests on any shard. */
-  private peerClosed(id: Buffer): void {
+  /** A peer's connection ended: every shard is told on its pipe, after whatever the peer sent before. */
+  private peerClosed(peer: Peer): void {
+    peer.gone = true;
     if (this.closedFlag) return;
-    const key = peerKey(id);
-    const shard = this.workerShard.get(key);
-    const msg: ToShard = { type: 'peerClosed', id: new Uint8Array(id) };
-    if (shard !== undefined) {
-      this.workerShard.delete(key);
-      this.post(shard, msg);
-    } else for (let i = 0; i < this.shards.length; i++) this.post(i, msg);
+    this.workerShard.delete(peer.serial);
+    for (const s of this.shards) s.io.sendClosed(peer.serial);
   }
 
   snapshot(): CoreSnapshot {
