@@ -15,6 +15,13 @@ class FakeSocket extends EventEmitter {
   written: Buffer[] = [];
   destroyed = false;
   writableLength = 0;
+  readingPaused = false;
+  pause(): void {
+    this.readingPaused = true;
+  }
+  resume(): void {
+    this.readingPaused = false;
+  }
   setNoDelay(): void {}
   cork(): void {}
   uncork(): void {}
@@ -179,4 +186,36 @@ test('handshake refusals: a PUB peer gets ERROR and is closed; a greeting that i
   d.sock.emit('data', curve);
   assert.deepEqual(d.owner.closes, ['mechanism']);
   void FLAG_COMMAND;
+});
+
+test('a frame trickled one byte per read is kept in a few buffers of ours, not one Buffer per byte', () => {
+  const { sock, owner, conn } = open({ maxFrameBytes: 1 << 20 });
+  sock.emit('data', Buffer.concat([greeting(), readyCommand({ 'Socket-Type': 'DEALER' })]));
+  const body = Buffer.alloc(50000);
+  for (let i = 0; i < body.length; i++) body[i] = (i * 7) & 0xff;
+  const bytes = frame(body, 0);
+  // Each byte its own Buffer, as each TCP segment of one byte arrives from the socket.
+  for (let i = 0; i < bytes.length - 1; i++) sock.emit('data', Buffer.from([bytes[i]]));
+  const pieces = (conn as unknown as { pending: Buffer[] }).pending.length;
+  assert.ok(pieces <= 16, `${pieces} pieces held for ${bytes.length - 1} bytes received`);
+  sock.emit('data', Buffer.from([bytes[bytes.length - 1]]));
+  assert.equal(owner.messages.length, 1);
+  assert.ok(owner.messages[0][1].equals(body), 'delivered byte for byte');
+});
+
+test('paused while a message is handled, the connection stops after it: the rest of the chunk waits, in order, for resume', async () => {
+  const { sock, owner, conn } = open();
+  sock.emit('data', Buffer.concat([greeting(), readyCommand({ 'Socket-Type': 'DEALER' })]));
+  owner.onMessage = (c, frames) => {
+    owner.messages.push(frames.map((f) => Buffer.from(f)));
+    if (owner.messages.length === 2) c.pause(); // as the broker pauses a client that holds too much
+  };
+  sock.emit('data', Buffer.concat(['1', '2', '3', '4'].map((b) => frame(Buffer.from(b), 0))));
+  assert.deepEqual(owner.messages.map((m) => m[1].toString()), ['1', '2'], 'nothing after the message that paused it');
+  assert.ok(sock.readingPaused);
+  conn.resume();
+  assert.ok(sock.readingPaused, 'the socket stays paused until the held messages are handled');
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(owner.messages.map((m) => m[1].toString()), ['1', '2', '3', '4']);
+  assert.ok(!sock.readingPaused);
 });

@@ -110,7 +110,7 @@ export class Listeners {
 
   counters(): Record<string, number> {
     if (this.zmtp === null) return {};
-    const out: Record<string, number> = { connections: this.zmtp.router.connections };
+    const out: Record<string, number> = { connections: this.zmtp.router.connections, unwrittenBytes: this.zmtp.router.unwrittenBytes() };
     for (const [k, v] of Object.entries(this.zmtp.router.counters)) out[`zmtp_${k}`] = v;
     return out;
   }

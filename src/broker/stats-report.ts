@@ -173,12 +173,14 @@ const GAUGES: Record<string, string> = {
   services: 'mdbroker_services',
   connections: 'mdbroker_zmtp_connections',
   heldBytes: 'mdbroker_held_request_bytes',
+  unwrittenBytes: 'mdbroker_zmtp_unwritten_bytes',
 };
 const ZMTP_COUNTERS: Record<string, string> = {
   zmtp_accepted: 'mdbroker_zmtp_accepted_total',
   zmtp_handshakes: 'mdbroker_zmtp_handshakes_total',
   zmtp_unsent: 'mdbroker_zmtp_unsent_messages_total',
   zmtp_paused: 'mdbroker_zmtp_read_pauses_total',
+  'zmtp_write-paused': 'mdbroker_zmtp_write_pauses_total',
 };
 
 export interface MetricName {

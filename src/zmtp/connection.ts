@@ -48,6 +48,8 @@ export interface ConnectionOwner {
   onClose(conn: ZmtpConnection, reason: CloseReason, unsent: number): void;
   /** Something was queued: call flush() on this connection before the event loop turns. */
   needsFlush(conn: ZmtpConnection): void;
+  /** Reading stopped: the peer has not taken maxQueuedBytes of what we wrote (counted by the owner). */
+  writeBlocked?(conn: ZmtpConnection): void;
 }
 
 export interface ConnectionOptions {
@@ -168,6 +170,10 @@ export class ZmtpConnection {
   /** Why reading is stopped: the owner asked (pause()), or the peer does not take what we write. */
   private ownerPaused = false;
   private writePaused = false;
+  /** Parsing stopped at a message's end because reading was paused meanwhile; `held` is the rest of that chunk. */
+  private stopped = false;
+  private held: Buffer | null = null;
+  private resuming = false;
   private need = GREETING_BYTES;
   private frames: Buffer[] = [];
   private readonly out: Buffer[][] = [];
@@ -252,14 +258,28 @@ export class ZmtpConnection {
   private applyPause(): void {
     if (this.state === State.Closed) return;
     if (this.ownerPaused || this.writePaused) this.sock.pause();
-    else this.sock.resume();
+    else if (this.held === null) this.sock.resume();
+    else if (!this.resuming) {
+      // The socket stays paused until the held rest of a chunk is parsed, so nothing overtakes it.
+      this.resuming = true;
+      setImmediate(this.resumeHeld);
+    }
   }
 
-  /** After a write: past the budget, stop reading the peer until the kernel takes what it has not. */
+  /**
+   * Unwritten bytes (queued messages and commands, and what the kernel has not taken) past the budget: stop
+   * reading the peer, after the message being handled, until they fall below it (after a flush, or on 'drain').
+   */
   private checkWriteBudget(): void {
-    if (!this.writePaused && this.sock.writableLength >= this.maxQueued) {
+    if (this.writePaused) {
+      if (this.queuedBytes < this.maxQueued) {
+        this.writePaused = false;
+        this.applyPause();
+      }
+    } else if (this.queuedBytes >= this.maxQueued) {
       this.writePaused = true;
       this.applyPause();
+      this.owner.writeBlocked?.(this);
     }
   }
 
@@ -267,6 +287,7 @@ export class ZmtpConnection {
   send(msg: Buffer[]): void {
     this.out.push(msg);
     for (let i = this.outFrom; i < msg.length; i++) this.outBytes += msg[i].length + 9;
+    if (!this.writePaused && this.outBytes + this.sock.writableLength >= this.maxQueued) this.checkWriteBudget();
     if (!this.flushQueued) this.owner.needsFlush(this);
   }
 
@@ -410,6 +431,11 @@ export class ZmtpConnection {
     // Traffic after a PING that asked for a TTL: the peer's deadline is met.
     this.ttlMs = 0;
     if (this.closed) return;
+    this.consume(chunk);
+  }
+
+  /** Parses a chunk; a part left when reading stops mid-chunk (pause) is held until reading resumes. */
+  private consume(chunk: Buffer): void {
     let o = 0;
     // Complete a unit (greeting, frame header or frame) split across reads: copy only that unit, then go on
     // reading the rest of this chunk in place.
@@ -431,10 +457,29 @@ export class ZmtpConnection {
         // Only the header was complete (or the greeting's first part); `need` now covers the rest.
         this.addPending(unit.subarray(used));
       }
+      if (this.stopped) return this.hold(chunk.subarray(o));
     }
     const used = this.parse(chunk, o);
-    if (used < chunk.length && !this.closed) this.addPending(chunk.subarray(used));
+    if (this.closed) return;
+    if (this.stopped) this.hold(chunk.subarray(used));
+    else if (used < chunk.length) this.addPending(chunk.subarray(used));
   }
+
+  /** Reading stopped after a whole message: the rest of this chunk waits, unparsed, until it resumes. */
+  private hold(rest: Buffer): void {
+    this.stopped = false;
+    this.held = rest.length > 0 ? rest : null;
+  }
+
+  /** Reading resumed: what was held is parsed first, and only then does the socket deliver more. */
+  private readonly resumeHeld = (): void => {
+    this.resuming = false;
+    if (this.closed || this.paused) return;
+    const rest = this.held;
+    this.held = null;
+    if (rest !== null) this.consume(rest);
+    if (!this.closed && !this.paused && this.held === null) this.sock.resume();
+  };
 
   /** Keeps a piece of the unit being assembled: small pieces are copied together (see SMALL_PIECE). */
   private addPending(piece: Buffer): void {
@@ -550,7 +595,7 @@ export class ZmtpConnection {
           if (this.closed) return len;
           continue;
         }
-        if (this.deliverFrame(opened.data, (opened.flags & CURVE_MORE) !== 0)) return len;
+        if (this.deliverFrame(opened.data, (opened.flags & CURVE_MORE) !== 0)) return this.stopped ? o : len;
         continue;
       }
       if (isCommand) {
@@ -567,12 +612,15 @@ export class ZmtpConnection {
         this.close('protocol-error', 'message before READY');
         return len;
       }
-      if (this.deliverFrame(body, (flags & FLAG_MORE) !== 0)) return len;
+      if (this.deliverFrame(body, (flags & FLAG_MORE) !== 0)) return this.stopped ? o : len;
     }
     return o;
   }
 
-  /** Adds a frame to the message being read; at its last frame hands the message over. True if that closed us. */
+  /**
+   * Adds a frame to the message being read; at its last frame hands the message over. True if parsing stops here:
+   * the connection closed, or reading was paused while the message was handled (`stopped`: the rest waits).
+   */
   private deliverFrame(body: Buffer, more: boolean): boolean {
     const frames = this.frames;
     // Past the limit the frames are dropped (nothing more is held), and the message still ends where it ends.
@@ -580,7 +628,11 @@ export class ZmtpConnection {
     if (!more) {
       this.frames = this.id === null ? [] : [this.id];
       this.owner.onMessage(this, frames);
-      return this.closed;
+      if (this.closed) return true;
+      if (this.paused) {
+        this.stopped = true;
+        return true;
+      }
     }
     return false;
   }

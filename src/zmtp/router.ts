@@ -108,6 +108,13 @@ export class ZmtpRouter implements ConnectionOwner {
     }
   }
 
+  /** Bytes queued for every peer and not yet taken by the kernel (each connection's share is bounded). */
+  unwrittenBytes(): number {
+    let n = 0;
+    for (const c of this.all) n += c.queuedBytes;
+    return n;
+  }
+
   /** Peers connected now (handshake done or not). */
   get connections(): number {
     return this.all.size;
@@ -227,6 +234,10 @@ export class ZmtpRouter implements ConnectionOwner {
       if (this.byId.get(conn.key) === conn) this.byId.delete(conn.key);
       if (!this.closing) this.events.peerClosed(peer);
     }
+  }
+
+  writeBlocked(): void {
+    this.counters['write-paused'] = (this.counters['write-paused'] ?? 0) + 1;
   }
 
   needsFlush(conn: ZmtpConnection): void {
