@@ -2,7 +2,7 @@
 // test here failed on 8a23a70, where a routing id could be claimed by the next peer, shards checked a worker's
 // rights only at its first READY, and a PING flood, a trickled frame or a replayed CURVE HELLO cost without bound.
 // Peers are libzmq (zeromq.js) and a raw ZMTP peer written from the RFCs (support/raw-zmtp.ts), never our own.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -193,14 +193,21 @@ test('--access key grants are checked on every READY: READY a, READY c, READY c 
   assert.equal(requests.length, 0, `the key granted only a got no request: ${JSON.stringify(requests.map(show))}`);
 });
 
-test('a PING flood from a peer that never reads: one PONG owed at a time, the broker holds no more than its budget', { skip: ZMTP_ONLY }, async (t) => {
-  const budget = 65536;
+/** A broker with this --peer-queue-bytes, and a raw peer done with its handshake that never reads again. */
+async function nonReader(t: TestContext, budget: number): Promise<{ broker: Broker; endpoint: string; p: RawZmtp }> {
   const { broker, endpoint } = await startBroker({ ...HB, heartbeatInterval: 5000, peerQueueBytes: budget });
   t.after(() => broker.close());
   const p = await RawZmtp.open(portOf(endpoint));
   t.after(() => p.close());
   await until(() => p.commands('READY').length === 1);
-  p.sock.pause(); // never reads again: what the broker writes backs up in the kernel, then in the broker
+  p.sock.pause(); // what the broker writes backs up in the kernel, then in the broker
+  return { broker, endpoint, p };
+}
+
+const budget = 65536;
+
+test('a PING flood from a peer that never reads: one PONG owed at a time, the broker holds no more than its budget', { skip: ZMTP_ONLY }, async (t) => {
+  const { broker, endpoint, p } = await nonReader(t, budget);
   // 1M PINGs with a 16-byte context: 25 MB in, and a PONG each would be 23 MB out, past any kernel buffer.
   const ping = rawCommand('PING', Buffer.concat([Buffer.from([0, 0]), Buffer.from('0123456789abcdef')]));
   const block = Buffer.concat(Array.from({ length: 10000 }, () => ping));
@@ -227,13 +234,7 @@ test('a PING flood from a peer that never reads: one PONG owed at a time, the br
 });
 
 test('a peer that sends and never reads is no longer read once its unwritten replies pass its budget', { skip: ZMTP_ONLY }, async (t) => {
-  const budget = 65536;
-  const { broker, endpoint } = await startBroker({ ...HB, heartbeatInterval: 5000, peerQueueBytes: budget });
-  t.after(() => broker.close());
-  const p = await RawZmtp.open(portOf(endpoint));
-  t.after(() => p.close());
-  await until(() => p.commands('READY').length === 1);
-  p.sock.pause();
+  const { broker, p } = await nonReader(t, budget);
   // mmi.service requests (26 octets each, answered with 28): blocks of 10,000 until the broker stops taking them
   // (a write that does not drain within a second) or 40 blocks (11 MB of answers, past the kernel's buffers).
   const request = Buffer.from('\x01\x00\x01\x06MDPC01\x01\x0bmmi.service\x00\x01x', 'latin1');
@@ -249,7 +250,10 @@ test('a peer that sends and never reads is no longer read once its unwritten rep
   assert.ok(answered < sent, `the broker stopped reading: ${answered} of ${sent} answered`);
   const unwritten = await stat(broker, 'unwrittenBytes');
   assert.ok(unwritten <= 2 * budget, `it holds ${unwritten} unwritten bytes for that peer (budget ${budget})`);
-  assert.equal(broker.stats().repliesDroppedFull, 0, 'nothing was dropped: the peer is simply not read');
+  // On one thread the answer is written while the request is handled, so reading stops before anything more is
+  // taken in. With shards, answers come back from another thread after more requests were read: those past the
+  // budget fail as `full` and are counted, and still nothing more is held.
+  if (Number(process.env.MDBROKER_TEST_SHARDS ?? 1) <= 1) assert.equal(broker.stats().repliesDroppedFull, 0, 'nothing was dropped: the peer is simply not read');
 });
 
 test('CURVE: a second HELLO on one connection closes it (one WELCOME, no more X25519 work)', { skip: ZMTP_ONLY }, async (t) => {
@@ -436,4 +440,17 @@ test('--access worker groups: a reply to a client that left is counted, and the 
   assert.deepEqual((await client.request('a', 'y')).map(String), ['late']);
   b.child.kill('SIGTERM');
   assert.equal(await exited, 0, 'and it stops cleanly');
+});
+
+test('a message is held whole while it is read, up to one client\'s share: 1024 frames of the largest size cannot pile up', { skip: ZMTP_ONLY }, async (t) => {
+  const { broker, endpoint } = await startBroker({ ...HB, limits: { ...DEFAULT_LIMITS, maxFrameBytes: 1000 }, maxClientBytes: 5000 });
+  t.after(() => broker.close());
+  const p = await RawZmtp.open(portOf(endpoint));
+  t.after(() => p.close());
+  // 1 + 10 frames of 1000 bytes: each frame within --max-frame-bytes, the message past 5000 bytes.
+  p.send(['', 'MDPC01', 'echo', ...Array.from({ length: 10 }, () => Buffer.alloc(1000, 0x41))]);
+  assert.ok(await within(p.closed, 2000), 'closed while reading it');
+  assert.equal(await statReaches(broker, 'zmtp_message-too-large', 1), 1);
+  const [error] = p.commands('ERROR');
+  assert.equal(error?.toString('latin1', 1), 'message too large');
 });

@@ -58,6 +58,9 @@ export class Listeners {
         maxFrameBytes: opts.limits.maxFrameBytes,
         maxFrames: opts.limits.maxFrames,
         maxQueuedBytes: opts.peerQueueBytes,
+        // A message is held whole while it is read: no bigger than one frame or one client's share of held bytes
+        // (a larger request could only be refused as `overloaded`), so 1024 frames of 16 MiB cannot pile up.
+        maxMessageBytes: Math.max(opts.limits.maxFrameBytes, opts.maxClientBytes),
         heartbeatInterval: opts.heartbeatInterval,
         heartbeatLiveness: opts.heartbeatLiveness,
         handshakeTimeout: opts.handshakeTimeout,

@@ -9,7 +9,7 @@ import { KeyPolicy, type KeyLists } from './key-policy.js';
 
 /** Close reasons that say a peer broke the protocol (logged at warn, at most once a second). */
 const HOSTILE: ReadonlySet<CloseReason> = new Set([
-  'bad-greeting', 'mechanism', 'socket-type', 'bad-command', 'protocol-error', 'frame-too-large', 'bad-identity',
+  'bad-greeting', 'mechanism', 'socket-type', 'bad-command', 'protocol-error', 'frame-too-large', 'message-too-large', 'bad-identity',
 ]);
 
 /** Hosts remembered for the once-a-minute warning about an old ZMTP version (they redial several times a second). */

@@ -28,6 +28,7 @@ export type CloseReason =
   | 'bad-command'
   | 'protocol-error'
   | 'frame-too-large'
+  | 'message-too-large'
   | 'handshake-timeout'
   | 'heartbeat-timeout'
   | 'duplicate-identity'
@@ -76,6 +77,8 @@ export interface ConnectionOptions {
    * until its side drains: a peer that sends and never reads (a PING flood) holds at most this much. Default: none.
    */
   maxQueuedBytes?: number;
+  /** Bytes of one message (all its frames) held while it is read; a bigger one closes the connection. Default: none. */
+  maxMessageBytes?: number;
 }
 
 /** What a refused peer is told in its ERROR command (RFC 37), by reason; others are closed without a word. */
@@ -187,6 +190,9 @@ export class ZmtpConnection {
   /** CURVE: HELLO was answered; a second one closes the connection (each costs X25519 operations). */
   private welcomed = false;
   private readonly maxQueued: number;
+  private readonly maxMessage: number;
+  /** Bytes of the message being read so far. */
+  private messageBytes = 0;
 
   constructor(
     readonly sock: Socket,
@@ -199,6 +205,7 @@ export class ZmtpConnection {
     this.outFrom = opts.socketType === 'ROUTER' ? 1 : 0;
     this.intern = opts.intern ?? [];
     this.maxQueued = opts.maxQueuedBytes ?? Infinity;
+    this.maxMessage = opts.maxMessageBytes ?? Infinity;
     this.address = sock.remoteAddress === undefined ? 'ipc' : `${sock.remoteAddress}:${sock.remotePort}`;
     sock.setNoDelay(true);
     sock.on('data', (chunk: Buffer) => this.onData(chunk));
@@ -624,8 +631,16 @@ export class ZmtpConnection {
   private deliverFrame(body: Buffer, more: boolean): boolean {
     const frames = this.frames;
     // Past the limit the frames are dropped (nothing more is held), and the message still ends where it ends.
-    if (frames.length <= this.opts.maxFrames) frames.push(body);
+    if (frames.length <= this.opts.maxFrames) {
+      frames.push(body);
+      this.messageBytes += body.length;
+      if (this.messageBytes > this.maxMessage) {
+        this.close('message-too-large', 'message too large');
+        return true;
+      }
+    }
     if (!more) {
+      this.messageBytes = 0;
       this.frames = this.id === null ? [] : [this.id];
       this.owner.onMessage(this, frames);
       if (this.closed) return true;

@@ -27,6 +27,8 @@ export interface ZmtpRouterOptions {
   maxFrames: number;
   /** Bytes queued for one peer before sends to it fail as 'full' (the send high-water mark, in bytes). */
   maxQueuedBytes: number;
+  /** Bytes of one message a peer may send (all its frames); a bigger one closes its connection. Default: none. */
+  maxMessageBytes?: number;
   /** PING a peer silent this long (ms); 0 turns heartbeating off. */
   heartbeatInterval: number;
   /** Close a peer silent for this many intervals. */
@@ -99,7 +101,7 @@ export class ZmtpRouter implements ConnectionOwner {
   ) {
     this.connOpts = {
       socketType: 'ROUTER', peers: ROUTER_PEERS, maxFrameBytes: opts.maxFrameBytes, maxFrames: opts.maxFrames, intern: opts.intern,
-      maxQueuedBytes: opts.maxQueuedBytes,
+      maxQueuedBytes: opts.maxQueuedBytes, maxMessageBytes: opts.maxMessageBytes,
     };
     const curve = opts.curve;
     if (curve !== undefined) {
