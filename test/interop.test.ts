@@ -137,3 +137,16 @@ test('pyzmq CURVE peers with their own keys: a REQ client and an MDP/0.2 worker 
   assert.match(output(), /python curve peers: ok/);
   assert.equal(broker.stats().requests, 20, 'the unlisted key reached nothing');
 });
+
+const TAKEOVER = fileURLToPath(new URL('../../test/interop/takeover.py', import.meta.url));
+
+test('pyzmq: a DEALER that announces a departed client\'s Identity gets none of the replies that client was owed', {
+  skip: !hasPyzmq ? `no pyzmq for ${PY}` : process.env.MDBROKER_TEST_TRANSPORT === 'libzmq' ? 'libzmq never says a peer left: on --transport libzmq a departed id can be taken over (README, Security)' : false,
+}, async (t) => {
+  const { broker, endpoint } = await startBroker({ heartbeatInterval: 2000, heartbeatLiveness: 3 });
+  t.after(() => broker.close());
+  const { output, exited } = runPython(t, [TAKEOVER, endpoint]);
+  assert.equal(await exited, 0, output());
+  assert.match(output(), /nothing for the thief/);
+  assert.ok(await until(() => broker.stats().droppedReplies >= 1), 'the reply was dropped and counted');
+});
