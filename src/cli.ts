@@ -34,7 +34,7 @@ Usage: mdbroker [options]
   --max-service-name N       bytes per service name (default ${DEFAULT_LIMITS.maxServiceName})
   --transport NAME           zmtp (ZMTP spoken by the broker itself) or libzmq (the zeromq binding);
                              CURVE and inproc:// endpoints always use libzmq (default ${d.transport})
-  --peer-queue-bytes N       zmtp: bytes queued for one peer before sends to it fail (default ${d.peerQueueBytes})
+  --peer-queue-bytes N       zmtp: unwritten bytes for one peer past which it is not read and sends to it fail (default ${d.peerQueueBytes})
   --handshake-timeout MS     zmtp: close a connection that has not finished its handshake (default ${d.handshakeTimeout})
   --hwm N                    libzmq: send/receive high-water mark per peer, in messages (default ${d.sendHighWaterMark})
   --shutdown-grace MS        on SIGINT/SIGTERM, time busy workers get to reply (default ${d.shutdownGrace})
