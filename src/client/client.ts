@@ -24,7 +24,7 @@
 import { EventEmitter } from 'node:events';
 import type { Dealer } from 'zeromq';
 import type { Version } from '../protocol/codec.js';
-import { clientRequestHead, parseClientReply, replyService } from '../protocol/peer-codec.js';
+import { clientRequest, parseClientReply, replyHeaderAt, replyService } from '../protocol/peer-codec.js';
 import { isErrorReply } from '../protocol/errors.js';
 import { EXT_REQUEST_ID, MMI_EXTENSIONS } from '../protocol/extensions.js';
 import { AbortError, ClosedError, EndpointError, MdpError, RefusedError, TimeoutError, decodeError } from './errors.js';
@@ -94,6 +94,14 @@ export interface ClientEvents {
 
 /** Pause before resending a request the broker answered with `shutdown`. */
 const SHUTDOWN_RETRY_MS = 250;
+/**
+ * Fresh sockets per endpoint: at most one every REPLACE_GAP_MS, and while at most MAX_RETIRED replaced ones still
+ * wait for late replies. A request that needs a fresh socket meanwhile waits for one (within its own windows). Without
+ * this, every request abandoned on a plain link opened a socket for the next: 1,000 timing out together went past
+ * libzmq's 1,023 sockets and the EMFILE was thrown from a timer, ending the process.
+ */
+const REPLACE_GAP_MS = 100;
+const MAX_RETIRED = 4;
 const REQUEST_ID = Buffer.from(EXT_REQUEST_ID);
 
 interface Pending {
@@ -163,6 +171,13 @@ export class Client extends EventEmitter<ClientEvents> {
   private readonly all = new Set<Pending>();
   /** Plain sends: the request holding each service's turn, and those waiting for it. */
   private readonly turn = new Map<string, Pending>();
+  /** Replaced links still open for late replies to requests sent on them. */
+  private readonly retiredOpen = new Set<Link>();
+  /** Requests waiting for a fresh socket (see REPLACE_GAP_MS), in order. */
+  private stalled: Pending[] = [];
+  private unstallTimer: NodeJS.Timeout | null = null;
+  /** When each endpoint may next get a fresh socket. */
+  private readonly nextFresh: number[] = [];
   private readonly waiting = new Map<string, Pending[]>();
   private closed = false;
   private draining: Promise<void> | null = null;
@@ -242,6 +257,9 @@ export class Client extends EventEmitter<ClientEvents> {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.unstallTimer !== null) clearTimeout(this.unstallTimer);
+    this.unstallTimer = null;
+    this.stalled = [];
     for (const p of [...this.all]) this.fail(p, new ClosedError('client closed'));
     for (const link of this.openLinks()) link.sock.close();
     this.drained?.();
@@ -299,32 +317,39 @@ export class Client extends EventEmitter<ClientEvents> {
         q.push(p);
         return;
       }
-      if (link.tainted.has(p.service)) link = this.replace(this.links.indexOf(link));
+      if (link.tainted.has(p.service)) {
+        const fresh = this.freshLink(this.links.indexOf(link), p);
+        if (fresh === null) return;
+        link = fresh;
+      }
     }
     p.queued = false;
     p.link = link;
     p.epoch = link.epoch;
     if (!p.links.includes(link)) p.links.push(link);
     link.pending.add(p);
-    const head = clientRequestHead(this.version, p.serviceFrame);
+    const msg = clientRequest(this.version, p.serviceFrame, p.body, link.ids);
     if (link.ids) {
       this.releaseTurn(p);
       this.byId.set(p.id, p);
       const idFrame = Buffer.allocUnsafe(4);
       idFrame.writeUInt32BE(p.id);
-      head.unshift(idFrame);
+      msg.unshift(idFrame);
     } else {
       this.turn.set(p.service, p);
       link.plainBySvc.set(p.service, p);
     }
-    link.sender.send(head.concat(p.body));
+    link.sender.send(msg);
   }
 
   /** Takes a settled p off every link it was sent on, closing those that were replaced and now serve nobody. */
   private detach(p: Pending): void {
     for (const link of p.links) {
       link.pending.delete(p);
-      if (link.retired && link.pending.size === 0) link.sock.close();
+      if (link.retired && link.pending.size === 0) {
+        link.sock.close();
+        this.retiredOpen.delete(link);
+      }
     }
   }
 
@@ -372,7 +397,12 @@ export class Client extends EventEmitter<ClientEvents> {
       if (this.opts.balance === 'in-order' && from === this.links[this.endpointIndex]) this.endpointIndex = this.links.indexOf(other);
     } else if (from !== null && this.links.includes(from)) {
       this.endpointIndex = (this.links.indexOf(from) + 1) % this.links.length;
-      this.replace(this.endpointIndex);
+      try {
+        this.replace(this.endpointIndex);
+      } catch (err) {
+        // No socket to be had (EMFILE): p goes on the link there is; its windows decide.
+        this.log?.warn?.({ endpoint: this.endpoints[this.endpointIndex], err: String(err) }, 'mdp client: cannot open a socket');
+      }
     }
     this.attempt(p, from);
   }
@@ -396,13 +426,46 @@ export class Client extends EventEmitter<ClientEvents> {
     return link.refused === null ? link : this.replace(this.endpointIndex);
   }
 
+  /**
+   * Endpoint i's link replaced by a fresh socket for p, or null when none may be opened now: p then waits for one
+   * (stalled), or has failed (the socket could not be opened).
+   */
+  private freshLink(i: number, p: Pending): Link | null {
+    const now = Date.now();
+    let retired = 0;
+    for (const l of this.retiredOpen) if (l.endpoint === this.endpoints[i]) retired++;
+    if (now < (this.nextFresh[i] ?? 0) || retired >= MAX_RETIRED) {
+      p.queued = true;
+      this.stalled.push(p);
+      if (this.unstallTimer === null) this.unstallTimer = setTimeout(() => this.unstall(), REPLACE_GAP_MS);
+      return null;
+    }
+    this.nextFresh[i] = now + REPLACE_GAP_MS;
+    try {
+      return this.replace(i);
+    } catch (err) {
+      this.fail(p, new MdpError(`${p.service}: cannot open a socket to ${this.endpoints[i]}: ${(err as Error).message}`));
+      return null;
+    }
+  }
+
+  /** Stalled requests try again for a fresh socket (those settled meanwhile are gone). */
+  private unstall(): void {
+    this.unstallTimer = null;
+    const list = this.stalled;
+    this.stalled = [];
+    for (const p of list) if (this.all.has(p) && p.queued && !this.closed) this.send(p);
+  }
+
   /** Retires endpoint i's link (it stays open while requests sent on it are unsettled) for a new socket. */
   private replace(i: number): Link {
+    const link = this.open(i);
     const old = this.links[i];
     old.retired = true;
     if (old.pending.size === 0) old.sock.close();
-    this.links[i] = this.open(i);
-    return this.links[i];
+    else this.retiredOpen.add(old);
+    this.links[i] = link;
+    return link;
   }
 
   private open(index: number): Link {
@@ -422,7 +485,8 @@ export class Client extends EventEmitter<ClientEvents> {
     void receiveLoop(sock, (frames) => this.onReply(link, frames), () => undefined, false);
     if (this.extensions) {
       link.asking = true;
-      link.sender.send(clientRequestHead(this.version, Buffer.from(MMI_EXTENSIONS)));
+      // An ordinary MMI request with one empty body frame: a broker that offers nothing answers 501.
+      link.sender.send(clientRequest(this.version, Buffer.from(MMI_EXTENSIONS), [], false));
     }
     return link;
   }
@@ -433,6 +497,7 @@ export class Client extends EventEmitter<ClientEvents> {
       link.up = true;
       this.log?.info?.({ endpoint: link.endpoint }, 'mdp client: connected');
       this.emit('connected', link.endpoint);
+      if (link.epoch > 0) this.resendLost(link);
     });
     ev.on('disconnect', () => {
       link.up = false;
@@ -444,6 +509,20 @@ export class Client extends EventEmitter<ClientEvents> {
     ev.on('connect:retry', () => this.emit('reconnecting', link.endpoint));
     ev.on('handshake:error:auth', (e) => this.onRefused(link, `the broker refused this client's CURVE key (${e.error.message})`));
     ev.on('handshake:error:protocol', (e) => this.onRefused(link, `the handshake failed (${e.error.message}): a CURVE broker and a plain client, or the reverse`));
+  }
+
+  /**
+   * The link's connection is back (a restarted broker, a network that healed): what was sent on the connection that
+   * dropped was lost with it, so it goes again now, each as a new window within its retry budget, not when its
+   * window ends (and on a plain link every later request for that service waited behind it).
+   */
+  private resendLost(link: Link): void {
+    if (this.closed || !this.links.includes(link)) return;
+    const lost: Pending[] = [];
+    for (const p of link.pending) if (p.link === link && p.epoch !== link.epoch && !p.queued && !p.sawPartial && p.attempts <= p.retries) lost.push(p);
+    if (lost.length === 0) return;
+    this.log?.info?.({ endpoint: link.endpoint, requests: lost.length }, 'mdp client: reconnected; resending what the old connection held');
+    for (const p of lost) this.attempt(p);
   }
 
   /** A current link other than `link` whose connection is up and whose broker took our key. */
@@ -480,20 +559,21 @@ export class Client extends EventEmitter<ClientEvents> {
 
   private onReply(link: Link, frames: Buffer[]): void {
     let p: Pending | undefined;
-    let at = 0;
-    if (frames[0]?.length === 0) {
-      const svc = replyService(frames, 0, this.version);
+    let at = replyHeaderAt(frames, 0, this.version);
+    if (at >= 0) {
+      // A plain reply (RFC 7: after an empty frame; RFC 18: the header first), matched by its service.
+      const svc = replyService(frames, at, this.version);
       if (svc === null) return;
       p = link.plainBySvc.get(svc);
       if (p === undefined) {
-        if (svc === MMI_EXTENSIONS && link.asking) this.onExtensions(link, frames);
+        if (svc === MMI_EXTENSIONS && link.asking) this.onExtensions(link, frames, at);
         else if (link.tainted.has(svc)) this.lateReplies++;
         return;
       }
     } else if (frames.length >= 2 && frames[0].length === 4 && frames[1].length === 0) {
       const id = frames[0].readUInt32BE(0);
       p = this.byId.get(id);
-      at = 1;
+      at = 2;
       if (p === undefined && this.resentIds.has(id)) {
         this.lateReplies++;
         return;
@@ -534,9 +614,9 @@ export class Client extends EventEmitter<ClientEvents> {
     p.resolve(body);
   }
 
-  private onExtensions(link: Link, frames: Buffer[]): void {
+  private onExtensions(link: Link, frames: Buffer[], headerAt: number): void {
     link.asking = false;
-    const reply = parseClientReply(frames, 0, this.version);
+    const reply = parseClientReply(frames, headerAt, this.version);
     if (reply === null || reply.body[0]?.toString() !== '200') return;
     if (!reply.body.slice(1).some((f) => f.equals(REQUEST_ID))) return;
     link.ids = true;

@@ -66,6 +66,9 @@ export interface WorkerEvents {
   refused: [endpoint: string, reason: string];
 }
 
+/** Sessions in a row turned away (DISCONNECT right after READY) before the Worker says `refused`. */
+const TURNED_AWAY = 3;
+
 /** How long close() waits for the DISCONNECT to be handed to ZeroMQ. */
 const CLOSE_WAIT_MS = 1000;
 
@@ -137,6 +140,10 @@ class Session {
   /** close() without finishing: DISCONNECT is (being) sent, so a reply produced now is not ours to send. */
   private abandoning = false;
   private reconnecting = false;
+  /** This session has heard a HEARTBEAT or a REQUEST since its READY: the broker took it. */
+  private accepted = false;
+  /** Sessions in a row the broker turned away (DISCONNECT before anything else). */
+  private turnedAway = 0;
 
   constructor(
     private readonly opts: WorkerOptions,
@@ -166,6 +173,7 @@ class Session {
     if (this.sender) this.sender.reset(sock);
     else this.sender = new Sender(sock);
     this.lastHeard = Date.now();
+    this.accepted = false;
     this.sender.send(this.frames(W1.READY, Buffer.from(this.opts.service)));
     void receiveLoop(sock, (frames) => {
       // Messages still arriving on a socket we replaced belong to a session the broker has given up on.
@@ -225,10 +233,22 @@ class Session {
     const m = parseWorkerInbound(frames, this.version);
     if (m === null) return;
     this.lastHeard = Date.now();
-    this.backoff = this.opts.reconnectMin ?? 100;
     if (m.command === (this.version === 1 ? W1.DISCONNECT : W2.DISCONNECT)) {
+      // The back-off grows across DISCONNECTs: only a session the broker took (a HEARTBEAT or a REQUEST) resets it.
+      if (!this.accepted && ++this.turnedAway === TURNED_AWAY) {
+        const reason = `the broker turned READY ${this.opts.service} away ${TURNED_AWAY} times in a row (a key not granted the service, a reserved name, or a broker shutting down)`;
+        this.opts.logger?.warn?.({ endpoint: this.endpoint, service: this.opts.service }, `mdp worker: ${reason}`);
+        this.events.emit('refused', this.endpoint, reason);
+      }
       void this.reconnect('broker said DISCONNECT');
-    } else if (m.command === W1.REQUEST && m.client !== null && !this.closing) {
+      return;
+    }
+    if (!this.accepted) {
+      this.accepted = true;
+      this.turnedAway = 0;
+      this.backoff = this.opts.reconnectMin ?? 100;
+    }
+    if (m.command === W1.REQUEST && m.client !== null && !this.closing) {
       // Not while closing: our DISCONNECT crosses this REQUEST, and the broker requeues it for another worker.
       this.busy = this.serve(sock, m.client, m.body);
     }

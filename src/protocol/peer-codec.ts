@@ -3,9 +3,30 @@
 
 import { C2, EMPTY, MDPC01, MDPC02, MDPW01, MDPW02, cmd, isHeader, type Version } from './codec.js';
 
-/** A REQUEST from a DEALER, after any envelope: ["", MDPC01, service] or ["", MDPC02, REQUEST, service]; body follows. */
-export function clientRequestHead(version: Version, service: Buffer): Buffer[] {
-  return version === 1 ? [EMPTY, MDPC01, service] : [EMPTY, MDPC02, cmd(C2.REQUEST), service];
+/**
+ * A REQUEST from a DEALER, after any envelope, with its body: RFC 7 ["", MDPC01, service, body...], RFC 18
+ * [MDPC02, REQUEST, service, body...] (no empty frame), or ["", MDPC02, REQUEST, service, body...] behind an
+ * envelope (`delimited`: the request-id extension needs the empty frame to end it). Never without a body frame: RFC
+ * 7 and 18 make the body one or more frames, and the Guide's brokers abort on a request without one, so an empty
+ * body is sent as one empty frame.
+ */
+export function clientRequest(version: Version, service: Buffer, body: readonly Buffer[], delimited: boolean): Buffer[] {
+  const msg = version === 1 ? [EMPTY, MDPC01, service] : delimited ? [EMPTY, MDPC02, cmd(C2.REQUEST), service] : [MDPC02, cmd(C2.REQUEST), service];
+  if (body.length === 0) msg.push(EMPTY);
+  else for (let i = 0; i < body.length; i++) msg.push(body[i]);
+  return msg;
+}
+
+/**
+ * Where the MDP header of a reply to a DEALER client is: after an empty frame (RFC 7, or any version behind an
+ * envelope), or first (RFC 18 as written). `from`: where the reply starts (after our request-id frame, if any).
+ * -1 if neither.
+ */
+export function replyHeaderAt(frames: Buffer[], from: number, version: Version): number {
+  const f = frames[from];
+  if (f === undefined) return -1;
+  if (f.length === 0) return from + 1;
+  return version === 2 && isHeader(f, MDPC02) ? from : -1;
 }
 
 export interface ClientReply {
@@ -14,11 +35,11 @@ export interface ClientReply {
   body: Buffer[];
 }
 
-/** A reply as a DEALER client receives it, starting at the empty delimiter frames[at]; null if it is not one. */
-export function parseClientReply(frames: Buffer[], at: number, version: Version): ClientReply | null {
-  if (frames[at]?.length !== 0) return null;
-  const header = frames[at + 1];
-  let i = at + 2;
+/** A reply as a DEALER client receives it, its MDP header at frames[headerAt] (replyHeaderAt); null if it is not one. */
+export function parseClientReply(frames: Buffer[], headerAt: number, version: Version): ClientReply | null {
+  if (headerAt < 0) return null;
+  const header = frames[headerAt];
+  let i = headerAt + 1;
   let final = true;
   if (version === 2) {
     if (header === undefined || !isHeader(header, MDPC02)) return null;
@@ -31,9 +52,10 @@ export function parseClientReply(frames: Buffer[], at: number, version: Version)
   return { final, body: frames.slice(i + 1) };
 }
 
-/** The service frame of a reply starting at the empty delimiter frames[at], as text; null if there is none. */
-export function replyService(frames: Buffer[], at: number, version: Version): string | null {
-  const f = frames[at + (version === 1 ? 2 : 3)];
+/** The service frame of a reply whose MDP header is frames[headerAt], as text; null if there is none. */
+export function replyService(frames: Buffer[], headerAt: number, version: Version): string | null {
+  if (headerAt < 0) return null;
+  const f = frames[headerAt + (version === 1 ? 1 : 2)];
   return f === undefined ? null : f.toString('utf8');
 }
 

@@ -2,7 +2,8 @@
 """A strict MDP/0.1 broker written from RFC 7 with pyzmq, in the style of the ZeroMQ Guide's broker: it heartbeats
 idle workers only (never a busy one), answers REQ and DEALER clients with exactly the RFC envelope, answers any mmi.*
 service with 501 (RFC 8, as the Guide's brokers do for what they do not implement), and drops anything else, counting
-client messages that are not exact RFC 7 as `rejected`. Used to check that our Client and Worker libraries work
+client messages that are not exact RFC 7 as `rejected`, and exiting (as the Guide's brokers abort) on a REQUEST
+without a body frame. Used to check that our Client and Worker libraries work
 behind such a broker.
 
 Usage: strict_broker.py PORT_FILE HEARTBEAT_MS SECONDS
@@ -47,6 +48,11 @@ while time.time() < end:
         sender = msg[0]
         # Client: [id, "", MDPC01, service, body...]
         if len(msg) >= 4 and msg[1] == b"" and msg[2] == b"MDPC01":
+            # RFC 7: a REQUEST is the header, the service and one or more body frames. The Guide's C broker asserts
+            # this (and aborts), its Python broker dies on it: so does this one.
+            if len(msg) < 5:
+                print(f"abort: REQUEST for {msg[3]!r} without a body frame", flush=True)
+                sys.exit(3)
             service = msg[3]
             if service.startswith(b"mmi."):
                 mmi += 1
