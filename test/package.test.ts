@@ -2,7 +2,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -48,4 +50,19 @@ test('mdbroker/client loads none of the broker-only dependencies', () => {
   const loaded = JSON.parse(out.stdout) as string[];
   assert.ok(loaded.includes('zeromq'), 'the check sees CommonJS packages loaded from ESM');
   for (const heavy of ['piscina', 'pino', 'prom-client', 'hdr-histogram-js']) assert.ok(!loaded.includes(heavy), `${heavy} not loaded: ${loaded.join(', ')}`);
+});
+
+test('TypeScript on moduleResolution node10 finds the types of mdbroker/client (typesVersions), every error class among them', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'mdb-node10-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  mkdirSync(join(dir, 'node_modules'));
+  symlinkSync(ROOT, join(dir, 'node_modules', 'mdbroker'), 'dir');
+  writeFileSync(join(dir, 'app.ts'), [
+    "import { Client, Worker, BrokerError, TimeoutError, RefusedError, AbortError, EndpointError, ClosedError, MdpError } from 'mdbroker/client';",
+    'const classes: (new (...a: never[]) => Error)[] = [BrokerError, TimeoutError, RefusedError, AbortError, EndpointError, ClosedError, MdpError];',
+    'export const used = [Client, Worker, classes];',
+  ].join('\n'));
+  const tsc = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
+  const out = spawnSync(process.execPath, [tsc, '--noEmit', '--strict', '--skipLibCheck', '--moduleResolution', 'node10', '--module', 'commonjs', '--target', 'es2022', '--types', 'node', '--typeRoots', join(ROOT, 'node_modules', '@types'), 'app.ts'], { cwd: dir, encoding: 'utf8', timeout: 60000 });
+  assert.equal(out.status, 0, out.stdout + out.stderr);
 });

@@ -2,7 +2,8 @@
 // sharded broker's main thread, which answers the broker-wide names (mmi.services, mmi.stats) for all shards.
 //   mmi.service   body: a service name; 200 while at least one worker is registered for it, else 404
 //   mmi.services  (extension) the names of all served services, one frame each
-//   mmi.stats     (extension) the latest aggregated stats as one JSON frame; with a service name, that entry or 404
+//   mmi.stats     (extension) the latest aggregated stats as one JSON frame (no body, or an empty frame); with a
+//                 service name, that entry or 404
 //   mmi.extensions (extension) 200, then one frame per MDP extension this broker offers; clients use an extension
 //                 only after a broker listed it here. `request-id`: frames before the empty delimiter of a client
 //                 request are an envelope the broker returns verbatim with every reply to it.
@@ -84,7 +85,8 @@ export class StatsReplies {
 
   /** The whole broker's report, or one service's (404 when it has none). */
   get(service: Buffer | undefined): Buffer {
-    if (service === undefined) return this.overall;
+    // No body, or one empty body frame (what an RFC 7 client sends for "no argument"): the whole broker.
+    if (service === undefined || service.length === 0) return this.overall;
     return this.perService.get(service.toString('latin1')) ?? CODE_404;
   }
 }
