@@ -5,12 +5,12 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { readdirSync } from 'node:fs';
-import { Router } from 'zeromq';
+import { Router, curveKeyPair } from 'zeromq';
 import * as lib from '../src/client/index.js';
 import { Client } from '../src/client/client.js';
 import { Worker } from '../src/client/worker.js';
-import { TimeoutError } from '../src/client/errors.js';
-import { modeFlags, show, sleep, until } from './helpers.js';
+import { RefusedError, TimeoutError, UnreachableError } from '../src/client/errors.js';
+import { modeFlags, show, sleep, startBroker, until } from './helpers.js';
 import { spawnBroker } from './support/spawn-broker.js';
 
 /** A libzmq ROUTER that records every message (routing id first) and may answer through `answer`. */
@@ -77,7 +77,7 @@ test('RFC 18 on the wire for version 2: no empty frame either way', async (t) =>
 });
 
 test('every error class the libraries throw is exported from mdbroker/client', () => {
-  for (const name of ['MdpError', 'BrokerError', 'TimeoutError', 'ClosedError', 'AbortError', 'RefusedError', 'EndpointError'] as const) {
+  for (const name of ['MdpError', 'BrokerError', 'TimeoutError', 'ClosedError', 'AbortError', 'RefusedError', 'EndpointError', 'UnreachableError'] as const) {
     assert.equal(typeof (lib as Record<string, unknown>)[name], 'function', name);
   }
 });
@@ -132,4 +132,36 @@ test('after a broker restart, a request lost with the old connection is resent w
   assert.deepEqual((await reply).map(String), ['from the second broker']);
   const took = Date.now() - sentAt;
   assert.ok(took < 5000, `answered ${took} ms after it was sent (its window is 8000 ms)`);
+});
+
+test('ready(): resolves on the first handshake, rejects fast for a wrong port (UnreachableError) and for a refused CURVE key (RefusedError)', async (t) => {
+  const { broker, endpoint } = await startBroker({ heartbeatInterval: 200, heartbeatLiveness: 3 });
+  t.after(() => broker.close());
+  const client = new Client({ endpoints: endpoint });
+  const worker = new Worker({ endpoint, service: 'echo', handler: (b) => b, concurrency: 2 });
+  t.after(async () => {
+    client.close();
+    await worker.close();
+  });
+  await Promise.all([client.ready(), worker.ready()]);
+  assert.deepEqual((await client.request('echo', 'up')).map(String), ['up']);
+
+  const dead = await deadEndpoint();
+  const lost = new Client({ endpoints: dead, timeout: 10000 });
+  const lostWorker = new Worker({ endpoint: dead, service: 'x', handler: (b) => b });
+  t.after(async () => {
+    lost.close();
+    await lostWorker.close();
+  });
+  const started = Date.now();
+  await assert.rejects(lost.ready(), (err: unknown) => err instanceof UnreachableError && err.endpoints[0] === dead);
+  await assert.rejects(lostWorker.ready(), UnreachableError);
+  assert.ok(Date.now() - started < 3000, `both said so in ${Date.now() - started} ms, not after a 10 s window`);
+
+  const keys = curveKeyPair();
+  const curved = await startBroker({ curveKeys: keys, allowKeys: [curveKeyPair().publicKey] });
+  t.after(() => curved.broker.close());
+  const stranger = new Client({ endpoints: curved.endpoint, timeout: 10000, curve: { serverKey: keys.publicKey, ...curveKeyPair() } });
+  t.after(() => stranger.close());
+  await assert.rejects(stranger.ready(), RefusedError);
 });

@@ -27,7 +27,7 @@ import type { Version } from '../protocol/codec.js';
 import { clientRequest, parseClientReply, replyHeaderAt, replyService } from '../protocol/peer-codec.js';
 import { isErrorReply } from '../protocol/errors.js';
 import { EXT_REQUEST_ID, MMI_EXTENSIONS } from '../protocol/extensions.js';
-import { AbortError, ClosedError, EndpointError, MdpError, RefusedError, TimeoutError, decodeError } from './errors.js';
+import { AbortError, ClosedError, EndpointError, MdpError, RefusedError, TimeoutError, UnreachableError, decodeError } from './errors.js';
 import { Sender, toFrames, type Frame } from './sender.js';
 import { newDealer, type CurveClientKeys, type DealerOptions } from '../sockets/dealer.js';
 import { zmtpHeartbeat } from '../sockets/zeromq.js';
@@ -91,6 +91,9 @@ export interface ClientEvents {
   /** The handshake failed for good: the broker refused our CURVE key, or one side speaks CURVE and the other not. */
   refused: [endpoint: string, reason: string];
 }
+
+/** ready(): an endpoint whose connection attempt failed. */
+const UNREACHABLE = 'unreachable';
 
 /** Pause before resending a request the broker answered with `shutdown`. */
 const SHUTDOWN_RETRY_MS = 250;
@@ -207,6 +210,50 @@ export class Client extends EventEmitter<ClientEvents> {
   /** Sends a request and resolves with the reply body frames; rejects with BrokerError, TimeoutError, RefusedError or AbortError. */
   request(service: string, body?: Frame | readonly Frame[], opts: RequestOptions = {}): Promise<Buffer[]> {
     return new Promise((resolve, reject) => this.submit(service, body, opts, resolve, reject, null));
+  }
+
+  /**
+   * Resolves once a connection to a broker has completed its handshake (any endpoint). Rejects at once with
+   * RefusedError when every endpoint refused us, with UnreachableError when every endpoint failed to connect
+   * (nothing listening, a wrong port), and with TimeoutError after `timeout` ms (default: the request window).
+   * Requests need not wait for it: they are queued and sent when a connection is up.
+   */
+  ready(opts: { timeout?: number } = {}): Promise<void> {
+    if (this.closed) return Promise.reject(new ClosedError('client closed'));
+    if (this.links.some((l) => l.up && l.refused === null)) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const failed = new Map<string, string>();
+      const finish = (err: Error | null) => {
+        clearTimeout(timer);
+        this.off('connected', onConnected);
+        this.off('refused', onRefused);
+        this.off('reconnecting', onUnreachable);
+        if (err === null) resolve();
+        else reject(err);
+      };
+      const onConnected = () => finish(null);
+      const check = () => {
+        if (failed.size < this.endpoints.length) return;
+        const reasons = [...failed.values()];
+        if (reasons.every((r) => r !== UNREACHABLE)) finish(new RefusedError(this.endpoints[0], reasons.join('; ')));
+        else finish(new UnreachableError(this.endpoints, `no broker reachable at ${this.endpoints.join(', ')} (nothing listening, or the host refuses)`));
+      };
+      const onRefused = (endpoint: string, reason: string) => {
+        failed.set(endpoint, reason);
+        check();
+      };
+      const onUnreachable = (endpoint: string) => {
+        if (!failed.has(endpoint)) failed.set(endpoint, UNREACHABLE);
+        check();
+      };
+      const ms = opts.timeout ?? this.timeout;
+      const timer = setTimeout(() => finish(new TimeoutError(`no broker connection within ${ms} ms`)), ms);
+      this.on('connected', onConnected);
+      this.on('refused', onRefused);
+      this.on('reconnecting', onUnreachable);
+      for (const l of this.links) if (l.refused !== null) failed.set(l.endpoint, l.refused);
+      check();
+    });
   }
 
   /** MDP/0.2 only: yields each PARTIAL, then the FINAL (final: true). Leaving the loop early withdraws the request. */

@@ -51,6 +51,14 @@ export class RefusedError extends MdpError {
   }
 }
 
+/** ready(): no endpoint could be connected to (nothing listening there, a wrong port, a host that refuses). */
+export class UnreachableError extends MdpError {
+  override name = 'UnreachableError';
+  constructor(readonly endpoints: string[], message: string) {
+    super(message);
+  }
+}
+
 /** An endpoint the library cannot connect to as written (bad scheme, no port, a name that does not parse). */
 export class EndpointError extends MdpError {
   override name = 'EndpointError';

@@ -9,7 +9,7 @@ import { EventEmitter } from 'node:events';
 import type { Dealer } from 'zeromq';
 import { EMPTY, W1, W2, type Version } from '../protocol/codec.js';
 import { parseWorkerInbound, workerCommand } from '../protocol/peer-codec.js';
-import { EndpointError, MdpError } from './errors.js';
+import { EndpointError, MdpError, RefusedError, TimeoutError, UnreachableError } from './errors.js';
 import { endpointProblem } from '../sockets/endpoint.js';
 import type { Logger } from './logger.js';
 import { Sender, toFrames, type Frame } from './sender.js';
@@ -100,6 +100,47 @@ export class Worker extends EventEmitter<WorkerEvents> {
     });
   }
 
+  private readonly waiters = new Set<() => void>();
+
+  /**
+   * Resolves once every session's connection has completed its handshake (READY is on its way). Rejects at once
+   * with RefusedError when a broker refuses us (our CURVE key, or READY turned away 3 times in a row), with
+   * UnreachableError when no session could connect (nothing listening, a wrong port), and with TimeoutError after
+   * `timeout` ms (default 5000). Sessions keep trying meanwhile: this only says how things stand.
+   */
+  ready(opts: { timeout?: number } = {}): Promise<void> {
+    if (!this.watching) {
+      this.watching = true;
+      for (const s of this.sessions) s.watch();
+    }
+    return new Promise((resolve, reject) => {
+      const ms = opts.timeout ?? 5000;
+      const finish = (err: Error | null) => {
+        clearTimeout(timer);
+        this.waiters.delete(check);
+        if (err === null) resolve();
+        else reject(err);
+      };
+      const check = () => {
+        const refused = this.sessions.find((s) => s.refusedReason !== null);
+        if (refused !== undefined) return finish(new RefusedError(refused.endpoint, refused.refusedReason as string));
+        if (this.sessions.every((s) => s.up)) return finish(null);
+        if (this.sessions.every((s) => s.unreachable)) {
+          const eps = [...new Set(this.sessions.map((s) => s.endpoint))];
+          finish(new UnreachableError(eps, `no broker reachable at ${eps.join(', ')} (nothing listening, or the host refuses)`));
+        }
+      };
+      const timer = setTimeout(() => finish(new TimeoutError(`worker sessions not connected within ${ms} ms`)), ms);
+      this.waiters.add(check);
+      check();
+    });
+  }
+
+  /** A session's connection state changed (see ready()). */
+  sessionChanged(): void {
+    for (const w of [...this.waiters]) w();
+  }
+
   /** Replies handed to the socket so far, over all sessions. */
   get served(): number {
     return this.sessions.reduce((a, s) => a + s.served, 0);
@@ -144,10 +185,14 @@ class Session {
   private accepted = false;
   /** Sessions in a row the broker turned away (DISCONNECT before anything else). */
   private turnedAway = 0;
+  /** For Worker.ready(): the connection completed its handshake; a connect attempt failed before any did; refused. */
+  up = false;
+  unreachable = false;
+  refusedReason: string | null = null;
 
   constructor(
     private readonly opts: WorkerOptions,
-    private readonly endpoint: string,
+    readonly endpoint: string,
     private readonly events: Worker,
   ) {
     this.version = opts.version ?? 1;
@@ -190,15 +235,26 @@ class Session {
     const ev = sock.events;
     ev.on('handshake', () => {
       log?.info?.({ endpoint, service: this.opts.service }, 'mdp worker: connected');
+      this.up = true;
+      this.unreachable = false;
       this.events.emit('connected', endpoint);
+      this.events.sessionChanged();
     });
     ev.on('disconnect', () => {
       log?.warn?.({ endpoint, service: this.opts.service }, 'mdp worker: disconnected');
+      this.up = false;
       this.events.emit('disconnected', endpoint);
+    });
+    ev.on('connect:retry', () => {
+      if (this.up) return;
+      this.unreachable = true;
+      this.events.sessionChanged();
     });
     const refused = (reason: string) => {
       log?.warn?.({ endpoint, service: this.opts.service, reason }, 'mdp worker: connection refused');
+      this.refusedReason = reason;
       this.events.emit('refused', endpoint, reason);
+      this.events.sessionChanged();
     };
     ev.on('handshake:error:auth', (e) => refused(`the broker refused this worker's CURVE key (${e.error.message})`));
     ev.on('handshake:error:protocol', (e) => refused(`the handshake failed (${e.error.message}): a CURVE broker and a plain worker, or the reverse`));
@@ -238,7 +294,9 @@ class Session {
       if (!this.accepted && ++this.turnedAway === TURNED_AWAY) {
         const reason = `the broker turned READY ${this.opts.service} away ${TURNED_AWAY} times in a row (a key not granted the service, a reserved name, or a broker shutting down)`;
         this.opts.logger?.warn?.({ endpoint: this.endpoint, service: this.opts.service }, `mdp worker: ${reason}`);
+        this.refusedReason = reason;
         this.events.emit('refused', this.endpoint, reason);
+        this.events.sessionChanged();
       }
       void this.reconnect('broker said DISCONNECT');
       return;
@@ -246,7 +304,10 @@ class Session {
     if (!this.accepted) {
       this.accepted = true;
       this.turnedAway = 0;
+      this.refusedReason = null;
       this.backoff = this.opts.reconnectMin ?? 100;
+      this.up = true;
+      this.events.sessionChanged();
     }
     if (m.command === W1.REQUEST && m.client !== null && !this.closing) {
       // Not while closing: our DISCONNECT crosses this REQUEST, and the broker requeues it for another worker.
