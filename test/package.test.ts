@@ -1,10 +1,11 @@
 // The package as npm would publish it: what it holds, what it needs, and that `mdbroker/client` stays light.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Broker } from '../src/broker/broker.js';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -65,4 +66,40 @@ test('TypeScript on moduleResolution node10 finds the types of mdbroker/client (
   const tsc = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
   const out = spawnSync(process.execPath, [tsc, '--noEmit', '--strict', '--skipLibCheck', '--moduleResolution', 'node10', '--module', 'commonjs', '--target', 'es2022', '--types', 'node', '--typeRoots', join(ROOT, 'node_modules', '@types'), 'app.ts'], { cwd: dir, encoding: 'utf8', timeout: 60000 });
   assert.equal(out.status, 0, out.stdout + out.stderr);
+});
+
+test("the README's first code example compiles (strict, nodenext) and runs against two live brokers", async (t) => {
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+  const section = readme.slice(readme.indexOf('## Client and worker libraries'));
+  const code = /```ts\n([\s\S]*?)```/.exec(section)?.[1];
+  assert.ok(code !== undefined, 'the example is there');
+  const a = new Broker({ bind: ['tcp://127.0.0.1:*'], statsInterval: 0, shutdownGrace: 200 });
+  const b = new Broker({ bind: ['tcp://127.0.0.1:*'], statsInterval: 0, shutdownGrace: 200 });
+  await a.start();
+  await b.start();
+  t.after(async () => {
+    await a.close();
+    await b.close();
+  });
+  const dir = mkdtempSync(join(tmpdir(), 'mdb-readme-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  mkdirSync(join(dir, 'node_modules'));
+  symlinkSync(ROOT, join(dir, 'node_modules', 'mdbroker'), 'dir');
+  writeFileSync(join(dir, 'package.json'), '{ "type": "module" }');
+  // The example's fixed ports become the two brokers' (the OS picked them); nothing else changes.
+  writeFileSync(join(dir, 'example.ts'), code.replaceAll('tcp://127.0.0.1:5555', a.endpoints[0]).replaceAll('tcp://127.0.0.1:5556', b.endpoints[0]));
+  const tsc = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
+  const built = spawnSync(process.execPath, [tsc, '--strict', '--skipLibCheck', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022', '--types', 'node', '--typeRoots', join(ROOT, 'node_modules', '@types'), 'example.ts'], { cwd: dir, encoding: 'utf8', timeout: 60000 });
+  assert.equal(built.status, 0, built.stdout + built.stderr);
+  // Not spawnSync: the brokers run in this process and must keep serving while the example runs.
+  const child = spawn(process.execPath, ['example.js'], { cwd: dir });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const killer = setTimeout(() => child.kill('SIGKILL'), 30000);
+  const exit = await new Promise<number | null>((r) => child.once('exit', r));
+  clearTimeout(killer);
+  assert.equal(exit, 0, stderr);
+  assert.match(stdout, /\[ 'hello', 'world' \]/, stderr);
 });
