@@ -27,9 +27,10 @@ export interface LoadSpec {
   heartbeatInterval: number;
   /**
    * How the simulated peers speak ZMTP: zmtp = the project's own ZMTP client side (src/zmtp/dealer.ts, cheap, so the
-   * generator costs less than the broker); libzmq = zeromq.js DEALER sockets (a stock libzmq peer).
+   * generator costs less than the broker); libzmq = zeromq.js DEALER sockets (a stock libzmq peer); library = the
+   * project's Client and Worker objects (mdbroker/client), so the figures are what an application gets.
    */
-  peers: 'zmtp' | 'libzmq';
+  peers: 'zmtp' | 'libzmq' | 'library';
   /**
    * CURVE on: the broker gets a fresh key pair, every simulated peer its own client pair. The peers are then libzmq
    * ones (the project's ZMTP client side speaks NULL only), so compare CURVE with NULL under libzmq peers.

@@ -12,6 +12,7 @@ import * as hdr from 'hdr-histogram-js';
 import { receiveLoop } from '../src/sockets/receive-loop.js';
 import { ZmtpDealer } from '../src/zmtp/dealer.js';
 import { Client } from '../src/client/client.js';
+import { Worker } from '../src/client/worker.js';
 import { BrokerError } from '../src/client/errors.js';
 import { TIMELINE_MS, type LoadMessage, type LoadResult, type LoadSpec, type Target } from './load-config.js';
 
@@ -109,7 +110,20 @@ function startWorker(i: number): void {
     const peer: Peer = openPeer(args.target.workers, (frames) => reply(peer, frames), false);
     return;
   }
+  if (args.peers === 'library') return startLibWorker(service.toString());
   for (const ep of args.target.endpoints ?? [args.target.workers]) startSession(ep, service);
+}
+
+/** --peers library: the Worker library, registered at every broker, echoing the body. */
+const libWorkers: Worker[] = [];
+function startLibWorker(service: string): void {
+  const delay = args.serviceTimeMs;
+  const handler = delay > 0
+    ? (body: Buffer[]) => new Promise<Buffer[]>((r) => setTimeout(() => r(body), delay))
+    : (body: Buffer[]) => body;
+  libWorkers.push(new Worker({
+    endpoints: args.target.endpoints ?? [args.target.workers], service, version: args.version, heartbeatInterval: args.heartbeatInterval, handler,
+  }));
 }
 
 /** Every simulated worker's session at every broker (each heartbeats). */
@@ -254,7 +268,10 @@ function countReply(): void {
 
 function startLibClient(i: number): void {
   const eps = args.target.endpoints ?? [args.target.clients];
-  const client = new Client({ endpoints: eps, version: args.version, timeout: 2000, retries: 5 });
+  // Failover runs resend within a short window; plain library runs use the Client's defaults, as an app would.
+  const client = args.killBrokerAtMs > 0
+    ? new Client({ endpoints: eps, version: args.version, timeout: 2000, retries: 5 })
+    : new Client({ endpoints: eps, version: args.version });
   libClients.push(client);
   let next = i % args.services;
   const loop = async (): Promise<void> => {
@@ -305,7 +322,7 @@ async function main(): Promise<void> {
       for (const p of workerPeers) p.send(frame);
     }, args.heartbeatInterval);
   }
-  const library = args.killBrokerAtMs > 0;
+  const library = args.killBrokerAtMs > 0 || args.peers === 'library';
   if (!library) for (let i = 0; i < myClients; i++) startClient(i);
   // Let connections and READYs settle before load starts (1,000 workers take a moment).
   await sleep(200 + myWorkers / 2);
@@ -383,6 +400,7 @@ async function main(): Promise<void> {
     ...(library ? { timeline } : {}),
   };
   for (const c of libClients) c.close();
+  for (const w of libWorkers) void w.close();
   send({ type: 'result', result });
   for (const p of peers) p.close();
   process.disconnect?.();

