@@ -9,7 +9,7 @@ import { Router, curveKeyPair } from 'zeromq';
 import * as lib from '../src/client/index.js';
 import { Client } from '../src/client/client.js';
 import { Worker } from '../src/client/worker.js';
-import { RefusedError, TimeoutError, UnreachableError } from '../src/client/errors.js';
+import { RefusedError, TimeoutError, UnavailableError, UnreachableError } from '../src/client/errors.js';
 import { modeFlags, show, sleep, startBroker, until } from './helpers.js';
 import { spawnBroker } from './support/spawn-broker.js';
 
@@ -77,7 +77,7 @@ test('RFC 18 on the wire for version 2: no empty frame either way', async (t) =>
 });
 
 test('every error class the libraries throw is exported from mdbroker/client', () => {
-  for (const name of ['MdpError', 'BrokerError', 'TimeoutError', 'ClosedError', 'AbortError', 'RefusedError', 'EndpointError', 'UnreachableError'] as const) {
+  for (const name of ['MdpError', 'BrokerError', 'TimeoutError', 'ClosedError', 'AbortError', 'RefusedError', 'EndpointError', 'UnreachableError', 'UnavailableError'] as const) {
     assert.equal(typeof (lib as Record<string, unknown>)[name], 'function', name);
   }
 });
@@ -164,4 +164,22 @@ test('ready(): resolves on the first handshake, rejects fast for a wrong port (U
   const stranger = new Client({ endpoints: curved.endpoint, timeout: 10000, curve: { serverKey: keys.publicKey, ...curveKeyPair() } });
   t.after(() => stranger.close());
   await assert.rejects(stranger.ready(), RefusedError);
+});
+
+test('failFast: while the broker says no worker serves a service, requests for it fail at once (UnavailableError), one MMI question at a time', async (t) => {
+  const { broker, endpoint } = await startBroker({ heartbeatInterval: 200, heartbeatLiveness: 3 });
+  t.after(() => broker.close());
+  const client = new Client({ endpoints: endpoint, failFast: 300, timeout: 10000 });
+  t.after(() => client.close());
+  const started = Date.now();
+  const results = await Promise.allSettled(Array.from({ length: 20 }, () => client.request('ghost', 'x')));
+  assert.ok(results.every((r) => r.status === 'rejected' && r.reason instanceof UnavailableError && r.reason.service === 'ghost'));
+  assert.ok(Date.now() - started < 2000, `failed in ${Date.now() - started} ms, not after a 10 s window`);
+  assert.ok(await until(() => broker.stats().mmi >= 1));
+  assert.ok(broker.stats().mmi <= 2, `${broker.stats().mmi} MMI questions for 20 requests (the probe and one mmi.service)`);
+  const worker = new Worker({ endpoint, service: 'ghost', handler: () => 'here now' });
+  t.after(() => worker.close());
+  await worker.ready();
+  await sleep(400); // past the 300 ms the answer is kept
+  assert.deepEqual((await client.request('ghost', 'y')).map(String), ['here now']);
 });

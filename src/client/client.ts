@@ -27,7 +27,7 @@ import type { Version } from '../protocol/codec.js';
 import { clientRequest, parseClientReply, replyHeaderAt, replyService } from '../protocol/peer-codec.js';
 import { isErrorReply } from '../protocol/errors.js';
 import { EXT_REQUEST_ID, MMI_EXTENSIONS } from '../protocol/extensions.js';
-import { AbortError, ClosedError, EndpointError, MdpError, RefusedError, TimeoutError, UnreachableError, decodeError } from './errors.js';
+import { AbortError, ClosedError, EndpointError, MdpError, RefusedError, TimeoutError, UnavailableError, UnreachableError, decodeError } from './errors.js';
 import { Sender, toFrames, type Frame } from './sender.js';
 import { newDealer, type CurveClientKeys, type DealerOptions } from '../sockets/dealer.js';
 import { zmtpHeartbeat } from '../sockets/zeromq.js';
@@ -55,6 +55,14 @@ export interface ClientOptions {
    */
   heartbeatInterval?: number;
   heartbeatLiveness?: number;
+  /**
+   * Opt-in: before the first request for a service (and again once the answer is this many ms old; `true`: 1000),
+   * ask the broker `mmi.service`; while it says 404 (no worker), requests for that service fail at once with
+   * UnavailableError instead of waiting for a worker. One question per service at a time, whatever the number of
+   * requests. With several endpoints one broker's 404 proves nothing (another may have the worker): the request
+   * goes ahead. A broker without MMI (501) or no answer: the request goes ahead too.
+   */
+  failFast?: boolean | number;
   /** Ask each broker for MDP extensions through MMI and pipeline with `request-id` where offered (default true). */
   extensions?: boolean;
   /** Old name for `extensions: false`. */
@@ -132,6 +140,12 @@ interface Pending {
   onAbort: (() => void) | null;
 }
 
+interface ServiceCheck {
+  at: number;
+  answer: string | null;
+  asked: Promise<void>;
+}
+
 /** One socket to one broker endpoint, with what the client knows of that connection. */
 class Link {
   readonly sender: Sender;
@@ -182,6 +196,8 @@ export class Client extends EventEmitter<ClientEvents> {
   /** When each endpoint may next get a fresh socket. */
   private readonly nextFresh: number[] = [];
   private readonly waiting = new Map<string, Pending[]>();
+  /** failFast: the latest mmi.service answer per service (null while the question is out). */
+  private readonly serviceChecks = new Map<string, ServiceCheck>();
   private closed = false;
   private draining: Promise<void> | null = null;
   private drained: (() => void) | null = null;
@@ -209,7 +225,42 @@ export class Client extends EventEmitter<ClientEvents> {
 
   /** Sends a request and resolves with the reply body frames; rejects with BrokerError, TimeoutError, RefusedError or AbortError. */
   request(service: string, body?: Frame | readonly Frame[], opts: RequestOptions = {}): Promise<Buffer[]> {
+    if (this.checksServices() && !service.startsWith('mmi.')) {
+      return this.checkServed(service).then(() => new Promise((resolve, reject) => this.submit(service, body, opts, resolve, reject, null)));
+    }
     return new Promise((resolve, reject) => this.submit(service, body, opts, resolve, reject, null));
+  }
+
+  /** failFast is on and means something (one endpoint). */
+  private checksServices(): boolean {
+    return this.opts.failFast !== undefined && this.opts.failFast !== false && this.endpoints.length === 1;
+  }
+
+  /** Resolves when `service` may be asked for (failFast); rejects with UnavailableError while the broker says 404. */
+  private checkServed(service: string): Promise<void> {
+    const now = Date.now();
+    let known = this.serviceChecks.get(service);
+    if (known === undefined || (known.at + this.checkMs < now && known.answer !== null)) {
+      const entry: ServiceCheck = { at: now, answer: null, asked: Promise.resolve() };
+      entry.asked = this.request('mmi.service', service, { retries: 0 }).then(
+        (reply) => { entry.answer = reply[0]?.toString() ?? ''; entry.at = Date.now(); },
+        () => { entry.answer = ''; entry.at = Date.now(); },
+      );
+      // Bounded: service names are the app's, but a flood of them must not grow this for ever.
+      if (this.serviceChecks.size >= 10000) this.serviceChecks.clear();
+      this.serviceChecks.set(service, entry);
+      known = entry;
+    }
+    const check = known;
+    return check.asked.then(() => {
+      if (check.answer === '404') {
+        throw new UnavailableError(service, `${service}: no worker serves it at ${this.endpoints[0]} (mmi.service said 404)`);
+      }
+    });
+  }
+
+  private get checkMs(): number {
+    return typeof this.opts.failFast === 'number' ? this.opts.failFast : 1000;
   }
 
   /**
@@ -259,6 +310,7 @@ export class Client extends EventEmitter<ClientEvents> {
   /** MDP/0.2 only: yields each PARTIAL, then the FINAL (final: true). Leaving the loop early withdraws the request. */
   async *stream(service: string, body?: Frame | readonly Frame[], opts: RequestOptions = {}): AsyncGenerator<StreamChunk> {
     if (this.version !== 2) throw new MdpError('stream() needs a client created with version: 2');
+    if (this.checksServices() && !service.startsWith('mmi.')) await this.checkServed(service);
     const chunks: StreamChunk[] = [];
     let wake: (() => void) | null = null;
     let failure: Error | null = null;

@@ -51,6 +51,14 @@ export class RefusedError extends MdpError {
   }
 }
 
+/** failFast: the broker says no worker serves this service (mmi.service answered 404), so the request was not sent. */
+export class UnavailableError extends MdpError {
+  override name = 'UnavailableError';
+  constructor(readonly service: string, message: string) {
+    super(message);
+  }
+}
+
 /** ready(): no endpoint could be connected to (nothing listening there, a wrong port, a host that refuses). */
 export class UnreachableError extends MdpError {
   override name = 'UnreachableError';

@@ -65,11 +65,20 @@ export class RawZmtp {
     }));
   }
 
-  /** Connected, greeted with NULL 3.x and READY (DEALER, with these extra properties) sent. */
+  /**
+   * Connected, greeted with NULL 3.x and READY (DEALER, with these extra properties) sent. As RFC 23 has it, the
+   * signature and major version go first, and the rest only once the other side's signature is in: libzmq 4.3.5 as
+   * the server closed the connection (seen here, most of the time) when greeting, READY and a message came in one
+   * segment.
+   */
   static async open(port: number, props: Record<string, Buffer | string> = {}, minor = 1): Promise<RawZmtp> {
     const p = new RawZmtp(port);
     await new Promise<void>((r) => p.sock.once('connect', () => r()));
-    p.write(rawGreeting({ minor }), rawCommand('READY', rawProperties({ 'Socket-Type': 'DEALER', ...props })));
+    const greeting = rawGreeting({ minor });
+    p.write(greeting.subarray(0, 11));
+    const until = Date.now() + 5000;
+    while (p.received.length < 10 && !p.isClosed && Date.now() < until) await new Promise((r) => setTimeout(r, 2));
+    p.write(greeting.subarray(11), rawCommand('READY', rawProperties({ 'Socket-Type': 'DEALER', ...props })));
     return p;
   }
 
