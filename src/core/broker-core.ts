@@ -3,14 +3,15 @@
 // deterministically. The transport is a thin loop around it.
 
 import {
-  C2, EMPTY, Kind, MDPW01, MDPW02, W1, W2, WCmd, clientReply, cmd, parseInbound,
+  C2, EMPTY, Kind, MDPW01, MDPW02, W1, W2, WCmd, clientReply, cmd, parseInbound, toWorker,
   type ClientRequest, type Limits, type Version, type WorkerMessage, DEFAULT_LIMITS,
 } from '../protocol/codec.js';
 import { ServiceQueue } from './service-queue.js';
 import { IdleList, type IdleNode } from './idle-list.js';
 import { errorBody, errorCounts, isErrorMark, type ErrorCode } from '../protocol/errors.js';
 import { groupOf } from './peer-id.js';
-import type { Peer } from './peer.js';
+import { NO_RIGHTS, type Peer } from './peer.js';
+import { WarnGate } from './warn-gate.js';
 import { StatsReplies, isMmi, isMmiStats, mmiBody, type MmiSource } from './mmi.js';
 import { StatsRecorder, snapshotHistogram, type ServiceStats, type StatsSnapshot } from './stats.js';
 
@@ -65,11 +66,6 @@ export const DEFAULT_CORE_OPTIONS: CoreOptions = {
   requireRights: false,
 };
 
-/** What a connection without resolved rights is told when rights are required. */
-const NO_RIGHTS = 'no CURVE rights for this connection';
-
-/** A peer is warned about in the log at most this often (ms); the counters keep the totals. */
-const WARN_EVERY_MS = 60000;
 
 export interface DeniedCounts {
   requests: number;
@@ -265,9 +261,8 @@ export class BrokerCore implements MmiSource {
   private readonly workers = new Set<Worker>();
   private stopping = false;
   private lastFullWarning = -Infinity;
-  /** Peer-caused warnings in the current 10 s window, all peers together (see warnable). */
-  private warnWindow = -Infinity;
-  private warnsInWindow = 0;
+  /** Which peer-caused warnings reach the log (the counters keep the totals). */
+  private readonly warnGate = new WarnGate();
   /** Bytes of the requests held now (each client's share lives on its Peer). */
   heldBytes = 0;
   private readonly workerTtl: number;
@@ -311,7 +306,7 @@ export class BrokerCore implements MmiSource {
         this.sendDisconnect(w.peer, w.id, w.version, w.delimited);
         this.deleteWorker(w, now);
       } else if (now - w.lastSent >= interval) {
-        this.send(w.peer, this.workerFrames(w, w.version === 1 ? W1.HEARTBEAT : W2.HEARTBEAT));
+        this.send(w.peer, toWorker(w.id, w.version, w.delimited, w.version === 1 ? W1.HEARTBEAT : W2.HEARTBEAT));
         w.lastSent = now;
       }
     }
@@ -456,20 +451,8 @@ export class BrokerCore implements MmiSource {
     return this.services.get(name)?.workers ?? 0;
   }
 
-  /**
-   * Whether a warning caused by this peer goes to the log: once a minute per peer, and at most 20 a 10 s window
-   * for all peers together (a flood from many connections). The counters keep the totals either way.
-   */
   private warnable(peer: Peer, now: number): boolean {
-    if (now - peer.lastWarned < WARN_EVERY_MS) return false;
-    if (now - this.warnWindow >= 10000) {
-      this.warnWindow = now;
-      this.warnsInWindow = 0;
-    }
-    if (this.warnsInWindow >= 20) return false;
-    this.warnsInWindow++;
-    peer.lastWarned = now;
-    return true;
+    return this.warnGate.allows(peer, now);
   }
 
   // ---- clients ----
@@ -806,15 +789,6 @@ export class BrokerCore implements MmiSource {
   }
 
   private sendDisconnect(to: Peer, id: Buffer, version: Version, delimited: boolean): void {
-    if (to.gone) return;
-    const msg: Buffer[] = [id];
-    if (delimited) msg.push(EMPTY);
-    if (version === 1) msg.push(MDPW01, cmd(W1.DISCONNECT));
-    else msg.push(MDPW02, cmd(W2.DISCONNECT));
-    this.send(to, msg);
-  }
-
-  private workerFrames(w: Worker, command: number): Buffer[] {
-    return w.delimited ? [w.id, EMPTY, w.version === 1 ? MDPW01 : MDPW02, cmd(command)] : [w.id, MDPW02, cmd(command)];
+    if (!to.gone) this.send(to, toWorker(id, version, delimited, version === 1 ? W1.DISCONNECT : W2.DISCONNECT));
   }
 }

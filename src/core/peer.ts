@@ -38,6 +38,9 @@ export class Peer {
   ) {}
 }
 
+/** What a connection without resolved rights is told where rights are required (fail closed). */
+export const NO_RIGHTS = 'no CURVE rights for this connection';
+
 let lastSerial = 0;
 
 /** The next connection serial (process-wide, so peers of several transports never share one). */

@@ -236,6 +236,11 @@ export function isMmi(name: Buffer): boolean {
   return name.length >= 4 && name[0] === 0x6d && name[1] === 0x6d && name[2] === 0x69 && name[3] === 0x2e;
 }
 
+/** A command from the broker to the worker `id`, in that worker's framing: [id, ("",) MDPW0x, command]. */
+export function toWorker(id: Buffer, version: Version, delimited: boolean, command: number): Buffer[] {
+  return delimited ? [id, EMPTY, version === 1 ? MDPW01 : MDPW02, cmd(command)] : [id, MDPW02, cmd(command)];
+}
+
 /**
  * A reply to a client: the prefix of its request (routing id, envelope, delimiter: frames before headerAt), the
  * client header, for MDP/0.2 the command (PARTIAL or FINAL), the service frame, then body[from..].

@@ -209,12 +209,8 @@ export class ZmtpConnection {
     this.address = sock.remoteAddress === undefined ? 'ipc' : `${sock.remoteAddress}:${sock.remotePort}`;
     sock.setNoDelay(true);
     sock.on('data', (chunk: Buffer) => this.onData(chunk));
-    sock.on('drain', () => {
-      if (this.writePaused && this.queuedBytes < this.maxQueued) {
-        this.writePaused = false;
-        this.applyPause();
-      }
-    });
+    // The kernel took what was waiting: reading a peer stopped for its unwritten bytes can go on.
+    sock.on('drain', () => this.checkWriteBudget());
     sock.on('error', () => {
       if (this.state !== State.Closed) this.reason = 'socket-error';
     });

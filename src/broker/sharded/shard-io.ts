@@ -126,7 +126,7 @@ type Wire = (Buffer | string)[];
  * forgotten when it says the connection ended. Rights are not needed here: the main thread checks every request
  * and READY against the connection's rights before it routes them (sharded-broker.ts).
  */
-export function shardIO(p: Pipe, onEnd: () => void = () => undefined): FrameIO & { readonly pipe: Pipe; drained(): Promise<void> } {
+export function shardIO(p: Pipe): FrameIO & { readonly pipe: Pipe; drained(): Promise<void> } {
   const peers = new Map<number, Peer>();
   return {
     pipe: p,
@@ -143,7 +143,7 @@ export function shardIO(p: Pipe, onEnd: () => void = () => undefined): FrameIO &
           peers.set(serial, peer);
         }
         sink.message(frames, peer);
-      }, onEnd, (err) => sink.error(err));
+      }, () => undefined /* end markers travel the other way */, (err) => sink.error(err));
     },
     send(msg, peer) {
       p.send(msg, peer.serial);

@@ -13,9 +13,10 @@ import { Worker as Thread } from 'node:worker_threads';
 import type { Pair } from 'zeromq';
 import { zeromq } from '../../sockets/zeromq.js';
 import { LRUCacheWithDelete } from 'mnemonist';
-import { C2, EMPTY, Kind, MDPW01, MDPW02, W1, W2, WCmd, clientReply, cmd, isMmi, parseInbound, type WorkerMessage } from '../../protocol/codec.js';
+import { C2, Kind, W1, W2, WCmd, clientReply, isMmi, parseInbound, toWorker, type WorkerMessage } from '../../protocol/codec.js';
 import { errorBody } from '../../protocol/errors.js';
-import type { Peer } from '../../core/peer.js';
+import { NO_RIGHTS, type Peer } from '../../core/peer.js';
+import { WarnGate } from '../../core/warn-gate.js';
 import { StatsReplies, mmiBody, type MmiSource } from '../../core/mmi.js';
 import { emptyStats, type CoreSnapshot, type CoreStats } from '../../core/broker-core.js';
 import type { FrameIO } from '../frame-io.js';
@@ -32,15 +33,9 @@ import type { FromShard, ShardInit, ToShard } from './shard-protocol.js';
 
 let instances = 0;
 
-/** What a connection without resolved rights is told when rights are required (as in the core). */
-const NO_RIGHTS = 'no CURVE rights for this connection';
-
 /** DISCONNECT in the framing of the worker message `m` (from the broker to it, or handed to its shard as its own). */
 function disconnect(id: Buffer, m: WorkerMessage): Buffer[] {
-  const msg: Buffer[] = [id];
-  if (m.delimited) msg.push(EMPTY);
-  msg.push(m.version === 1 ? MDPW01 : MDPW02, cmd(m.version === 1 ? W1.DISCONNECT : W2.DISCONNECT));
-  return msg;
+  return toWorker(id, m.version, m.delimited, m.version === 1 ? W1.DISCONNECT : W2.DISCONNECT);
 }
 
 function fnv1a(b: Buffer): number {
@@ -171,9 +166,8 @@ export class ShardedBroker implements MmiSource {
 
   /** Denials by the CURVE rights, counted here (see fromPeer). */
   private readonly roleDenials = { workersDenied: 0, clientsDenied: 0 };
-  /** Peer-caused warnings in the current 10 s window (as the core limits them). */
-  private warnWindow = -Infinity;
-  private warnsInWindow = 0;
+  /** Which peer-caused warnings reach the log (as in the core). */
+  private readonly warnGate = new WarnGate();
 
   /** A message from a client or worker: route it to its shard, or answer the broker-wide MMI here. */
   private fromPeer(frames: Buffer[], peer: Peer): void {
@@ -237,19 +231,9 @@ export class ShardedBroker implements MmiSource {
     this.shards[shard].io.send(frames, peer.serial);
   }
 
-  /** A peer-caused warning: once a minute per peer, at most 20 a 10 s window in all; debug otherwise. */
+  /** A peer-caused warning, at warn where the gate allows it, else at debug. */
   private warn(peer: Peer, msg: string, fields: Record<string, unknown>): void {
-    const now = performance.now();
-    let ok = now - peer.lastWarned >= 60000;
-    if (ok) {
-      if (now - this.warnWindow >= 10000) {
-        this.warnWindow = now;
-        this.warnsInWindow = 0;
-      }
-      ok = this.warnsInWindow++ < 20;
-      if (ok) peer.lastWarned = now;
-    }
-    this.opts.log(ok ? 'warn' : 'debug', msg, fields);
+    this.opts.log(this.warnGate.allows(peer, performance.now()) ? 'warn' : 'debug', msg, fields);
   }
 
   /** MmiSource: the services served on any shard, as last reported. */
