@@ -138,7 +138,7 @@ test('ready(): resolves on the first handshake, rejects fast for a wrong port (U
   const { broker, endpoint } = await startBroker({ heartbeatInterval: 200, heartbeatLiveness: 3 });
   t.after(() => broker.close());
   const client = new Client({ endpoints: endpoint });
-  const worker = new Worker({ endpoint, service: 'echo', handler: (b) => b, concurrency: 2 });
+  const worker = new Worker({ endpoint, service: 'echo', heartbeatInterval: 200, handler: (b) => b, concurrency: 2 });
   t.after(async () => {
     client.close();
     await worker.close();
@@ -177,9 +177,12 @@ test('failFast: while the broker says no worker serves a service, requests for i
   assert.ok(Date.now() - started < 2000, `failed in ${Date.now() - started} ms, not after a 10 s window`);
   assert.ok(await until(() => broker.stats().mmi >= 1));
   assert.ok(broker.stats().mmi <= 2, `${broker.stats().mmi} MMI questions for 20 requests (the probe and one mmi.service)`);
-  const worker = new Worker({ endpoint, service: 'ghost', handler: () => 'here now' });
+  // The broker's heartbeat interval: with the Worker's default (2.5 s) an idle worker was expired after 600 ms.
+  const worker = new Worker({ endpoint, service: 'ghost', heartbeatInterval: 200, handler: () => 'here now' });
   t.after(() => worker.close());
   await worker.ready();
+  // ready() is the worker's side (its handshake); the broker registers it when its READY is read.
+  assert.ok(await until(() => broker.snapshot().workers === 1), 'the broker has the worker');
   await sleep(400); // past the 300 ms the answer is kept
   assert.deepEqual((await client.request('ghost', 'y')).map(String), ['here now']);
 });
