@@ -2,8 +2,10 @@
 // (synchronously, so a SIGKILL loses nothing already written). hang: takes requests and never answers.
 import { writeSync } from 'node:fs';
 import { Worker } from '../src/client/worker.js';
+import { prng } from '../test/support/prng.js';
 
-const [endpointList, mode, hb] = process.argv.slice(2);
+const [endpointList, mode, hb, seed] = process.argv.slice(2);
+const random = prng(Number(seed ?? 1));
 // One endpoint, or several separated by commas: the worker registers with every broker.
 const endpoints = endpointList.split(',');
 const interval = Number(hb ?? 250);
@@ -11,7 +13,7 @@ new Worker({
   endpoints, service: 'chaos', heartbeatInterval: interval, heartbeatLiveness: 3, reconnectMin: 50, reconnectMax: 500, concurrency: 2,
   handler: async (body) => {
     if (mode === 'hang') return new Promise<never>(() => {});
-    await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 5)));
+    await new Promise((r) => setTimeout(r, Math.floor(random() * 5)));
     writeSync(1, `done ${body[0].toString()}\n`);
     return body;
   },

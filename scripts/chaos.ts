@@ -6,9 +6,13 @@
 //   - one worker hangs: alive, heartbeating, never answering (the broker's busy timeout takes its requests back).
 // Every request is accounted for: answered (exactly once at the client, with its own body), or failed back with a
 // typed error. Worker executions beyond one per request are reported as duplicates. Exit 1 on any request lost
-// (never settled) or answered with someone else's reply.
+// (never settled), answered with someone else's reply, or on more error replies than a restart explains: a broker
+// that answered everything with an error would otherwise pass (it loses nothing).
 //
-// CHAOS_SECONDS (default 40) sets the length; CHAOS_MIN_REQUESTS (default 20000) the least that must be issued.
+// CHAOS_SECONDS (default 40) sets the length; CHAOS_MIN_REQUESTS (default 20000) the least that must be issued;
+// CHAOS_MAX_FAILED_PERMILLE (default 2) the most requests per thousand that may fail with a typed error (runs here
+// fail none: a request survives a restart by its retries); CHAOS_SEED the seed of the kill and vanish schedule
+// (printed at the start: the same seed replays the same schedule).
 //
 // --brokers 2: two broker processes at once; every worker registers with both, every client spreads over both.
 // Broker A is SIGKILLed and restarted, later broker B, while workers are killed too. Requests in flight at a kill
@@ -21,9 +25,13 @@ import { fileURLToPath } from 'node:url';
 import { Client } from '../src/client/client.js';
 import { spawnBroker } from '../test/support/spawn-broker.js';
 import { BrokerError, TimeoutError } from '../src/client/errors.js';
+import { prng } from '../test/support/prng.js';
 
 const SECONDS = Number(process.env.CHAOS_SECONDS ?? 40);
 const MIN_REQUESTS = Number(process.env.CHAOS_MIN_REQUESTS ?? 20000);
+const MAX_FAILED_PERMILLE = Number(process.env.CHAOS_MAX_FAILED_PERMILLE ?? 2);
+const SEED = Number(process.env.CHAOS_SEED ?? Math.floor(Math.random() * 0x7fffffff) + 1);
+const random = prng(SEED);
 const HB = 250;
 const WORKERS = 6;
 const CLIENTS = 6;
@@ -86,7 +94,7 @@ async function firstBroker(): Promise<void> {
 }
 
 function startWorker(mode: 'echo' | 'hang'): ChildProcess {
-  const p = spawn(process.execPath, [WORKER, endpoints.join(','), mode, String(HB)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const p = spawn(process.execPath, [WORKER, endpoints.join(','), mode, String(HB), String(Math.floor(random() * 0x7fffffff) + 1)], { stdio: ['ignore', 'pipe', 'inherit'] });
   procs.add(p);
   createInterface({ input: p.stdout as NodeJS.ReadableStream }).on('line', (l) => {
     if (l.startsWith('done ')) {
@@ -103,6 +111,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 let endpoints: string[] = [];
 
 async function main(): Promise<number> {
+  console.log(`chaos: seed ${SEED} (CHAOS_SEED=${SEED} replays this schedule of kills and vanishing clients)`);
   for (let i = 0; i < BROKERS; i++) await firstBroker();
   endpoints = brokers.map((b) => b.endpoint);
   const workers: ChildProcess[] = Array.from({ length: WORKERS }, () => startWorker('echo'));
@@ -156,14 +165,14 @@ async function main(): Promise<number> {
   while (Date.now() < end) {
     await sleep(400);
     // Kill a random echo worker about every 1.2 s; start a fresh one in its place.
-    if (Math.random() < 0.33) {
-      const i = Math.floor(Math.random() * workers.length);
+    if (random() < 0.33) {
+      const i = Math.floor(random() * workers.length);
       workers[i].kill('SIGKILL');
       events.workerKills++;
       workers[i] = startWorker('echo');
     }
     // A client that sends a burst and vanishes at once, leaving its requests queued.
-    if (Math.random() < 0.2) {
+    if (random() < 0.2) {
       const v = new Client({ endpoints, timeout: 60000 });
       for (let k = 0; k < 20; k++) v.request('chaos', `vanished-${events.vanishedClients}-${k}`).catch(() => undefined);
       events.abandonedRequests += 20;
@@ -227,9 +236,11 @@ async function main(): Promise<number> {
   const sorted = failoverMs.sort((a, b) => a - b);
   const q = (f: number) => sorted[Math.min(sorted.length - 1, Math.floor(f * sorted.length))] ?? 0;
   console.log(`failover: ${sorted.length} requests in flight${BROKERS > 1 ? ' (at either broker; the tail is requests held by the hanging or killed workers)' : ''} at the broker kills, answered after p50 ${q(0.5)} ms, p99 ${q(0.99)} ms, worst ${worstFailoverMs} ms (${worstFailoverAt || 'none'}); ${late} late replies dropped at clients`);
-  const ok = lost === 0 && tally.wrongReply === 0 && tally.issued >= MIN_REQUESTS && events.brokerRestarts === 2;
+  const failedPermille = tally.issued === 0 ? 0 : (failed * 1000) / tally.issued;
+  const ok = lost === 0 && tally.wrongReply === 0 && tally.issued >= MIN_REQUESTS && events.brokerRestarts === 2 && failedPermille <= MAX_FAILED_PERMILLE;
   console.log(`${ok ? 1 : 0} passed, ${ok ? 0 : 1} failed`);
   if (tally.issued < MIN_REQUESTS) console.log(`too few requests: ${tally.issued} < ${MIN_REQUESTS}`);
+  if (failedPermille > MAX_FAILED_PERMILLE) console.log(`too many error replies: ${failed} of ${tally.issued} (${failedPermille.toFixed(2)} per thousand > ${MAX_FAILED_PERMILLE})`);
   return ok ? 0 : 1;
 }
 

@@ -98,6 +98,21 @@ test('a Worker turned away at every READY backs off more each time and says `ref
   assert.match(refused[0], /turned READY nope away/);
 });
 
+test('a Worker whose broker goes silent at the MDP level (the connection alive, PINGs answered) starts a new session after liveness x interval', async (t) => {
+  // The broker: a libzmq ROUTER that takes READY and then says nothing, ever; libzmq still answers ZMTP PINGs, so
+  // only the Worker's MDP liveness can notice.
+  const rec = await recorder(t);
+  const reasons: string[] = [];
+  const worker = new Worker({ endpoint: rec.endpoint, service: 'quiet', heartbeatInterval: 100, heartbeatLiveness: 3, reconnectMin: 50, handler: (b) => b });
+  worker.on('reconnecting', (_ep, reason) => reasons.push(reason));
+  t.after(() => worker.close());
+  const readies = () => rec.messages.filter((m) => m[2]?.toString() === 'MDPW01' && m[3]?.[0] === 1);
+  assert.ok(await until(() => readies().length >= 2, 2500), `a second READY within 2.5 s (got ${readies().length})`);
+  const ids = new Set(readies().map((m) => m[0].toString('hex')));
+  assert.ok(ids.size >= 2, 'the second READY came on a new connection');
+  assert.equal(reasons[0], 'broker silent');
+});
+
 test('5,000 requests against a dead port and against a silent broker: all fail with TimeoutError, the sockets stay bounded, nothing throws', async (t) => {
   const silent = await recorder(t); // accepts, reads, never answers
   for (const endpoint of [await deadEndpoint(), silent.endpoint]) {

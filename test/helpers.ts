@@ -96,16 +96,7 @@ export async function until(cond: () => boolean, ms = 3000): Promise<boolean> {
   return cond();
 }
 
-/** A small deterministic PRNG (xorshift32), so a fuzz or storm run can be replayed with the same seed. */
-export function prng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 0x100000000;
-  };
-}
+export { prng } from './support/prng.js';
 
 /** `n` zeromq DEALERs connected to `endpoint` that never wait on a send (junk and storm peers). */
 export function junkPeers(endpoint: string, n: number): Dealer[] {
