@@ -12,7 +12,7 @@
 const AREAS = {
   core: {
     mutate: ['src/core/**/*.ts'],
-    tests: ['broker-core', 'service-queue', 'stats', 'fuzz', 'validation', 'memory-return'],
+    tests: ['broker-core', 'core-edges', 'service-queue', 'stats', 'fuzz', 'validation', 'memory-return'],
   },
   protocol: {
     mutate: ['src/protocol/**/*.ts'],
