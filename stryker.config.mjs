@@ -20,7 +20,7 @@ const AREAS = {
   },
   zmtp: {
     mutate: ['src/zmtp/**/*.ts'],
-    tests: ['zmtp-parser', 'zmtp-transport', 'hostile', 'curve-session', 'conformance'],
+    tests: ['zmtp-wire', 'zmtp-parser', 'zmtp-transport', 'hostile', 'curve-session', 'conformance'],
   },
   client: {
     mutate: ['src/client/**/*.ts'],

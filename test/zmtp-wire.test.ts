@@ -1,0 +1,140 @@
+// ZMTP's wire pieces byte for byte, against what RFC 23/37 and RFC 32 (Z85) and RFC 26 (CurveZMQ) write down: the
+// greeting, frame headers at the 255/256 boundary, commands, metadata, PING TTLs, and the decoders' refusals. The
+// expected bytes are written out here from the RFCs, not produced by the code under test.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import nacl from 'tweetnacl';
+import {
+  checkGreetingHead, command, commandFrame, errorCommand, greeting, headerBytes, metadata, parseCommand, parseGreeting,
+  parseProperties, pingCommand, pongCommand, readyCommand, writeHeader, DEALER_PEERS, ROUTER_PEERS,
+} from '../src/zmtp/wire.js';
+import { CurveServer, z85Decode, z85Encode } from '../src/zmtp/curve.js';
+
+const hex = (b: Buffer) => b.toString('hex');
+
+test('greeting: signature, 3.1, mechanism field padded with zeros, as-server only for CURVE, filler zero', () => {
+  const g = greeting();
+  assert.equal(g.length, 64);
+  assert.equal(hex(g.subarray(0, 12)), 'ff00000000000000017f0301');
+  assert.equal(g.toString('latin1', 12, 16), 'NULL');
+  assert.ok(g.subarray(16, 64).equals(Buffer.alloc(48)), 'NULL: zeros after the name, as-server 0, filler 0');
+  const c = greeting('CURVE');
+  assert.equal(c.toString('latin1', 12, 17), 'CURVE');
+  assert.ok(c.subarray(17, 32).equals(Buffer.alloc(15)));
+  assert.equal(c[32], 1, 'as-server');
+  assert.ok(c.subarray(33).equals(Buffer.alloc(31)));
+});
+
+test('greeting head: ZMTP 1.0, a broken signature, ZMTP 2.0 and 3.x told apart from the first 11 octets', () => {
+  const head = (bytes: number[]) => Buffer.from(bytes);
+  assert.equal(checkGreetingHead(head([0x01, 0x00])), 'zmtp1', 'octet 0 not 0xff: ZMTP 1.0 (a length)');
+  assert.equal(checkGreetingHead(head([0xff, 0, 0, 0])), null, 'too short to say more');
+  assert.equal(checkGreetingHead(head([0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7e, 3])), 'not-zmtp', 'octet 9 bit 0 clear');
+  assert.equal(checkGreetingHead(head([0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 1])), 1, 'ZMTP 2.0 says 1');
+  assert.equal(checkGreetingHead(head([0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 2])), 2);
+  assert.equal(checkGreetingHead(head([0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 3])), null, '3: fine');
+  assert.equal(checkGreetingHead(head([0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x01, 4])), null, 'later majors too');
+  const g = greeting('CURVE');
+  assert.deepEqual(parseGreeting(g), { major: 3, minor: 1, mechanism: 'CURVE' });
+  const odd = Buffer.from(g);
+  odd[20] = 0x41; // text after the NUL that ends the name: no mechanism
+  assert.deepEqual(parseGreeting(odd), { major: 3, minor: 1, mechanism: '' });
+  const full = Buffer.from(g);
+  full.write('ABCDEFGHIJKLMNOPQRST', 12, 'latin1'); // 20 octets, no NUL at all
+  assert.equal(parseGreeting(full).mechanism, 'ABCDEFGHIJKLMNOPQRST');
+});
+
+test('frame headers: 1-octet size up to 255, 8-octet size with the LONG flag from 256', () => {
+  assert.equal(headerBytes(255), 2);
+  assert.equal(headerBytes(256), 9);
+  const b = Buffer.alloc(9);
+  assert.equal(writeHeader(b, 0, 0x01, 255), 2);
+  assert.equal(hex(b.subarray(0, 2)), '01ff');
+  assert.equal(writeHeader(b, 0, 0x01, 256), 9);
+  assert.equal(hex(b), '030000000000000100');
+  assert.equal(writeHeader(b, 0, 0x04, 0x1_0000_0002), 9, 'past 4 GiB the high word is written');
+  assert.equal(hex(b), '060000000100000002');
+  const at = Buffer.alloc(12, 0xee);
+  assert.equal(writeHeader(at, 3, 0, 7), 5, 'written at the offset');
+  assert.equal(hex(at.subarray(2, 6)), 'ee0007ee');
+});
+
+test('commands: name as a short string, data after it; READY metadata as RFC 37 lays it out; ERROR, PING, PONG', () => {
+  assert.equal(hex(command('PONG', Buffer.from('ab'))), '0407' + '04' + '504f4e47' + '6162');
+  const big = command('X', Buffer.alloc(300));
+  assert.equal(hex(big.subarray(0, 9)), '06' + '000000000000012e', 'a long command frame');
+  assert.equal(hex(commandFrame(Buffer.from('\x05READY', 'latin1'))), '040605' + Buffer.from('READY').toString('hex'));
+  assert.equal(hex(metadata({ 'Socket-Type': 'ROUTER', Identity: Buffer.alloc(0) })),
+    '0b' + Buffer.from('Socket-Type').toString('hex') + '00000006' + Buffer.from('ROUTER').toString('hex') + '08' + Buffer.from('Identity').toString('hex') + '00000000');
+  const ready = readyCommand({ 'Socket-Type': 'DEALER' });
+  assert.equal(ready[0], 0x04);
+  assert.equal(ready.toString('latin1', 2, 8), '\x05READY');
+  assert.equal(hex(errorCommand('bad')), '040a054552524f5203626164');
+  assert.equal(errorCommand('x'.repeat(300)).length, 9 + 6 + 1 + 255, 'an ERROR reason is cut to 255 octets (a long frame)');
+  assert.equal(hex(pingCommand(30)), '0707' + Buffer.from('\x04PING').toString('hex') + '001e');
+  assert.equal(hex(pingCommand(2.6)).slice(-4), '0003', 'rounded');
+  assert.equal(hex(pingCommand(-5)).slice(-4), '0000', 'never negative');
+  assert.equal(hex(pingCommand(1e9)).slice(-4), 'ffff', 'at most 16 bits');
+  assert.equal(hex(pongCommand(Buffer.from([1, 2]))), '0707' + Buffer.from('\x04PONG').toString('hex') + '0102');
+  assert.equal(ROUTER_PEERS.has('DEALER') && ROUTER_PEERS.has('REQ') && ROUTER_PEERS.has('ROUTER') && !ROUTER_PEERS.has('PUB'), true);
+  assert.equal(DEALER_PEERS.has('REP') && DEALER_PEERS.has('DEALER') && DEALER_PEERS.has('ROUTER') && !DEALER_PEERS.has('REQ'), true);
+});
+
+test('command and property decoders refuse what runs past the end, and read what fits exactly', () => {
+  assert.equal(parseCommand(Buffer.alloc(0)), null);
+  assert.equal(parseCommand(Buffer.from([0])), null, 'an empty name');
+  assert.equal(parseCommand(Buffer.from([5, 0x41, 0x42])), null, 'the name runs past the end');
+  assert.deepEqual(parseCommand(Buffer.from('\x04PING', 'latin1')), { name: 'PING', data: Buffer.alloc(0) });
+  assert.deepEqual(parseCommand(Buffer.from('\x04PINGxy', 'latin1')), { name: 'PING', data: Buffer.from('xy') });
+  const props = parseProperties(metadata({ 'Socket-Type': 'DEALER', IDENTITY: 'me' }));
+  assert.deepEqual([...(props ?? new Map())].map(([k, v]) => [k, v.toString()]), [['socket-type', 'DEALER'], ['identity', 'me']], 'names lower-cased');
+  assert.deepEqual(parseProperties(Buffer.alloc(0)), new Map());
+  assert.equal(parseProperties(Buffer.from([0, 0, 0, 0, 0])), null, 'an empty name');
+  assert.equal(parseProperties(Buffer.from([2, 0x61, 0x62, 0, 0, 0])), null, 'the length field runs past the end');
+  assert.equal(parseProperties(Buffer.from([1, 0x61, 0, 0, 0, 2, 0x78])), null, 'the value runs past the end');
+  assert.deepEqual([...(parseProperties(Buffer.from([1, 0x61, 0, 0, 0, 1, 0x78])) ?? new Map())].map(([k, v]) => [k, v.toString()]), [['a', 'x']], 'exactly to the end');
+});
+
+test('Z85 (RFC 32): the RFC test vector both ways; text that is not Z85 is refused', () => {
+  const bytes = Buffer.from([0x86, 0x4f, 0xd2, 0x6f, 0xb5, 0x59, 0xf7, 0x5b]);
+  assert.equal(z85Encode(bytes), 'HelloWorld');
+  assert.deepEqual(z85Decode('HelloWorld'), bytes);
+  assert.equal(z85Decode('Hello')?.length, 4, 'five characters, four octets');
+  assert.equal(z85Decode('Hell'), null, 'not a multiple of 5');
+  assert.equal(z85Decode('Hell~'), null, 'a character outside the alphabet');
+  assert.equal(z85Decode('#####'), null, 'past 2^32');
+  assert.equal(z85Encode(Buffer.alloc(4)), '00000');
+});
+
+test('CurveZMQ server: HELLO refusals (length, version, a box that does not open, a signature that is not zeros); WELCOME opens with the client transient key', () => {
+  const server = nacl.box.keyPair();
+  const keys = { publicKey: Buffer.from(server.publicKey), secretKey: Buffer.from(server.secretKey) };
+  const cn = nacl.box.keyPair();
+  const hello = (opts: { version?: [number, number]; zeros?: Uint8Array; key?: Uint8Array; len?: number } = {}) => {
+    const n = Buffer.alloc(8);
+    n.writeBigUInt64BE(1n);
+    const sig = nacl.box(opts.zeros ?? new Uint8Array(64), new Uint8Array(Buffer.concat([Buffer.from('CurveZMQHELLO---'), n])), opts.key ?? server.publicKey, cn.secretKey);
+    const body = Buffer.concat([Buffer.from('\x05HELLO', 'latin1'), Buffer.from(opts.version ?? [1, 0]), Buffer.alloc(72), cn.publicKey, n, sig]);
+    return opts.len === undefined ? body : body.subarray(0, opts.len);
+  };
+  assert.equal(new CurveServer(keys).hello(hello({ len: 199 })), 'malformed HELLO');
+  const renamed = hello();
+  renamed[1] = 0x68;
+  assert.equal(new CurveServer(keys).hello(renamed), 'malformed HELLO');
+  assert.equal(new CurveServer(keys).hello(hello({ version: [2, 0] })), 'unsupported CurveZMQ version');
+  assert.equal(new CurveServer(keys).hello(hello({ version: [1, 1] })), 'unsupported CurveZMQ version');
+  assert.equal(new CurveServer(keys).hello(hello({ key: nacl.box.keyPair().publicKey })), 'HELLO box does not open');
+  const ones = new Uint8Array(64);
+  ones[63] = 1;
+  assert.equal(new CurveServer(keys).hello(hello({ zeros: ones })), 'HELLO signature is not zeros');
+  const s = new CurveServer(keys);
+  const welcome = s.hello(hello());
+  assert.ok(Buffer.isBuffer(welcome));
+  assert.equal(welcome.length, 168);
+  assert.equal(welcome.toString('latin1', 0, 8), '\x07WELCOME');
+  const opened = nacl.box.open(welcome.subarray(24), new Uint8Array(Buffer.concat([Buffer.from('WELCOME-'), welcome.subarray(8, 24)])), server.publicKey, cn.secretKey);
+  assert.ok(opened !== null && opened.length === 128, 'S\' and a 96-octet cookie');
+  assert.equal(s.initiate(Buffer.alloc(300)), 'malformed INITIATE');
+  assert.equal(new CurveServer(keys).initiate(Buffer.alloc(300)), 'INITIATE before HELLO');
+  assert.equal(CurveServer.sealedBytes(10), 8 + 8 + 16 + 1 + 10);
+});
