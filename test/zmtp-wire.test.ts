@@ -71,11 +71,11 @@ test('commands: name as a short string, data after it; READY metadata as RFC 37 
   assert.equal(ready.toString('latin1', 2, 8), '\x05READY');
   assert.equal(hex(errorCommand('bad')), '040a054552524f5203626164');
   assert.equal(errorCommand('x'.repeat(300)).length, 9 + 6 + 1 + 255, 'an ERROR reason is cut to 255 octets (a long frame)');
-  assert.equal(hex(pingCommand(30)), '0707' + Buffer.from('\x04PING').toString('hex') + '001e');
+  assert.equal(hex(pingCommand(30)), '0407' + Buffer.from('\x04PING').toString('hex') + '001e');
   assert.equal(hex(pingCommand(2.6)).slice(-4), '0003', 'rounded');
   assert.equal(hex(pingCommand(-5)).slice(-4), '0000', 'never negative');
   assert.equal(hex(pingCommand(1e9)).slice(-4), 'ffff', 'at most 16 bits');
-  assert.equal(hex(pongCommand(Buffer.from([1, 2]))), '0707' + Buffer.from('\x04PONG').toString('hex') + '0102');
+  assert.equal(hex(pongCommand(Buffer.from([1, 2]))), '0407' + Buffer.from('\x04PONG').toString('hex') + '0102');
   assert.equal(ROUTER_PEERS.has('DEALER') && ROUTER_PEERS.has('REQ') && ROUTER_PEERS.has('ROUTER') && !ROUTER_PEERS.has('PUB'), true);
   assert.equal(DEALER_PEERS.has('REP') && DEALER_PEERS.has('DEALER') && DEALER_PEERS.has('ROUTER') && !DEALER_PEERS.has('REQ'), true);
 });
