@@ -1,38 +1,8 @@
 // The broker core as a pure state machine: frames in, frames out, a fake clock. Every rule of the spec is here.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { type CoreOptions } from '../src/core/broker-core.js';
 import { TestCore } from './support/test-core.js';
-
-const B = (s: string | number[]) => (typeof s === 'string' ? Buffer.from(s, 'latin1') : Buffer.from(s));
-const E = B('');
-const id = (n: number) => Buffer.from([0, 0, 0, 0, n]);
-const CLIENT = id(1);
-const CLIENT2 = id(2);
-const W_A = id(10);
-const W_B = id(11);
-const W_C = id(12);
-
-/** Frames as readable strings, so a failing assertion shows the wire. */
-const show = (msgs: Buffer[][]) => msgs.map((m) => m.map((f) => f.toString('latin1')));
-
-function core(opts: Partial<CoreOptions> = {}): TestCore {
-  return new TestCore({ heartbeatInterval: 1000, heartbeatLiveness: 3, busyTimeout: 10000, requestTtl: 5000, ...opts });
-}
-function take(c: TestCore): Buffer[][] {
-  c.to.length = 0;
-  return c.out.splice(0);
-}
-
-const ready1 = (w: Buffer, svc: string) => [w, E, B('MDPW01'), B([1]), B(svc)];
-const ready2 = (w: Buffer, svc: string) => [w, B('MDPW02'), B([1]), B(svc)];
-const req1 = (c: Buffer, svc: string, ...body: string[]) => [c, E, B('MDPC01'), B(svc), ...body.map(B)];
-const req2 = (c: Buffer, svc: string, ...body: string[]) => [c, B('MDPC02'), B([1]), B(svc), ...body.map(B)];
-const reply1 = (w: Buffer, c: Buffer, ...body: string[]) => [w, E, B('MDPW01'), B([3]), c, E, ...body.map(B)];
-const partial2 = (w: Buffer, c: Buffer, ...body: string[]) => [w, B('MDPW02'), B([3]), c, E, ...body.map(B)];
-const final2 = (w: Buffer, c: Buffer, ...body: string[]) => [w, B('MDPW02'), B([4]), c, E, ...body.map(B)];
-const hb1 = (w: Buffer) => [w, E, B('MDPW01'), B([4])];
-const disc1 = (w: Buffer) => [w, E, B('MDPW01'), B([5])];
+import { B, CLIENT, CLIENT2, E, W_A, W_B, W_C, core, disc1, final2, hb1, id, partial2, ready1, ready2, reply1, req1, req2, show, take } from './support/core-frames.js';
 
 function errorOf(msg: Buffer[]): { code: string; message: string } {
   const n = msg.length;

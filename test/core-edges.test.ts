@@ -9,32 +9,8 @@ import { WarnGate } from '../src/core/warn-gate.js';
 import { groupOf, peerKey } from '../src/core/peer-id.js';
 import { ServiceQueue } from '../src/core/service-queue.js';
 import { StatsRecorder } from '../src/core/stats.js';
-import { TestCore } from './support/test-core.js';
+import { B, CLIENT, CLIENT2, E, W_A, W_B, core, disc1, hb1, id, ready1, ready2, reply1, req1, show, take } from './support/core-frames.js';
 
-const B = (s: string | number[]) => (typeof s === 'string' ? Buffer.from(s, 'latin1') : Buffer.from(s));
-const E = B('');
-const id = (n: number) => Buffer.from([0, 0, 0, 0, n]);
-const CLIENT = id(1);
-const CLIENT2 = id(2);
-const W_A = id(10);
-const W_B = id(11);
-const show = (msgs: Buffer[][]) => msgs.map((m) => m.map((f) => f.toString('latin1')));
-
-function core(opts: Partial<CoreOptions> = {}): TestCore {
-  return new TestCore({ heartbeatInterval: 1000, heartbeatLiveness: 3, busyTimeout: 10000, requestTtl: 5000, ...opts });
-}
-function take(c: TestCore): Buffer[][] {
-  c.to.length = 0;
-  return c.out.splice(0);
-}
-const ready1 = (w: Buffer, svc: string) => [w, E, B('MDPW01'), B([1]), B(svc)];
-const ready2 = (w: Buffer, svc: string) => [w, B('MDPW02'), B([1]), B(svc)];
-const req1 = (c: Buffer, svc: string, ...body: (string | Buffer)[]) => [c, E, B('MDPC01'), B(svc), ...body.map((b) => (typeof b === 'string' ? B(b) : b))];
-const reply1 = (w: Buffer, c: Buffer, ...body: (string | Buffer)[]) => [w, E, B('MDPW01'), B([3]), c, E, ...body.map((b) => (typeof b === 'string' ? B(b) : b))];
-const hb1 = (w: Buffer) => [w, E, B('MDPW01'), B([4])];
-const disc1 = (w: Buffer) => [w, E, B('MDPW01'), B([5])];
-const DISCONNECT1 = (w: Buffer) => [w, E, B('MDPW01'), B([5])];
-const HEARTBEAT1 = (w: Buffer) => [w, E, B('MDPW01'), B([4])];
 const codeOf = (m: Buffer[]) => (m.length >= 3 && m[m.length - 3].toString('latin1') === '\0error' ? m[m.length - 2].toString() : null);
 
 test('heartbeats: none before the interval, one at exactly the interval; expiry at exactly interval x liveness, counted', () => {
@@ -43,14 +19,14 @@ test('heartbeats: none before the interval, one at exactly the interval; expiry 
   c.tick(999);
   assert.deepEqual(take(c), [], 'no heartbeat before the interval');
   c.tick(1000);
-  assert.deepEqual(show(take(c)), show([HEARTBEAT1(W_A)]), 'one heartbeat at the interval');
+  assert.deepEqual(show(take(c)), show([hb1(W_A)]), 'one heartbeat at the interval');
   c.tick(1999);
   assert.deepEqual(take(c), []);
   c.tick(2999);
-  assert.deepEqual(show(take(c)), show([HEARTBEAT1(W_A)]), 'alive 1 ms before its expiry, still heartbeated');
+  assert.deepEqual(show(take(c)), show([hb1(W_A)]), 'alive 1 ms before its expiry, still heartbeated');
   assert.equal(c.snapshot().workers, 1);
   c.tick(3000);
-  assert.deepEqual(show(take(c)), show([DISCONNECT1(W_A)]), 'told DISCONNECT at expiry');
+  assert.deepEqual(show(take(c)), show([disc1(W_A)]), 'told DISCONNECT at expiry');
   assert.equal(c.snapshot().workers, 0);
   assert.equal(c.stats.workersExpired, 1);
 });
@@ -66,7 +42,7 @@ test('busy timeout at exactly busyTimeout: DISCONNECT, counted, and the request 
   c.handle(ready1(W_B, 'svc'), 499);
   c.tick(500);
   const out = show(take(c));
-  assert.deepEqual(out[0], show([DISCONNECT1(W_A)])[0]);
+  assert.deepEqual(out[0], show([disc1(W_A)])[0]);
   assert.deepEqual(out[1].slice(0, 4), show([[W_B, E, B('MDPW01'), B([2])]])[0], 'requeued to the other worker');
   assert.equal(c.stats.workersExpired, 1);
   assert.equal(c.stats.requeued, 1);
@@ -234,7 +210,7 @@ test('worker misbehaviour is counted: a reply to another address, a forged error
   assert.equal(c.stats.malformed, 3);
   assert.equal(c.snapshot().workers, 1);
   c.handle(ready1(W_A, 'svc'), 4);
-  assert.deepEqual(show(take(c)), show([DISCONNECT1(W_A)]), 'a second READY: DISCONNECT');
+  assert.deepEqual(show(take(c)), show([disc1(W_A)]), 'a second READY: DISCONNECT');
   assert.equal(c.stats.unexpected, 1);
   assert.equal(c.snapshot().workers, 0);
   c.handle(ready2(W_B, 'mmi.service'), 5);
@@ -255,7 +231,7 @@ test('DISCONNECT from a worker is counted; a HEARTBEAT after it gets nothing bac
   c.handle(ready1(W_A, 'svc'), 3);
   assert.equal(c.snapshot().workers, 1);
   c.handle(hb1(id(40)), 3);
-  assert.deepEqual(show(take(c)), show([DISCONNECT1(id(40))]), 'a stranger that heartbeats is told DISCONNECT');
+  assert.deepEqual(show(take(c)), show([disc1(id(40))]), 'a stranger that heartbeats is told DISCONNECT');
   assert.equal(c.stats.unexpected, 1);
 });
 
@@ -264,14 +240,14 @@ test('a service name at exactly the limit registers; one octet longer is refused
   c.handle(ready1(W_A, '12345678'), 0);
   assert.equal(c.snapshot().workers, 1);
   c.handle(ready1(W_B, '123456789'), 0);
-  assert.deepEqual(show(take(c)), show([DISCONNECT1(W_B)]));
+  assert.deepEqual(show(take(c)), show([disc1(W_B)]));
   assert.equal(c.stats.malformed, 1);
 });
 
 test('requireRights: a peer with no rights cannot serve or request; mayServe/mayRequest decide; each refusal counted', () => {
   const c = core({ requireRights: true });
   c.handle(ready1(W_A, 'svc'), 0);
-  assert.deepEqual(show(take(c)), show([DISCONNECT1(W_A)]));
+  assert.deepEqual(show(take(c)), show([disc1(W_A)]));
   assert.equal(c.stats.workersDenied, 1);
   c.handle(req1(CLIENT, 'svc', 'x'), 0);
   const [denied] = take(c);
@@ -304,7 +280,7 @@ test('mayRegister: a worker from an access group may register only what the grou
   assert.deepEqual(seen, [[3, 'ok'], [-1, 'nope']]);
   assert.equal(c.snapshot().workers, 1);
   assert.equal(c.stats.accessDenied, 1);
-  assert.deepEqual(show(take(c)), show([DISCONNECT1(W_A)]));
+  assert.deepEqual(show(take(c)), show([disc1(W_A)]));
 });
 
 test('snapshot and MMI sources: idle and busy workers, served services', () => {
@@ -350,7 +326,7 @@ test('shutdown: queued requests fail with `shutdown`, idle workers are told DISC
   const out = take(c);
   assert.deepEqual(out.map(codeOf).sort(), [null, 'shutdown']);
   c.handle(ready1(W_B, 'svc'), 2);
-  assert.deepEqual(show(take(c)), show([DISCONNECT1(W_B)]));
+  assert.deepEqual(show(take(c)), show([disc1(W_B)]));
   assert.equal(c.stats.unexpected, 1);
   c.handle(req1(CLIENT, 'svc', 'late'), 3);
   assert.equal(codeOf(take(c)[0]), 'shutdown');
