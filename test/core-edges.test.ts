@@ -9,6 +9,7 @@ import { WarnGate } from '../src/core/warn-gate.js';
 import { groupOf, peerKey } from '../src/core/peer-id.js';
 import { ServiceQueue } from '../src/core/service-queue.js';
 import { StatsRecorder } from '../src/core/stats.js';
+import { TestCore } from './support/test-core.js';
 import { B, CLIENT, CLIENT2, E, W_A, W_B, core, disc1, hb1, id, ready1, ready2, reply1, req1, show, take } from './support/core-frames.js';
 
 const codeOf = (m: Buffer[]) => (m.length >= 3 && m[m.length - 3].toString('latin1') === '\0error' ? m[m.length - 2].toString() : null);
@@ -434,4 +435,154 @@ test('mmi.stats waits for one fresh aggregation shared by every question asked m
   const now = take(c);
   assert.equal(now.length, 1, 'the 1,001st is answered without waiting');
   assert.deepEqual(show(now)[0].slice(4), ['{"fresh":1}']);
+});
+
+test('a reply is matched on the whole client address: a longer address with the same prefix is dropped', () => {
+  const c = core();
+  c.handle(ready1(W_A, 'svc'), 0);
+  c.handle(req1(CLIENT, 'svc', 'x'), 0);
+  const [toA] = take(c);
+  c.handle(reply1(W_A, Buffer.concat([toA[4], B([9])]), 'r'), 1);
+  c.handle(reply1(W_A, toA[4].subarray(0, 4), 'r'), 1);
+  assert.deepEqual(take(c), [], 'neither a longer nor a shorter address is the client');
+  assert.equal(c.stats.malformed, 2);
+  c.handle(reply1(W_A, toA[4], 'r'), 2);
+  assert.equal(take(c).length, 1);
+});
+
+test('a 0.1 worker that drops its empty delimiter mid-session is dropped, not served (version and delimiter both pinned)', () => {
+  const c = core();
+  c.handle(ready1(W_A, 'svc'), 0);
+  c.handle([W_A, B('MDPW01'), B([5])], 1); // DISCONNECT without the delimiter it registered with
+  c.handle([W_A, E, B('MDPW02'), B([6])], 1); // a 0.2 DISCONNECT with the delimiter
+  assert.equal(c.stats.malformed, 2);
+  assert.equal(c.snapshot().workers, 1, 'both were dropped, the worker stays');
+  c.handle(DISC_FRESH, 2);
+  assert.deepEqual(take(c), [], 'a DISCONNECT from a peer that never registered: nothing sent');
+  assert.equal(c.stats.unexpected, 0);
+});
+const DISC_FRESH = [id(77), E, B('MDPW01'), B([5])];
+
+test('a registered worker keeps its service through ticks: a later request is dispatched to it', () => {
+  const c = core();
+  c.handle(ready1(W_A, 'svc'), 0);
+  c.tick(500);
+  assert.equal(c.snapshot().services, 1);
+  c.handle(req1(CLIENT, 'svc', 'x'), 600);
+  assert.equal(take(c)[0][0].toString('latin1'), W_A.toString('latin1'));
+});
+
+test('service time and queue wait are recorded in microseconds, clamped at 0 when the clock steps back', () => {
+  const c = core();
+  c.handle(req1(CLIENT, 'svc', 'x'), 1000);
+  c.handle(ready1(W_A, 'svc'), 1003); // waited 3 ms
+  const [toA] = take(c);
+  c.handle(reply1(W_A, toA[4], 'r'), 1010); // served in 7 ms
+  take(c);
+  const s = c.statsSnapshot(0, 0).services.find((x) => x.name === 'svc');
+  assert.ok(s);
+  assert.equal(s.wait.total, 1);
+  assert.ok(s.wait.max >= 2990 && s.wait.max <= 3010, `wait ${s.wait.max} us`);
+  assert.ok(s.service.max >= 6990 && s.service.max <= 7010, `service ${s.service.max} us`);
+  c.handle(req1(CLIENT, 'svc', 'y'), 2000);
+  const [again] = take(c);
+  c.handle(reply1(W_A, again[4], 'r'), 1500); // the clock stepped back
+  const t = c.statsSnapshot(0, 0).services.find((x) => x.name === 'svc');
+  assert.equal(t?.service.total, 2);
+  assert.equal(t?.service.counts[0], 1, 'a negative time is recorded as 0');
+  assert.equal(s.service.total, 1, 'an earlier snapshot is a copy: later replies do not change it');
+});
+
+test('a client that closes: no error reply to it when its queued request expires, no resume for it, no mmi.stats answer', async () => {
+  const c = core({ requestTtl: 100, maxClientBytes: 40 });
+  const peer = c.peerOf(CLIENT);
+  c.handle(req1(CLIENT, 'svc', 'xxxxxxxx'), 0); // 22 of 40: paused
+  assert.equal(peer.paused, true);
+  c.flow.length = 0;
+  c.peerClosed(peer, 1);
+  c.tick(100);
+  assert.deepEqual(take(c), [], 'nothing sent to a departed client');
+  assert.equal(c.stats.droppedClientGone, 1);
+  assert.deepEqual(c.flow, [], 'no resume for a departed client');
+  assert.equal(c.heldBytes, 0);
+  let finish: () => void = () => undefined;
+  c.statsReplies.refresh = () => new Promise<void>((r) => (finish = r));
+  const asker = c.peerOf(CLIENT2);
+  c.handle(req1(CLIENT2, 'mmi.stats', ''), 2);
+  c.peerClosed(asker, 3);
+  finish();
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(take(c), [], 'mmi.stats answers nobody once the asker left');
+});
+
+test('a client within its own budget but past the broker\'s is told the broker\'s limit', () => {
+  const c = core({ maxClientBytes: 100, maxHeldBytes: 150 });
+  const overhead = 5 + 6 + 3;
+  c.handle(req1(CLIENT2, 'svc', Buffer.alloc(60 - overhead)), 0);
+  c.handle(req1(CLIENT, 'svc', Buffer.alloc(100 - overhead)), 0); // exactly its own 100; the broker's 160 > 150
+  const [m] = take(c);
+  assert.match(m[m.length - 1].toString(), /the broker's requests would hold 160 bytes \(limit 150\)/);
+});
+
+test('--validate: requests wait for a verdict and count against the queue limit; a verdict during shutdown fails them', () => {
+  const c = core({ validates: (s) => s === 'checked', maxQueue: 2 });
+  c.handle(req1(CLIENT, 'checked', 'a'), 0);
+  c.handle(req1(CLIENT, 'checked', 'b'), 0);
+  assert.equal(c.toValidate.length, 2);
+  c.handle(req1(CLIENT, 'checked', 'c'), 0);
+  const [over] = take(c);
+  assert.match(over[over.length - 1].toString(), /queue for checked holds 2 requests/);
+  assert.equal(c.snapshot().services, 1, 'a service with requests awaiting a verdict is kept');
+  const batch = c.toValidate.splice(0);
+  c.admit(batch.slice(0, 1), ['too big'], 1);
+  const [rejected] = take(c);
+  assert.equal(rejected[rejected.length - 2].toString(), 'rejected');
+  assert.equal(rejected[rejected.length - 1].toString(), 'too big');
+  c.beginShutdown(2);
+  take(c);
+  c.admit(batch.slice(1), [null], 3);
+  const [late] = take(c);
+  assert.equal(late[late.length - 2].toString(), 'shutdown');
+  assert.equal(c.snapshot().services, 0, 'forgotten once nothing awaits');
+});
+
+test('connectionLiveness: a busy worker is not expired for MDP silence (its connection answers for it); an idle one is', () => {
+  const c = core({ connectionLiveness: true });
+  c.handle(ready1(W_A, 'busy'), 0);
+  c.handle(ready1(W_B, 'idle'), 0);
+  c.handle(req1(CLIENT, 'busy', 'x'), 0);
+  take(c);
+  c.tick(3000);
+  const out = show(take(c));
+  assert.deepEqual(out.filter((m) => m[3] === '\x05'), show([disc1(W_B)]), 'only the idle worker was expired');
+  assert.equal(c.snapshot().workers, 1);
+});
+
+test('the log says what happened and to whom: expiries, refusals, unreachable workers, full client pipes (once a second)', () => {
+  const lines: string[] = [];
+  const c = new TestCore({ heartbeatInterval: 1000, heartbeatLiveness: 3, busyTimeout: 500, requireRights: true }, (level, msg, fields) => lines.push(`${level} ${msg} ${JSON.stringify(fields ?? {})}`));
+  const serve: Rights = { name: 'KEY', mayServe: () => null, mayRequest: () => 'not granted' };
+  c.handle(ready1(W_A, 'svc'), 0, new Peer(nextSerial(), serve));
+  c.handle(ready1(W_B, 'svc'), 0);
+  c.handle(req1(CLIENT, 'svc', 'x'), 0, new Peer(nextSerial(), serve));
+  c.handle(ready1(W_B, 'svc'), 0, new Peer(nextSerial(), { name: 'W', mayServe: () => 'not this one', mayRequest: () => null }));
+  c.sendFailed(CLIENT2, 'full', 10);
+  c.sendFailed(CLIENT2, 'full', 500);
+  c.sendFailed(CLIENT2, 'full', 1010);
+  c.handle(ready1(id(60), 'other'), 0, new Peer(nextSerial(), serve));
+  c.handle(req1(CLIENT2, 'other', 'y'), 0, new Peer(nextSerial(), { name: 'C', mayServe: () => 'no', mayRequest: () => null }));
+  c.tick(600);
+  const third = new Peer(nextSerial(), serve);
+  c.handle(ready1(id(61), 'third'), 700, third);
+  c.sendFailed(third, 'unreachable', 800);
+  c.tick(3000);
+  const has = (re: RegExp) => assert.ok(lines.some((l) => re.test(l)), `a log line like ${re}: ${lines.join('\n')}`);
+  has(/^warn READY refused; told DISCONNECT \{"why":"no CURVE rights for this connection","service":"svc","key":null\}/);
+  has(/^warn request answered `denied` \{"why":"not granted","service":"svc","key":"KEY"\}/);
+  has(/READY refused; told DISCONNECT \{"why":"not this one","service":"svc","key":"W"\}/);
+  assert.equal(lines.filter((l) => l.startsWith('warn replies dropped: a client is not reading')).length, 2, 'at most once a second');
+  has(/^warn replies dropped: a client is not reading \(its pipe is at the high-water mark\) \{"total":1\}/);
+  has(/^warn worker expired: busy timeout \{"service":"other"\}/);
+  has(/^info worker unreachable \{"service":"third","why":"unreachable"\}/);
+  has(/^info worker expired: no heartbeat \{"service":"svc","busy":false\}/);
 });

@@ -3,6 +3,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { Router } from 'zeromq';
 import { Client } from '../src/client/client.js';
@@ -191,6 +192,8 @@ test('600 workers registering at once stay registered through bursts of heartbea
   // sharded pass allows 1 s. What this test guards, no READY or heartbeat lost past zeromq.js's 512 sync sends, is
   // the same.
   const liveness = Number(process.env.MDBROKER_TEST_SHARDS ?? 1) > 1 ? 20 : 10;
+  const stall = monitorEventLoopDelay({ resolution: 10 });
+  stall.enable();
   const { broker, endpoint } = await startBroker({ heartbeatInterval: 50, heartbeatLiveness: liveness });
   const workers = Array.from({ length: 600 }, (_, i) => new Worker({ endpoint, service: `s${i % 7}`, heartbeatInterval: 50, heartbeatLiveness: liveness, handler: (b) => b }));
   const client = new Client({ endpoints: endpoint, timeout: 5000 });
@@ -198,10 +201,20 @@ test('600 workers registering at once stay registered through bursts of heartbea
   // With --shards 2 every message crosses the main thread and a pipe (~130 us each here), so 600 READYs plus 600
   // heartbeats every 50 ms saturate 2 cores at start-up; some workers hear no heartbeat for 500 ms and re-register.
   assert.ok(await until(() => broker.snapshot().workers === 600, 15000), 'all registered');
+  // Broker and workers share this process: if its event loop itself stopped for half the liveness window or more
+  // (a loaded machine: it happened once in a newcomer's run), a worker expires because nothing ran, which is right,
+  // not a lost heartbeat. Then the test asks only that every worker comes back; otherwise, that none ever expired.
   await new Promise((r) => setTimeout(r, 1000)); // ten heartbeat rounds, 600 sends each
-  assert.equal(broker.snapshot().workers, 600);
-  assert.equal(broker.stats().workersUnreachable, 0);
-  assert.equal(broker.stats().workersExpired, 0);
+  stall.disable();
+  const worstMs = stall.max / 1e6;
+  if (worstMs < (50 * liveness) / 2) {
+    assert.equal(broker.snapshot().workers, 600);
+    assert.equal(broker.stats().workersUnreachable, 0);
+    assert.equal(broker.stats().workersExpired, 0);
+  } else {
+    t.diagnostic(`this process stopped for ${Math.round(worstMs)} ms (liveness window ${50 * liveness} ms): expiries allowed, re-registration checked`);
+    assert.ok(await until(() => broker.snapshot().workers === 600, 15000), 'every worker came back');
+  }
   const replies = await Promise.all(Array.from({ length: 70 }, (_, i) => client.request(`s${i % 7}`, String(i))));
   assert.deepEqual(replies.map((r) => Number(r[0].toString())), Array.from({ length: 70 }, (_, i) => i));
 });
