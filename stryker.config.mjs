@@ -7,7 +7,8 @@
 // once, and the tap runner runs the area's test files (compiled, under dist/test) with one mutant switched on at a
 // time; node's test runner speaks TAP. Coverage is per test file, so a mutant runs only the files that reach it.
 // Each area has its own test files, the ones that guard it directly and finish in seconds: the whole suite on
-// every mutant would take days here.
+// every mutant would take days here. zmtp leaves out zmtp-transport.test.ts (20 s a run): with it the area's
+// 1,561 mutants were on course for about 90 minutes; hostile.test.ts drives the router with raw and libzmq peers.
 
 const AREAS = {
   core: {
@@ -20,7 +21,7 @@ const AREAS = {
   },
   zmtp: {
     mutate: ['src/zmtp/**/*.ts'],
-    tests: ['zmtp-wire', 'zmtp-parser', 'curve-session', 'zmtp-transport', 'hostile'],
+    tests: ['zmtp-wire', 'zmtp-parser', 'curve-session', 'hostile'],
   },
   client: {
     mutate: ['src/client/**/*.ts'],
@@ -29,8 +30,6 @@ const AREAS = {
 };
 
 const area = process.env.MUTATION_AREA ?? 'core';
-// Test files read this to leave out their slowest tests (zmtp-transport.test.ts says which and why).
-process.env.MDBROKER_MUTATION = '1';
 const chosen = AREAS[area];
 if (chosen === undefined) throw new Error(`MUTATION_AREA must be one of ${Object.keys(AREAS).join(', ')}, got '${area}'`);
 

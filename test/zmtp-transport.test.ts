@@ -14,11 +14,6 @@ import { greeting, readyCommand } from '../src/zmtp/wire.js';
 import { spawnBroker, brokerMetric, metricValue } from './support/spawn-broker.js';
 import { B, E, until, sleep } from './helpers.js';
 
-// Mutation runs (stryker.config.mjs) leave out the two slowest tests (13 s of the file's 20, run for every mutant
-// they reach). What they guard, many connections and reading paused under load, is reached there only through
-// hostile.test.ts's peers that never read.
-const MUTATION: string | false = process.env.MDBROKER_MUTATION === '1' ? 'left out of mutation runs (slow)' : false;
-
 async function zmtpBroker(opts: Partial<BrokerOptions> = {}): Promise<{ broker: Broker; endpoint: string; port: number }> {
   const broker = new Broker({ bind: ['tcp://127.0.0.1:*'], shutdownGrace: 200, transport: 'zmtp', statsInterval: 0, ...opts });
   await broker.start();
@@ -215,7 +210,7 @@ test('a client whose connection ends: its queued requests are dropped (counted),
   assert.equal(broker.snapshot().queued, 0);
 });
 
-test('5,000 libzmq connections to one broker process: every one is served, RSS stays small', { timeout: 120000, skip: MUTATION }, async (t) => {
+test('5,000 libzmq connections to one broker process: every one is served, RSS stays small', { timeout: 120000 }, async (t) => {
   const { child, endpoint, metricsPort } = await spawnBroker(['--bind', 'tcp://127.0.0.1:*', '--transport', 'zmtp', '--stats-interval', '0', '--metrics-port', '0']);
   t.after(() => child.kill('SIGKILL'));
   const N = 5000;
@@ -281,7 +276,7 @@ test('transport choice: CURVE is served by zmtp, --access and inproc:// fall bac
 // The same in every pass of the suite (this file's brokers ignore the mode), and 7 s long: plain pass only.
 const brokerMode = ['MDBROKER_TEST_OFFLOAD', 'MDBROKER_TEST_SHARDS', 'MDBROKER_TEST_TRANSPORT'].some((k) => process.env[k]);
 
-test('a client sending faster than its service is served is paused (TCP pushes back on it), not refused', { skip: MUTATION || (brokerMode ? 'plain pass only' : false) }, async (t) => {
+test('a client sending faster than its service is served is paused (TCP pushes back on it), not refused', { skip: brokerMode ? 'plain pass only' : false }, async (t) => {
   // A 1 MiB share per client: the broker stops reading a client whose requests hold 512 KiB, resumes below 256 KiB.
   const { broker, endpoint, port } = await zmtpBroker({ heartbeatInterval: 200, maxClientBytes: 1024 * 1024 });
   const worker = new Worker({ endpoint, service: 'echo', heartbeatInterval: 200, handler: (b) => b });
