@@ -1,11 +1,12 @@
-// npm run test:mutation -- [core|protocol|zmtp|client|all] [--force]: StrykerJS over one area of the source (see
-// stryker.config.mjs); --force reruns every mutant instead of the incremental run. Reports: reports/mutation/.
+// npm run test:mutation -- [core|protocol|zmtp|zmtp-engine|client|all] [--force]: StrykerJS over one area of the
+// source (see stryker.config.mjs); --force reruns every mutant instead of the incremental run. Reports:
+// reports/mutation/.
 import { spawnSync } from 'node:child_process';
 
-const AREAS = ['core', 'protocol', 'zmtp', 'client'];
+const AREAS = ['core', 'protocol', 'zmtp', 'zmtp-engine', 'client'];
 const args = process.argv.slice(2);
 if (args.includes('--help') || args.includes('-h')) {
-  process.stdout.write('npm run test:mutation -- [core|protocol|zmtp|client|all] [--force]\n  default: core, incremental (only mutants in changed code or covered by changed tests run again)\n');
+  process.stdout.write('npm run test:mutation -- [core|protocol|zmtp|zmtp-engine|client|all] [--force]\n  default: core, incremental (only mutants in changed code or covered by changed tests run again)\n');
   process.exit(0);
 }
 const force = args.includes('--force');
