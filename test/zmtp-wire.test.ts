@@ -138,3 +138,60 @@ test('CurveZMQ server: HELLO refusals (length, version, a box that does not open
   assert.equal(new CurveServer(keys).initiate(Buffer.alloc(300)), 'INITIATE before HELLO');
   assert.equal(CurveServer.sealedBytes(10), 8 + 8 + 16 + 1 + 10);
 });
+
+test('CurveZMQ server: INITIATE refusals (short, another connection\'s cookie, a replayed nonce, a vouch for other keys); a good one yields the client key and READY', () => {
+  const server = nacl.box.keyPair();
+  const keys = { publicKey: Buffer.from(server.publicKey), secretKey: Buffer.from(server.secretKey) };
+  const client = nacl.box.keyPair();
+  const short = (n: number) => {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64BE(BigInt(n));
+    return b;
+  };
+  const nonce = (prefix: string, tail: Uint8Array) => new Uint8Array(Buffer.concat([Buffer.from(prefix, 'latin1'), tail]));
+  /** A fresh server session past HELLO: the client's transient pair, S' and the cookie from WELCOME. */
+  const session = () => {
+    const s = new CurveServer(keys);
+    const cn = nacl.box.keyPair();
+    const sig = nacl.box(new Uint8Array(64), nonce('CurveZMQHELLO---', short(1)), server.publicKey, cn.secretKey);
+    const welcome = s.hello(Buffer.concat([Buffer.from('\x05HELLO', 'latin1'), Buffer.from([1, 0]), Buffer.alloc(72), cn.publicKey, short(1), sig])) as Buffer;
+    const opened = nacl.box.open(welcome.subarray(24), nonce('WELCOME-', welcome.subarray(8, 24)), server.publicKey, cn.secretKey) as Uint8Array;
+    return { s, cn, sPrime: opened.subarray(0, 32), cookie: opened.subarray(32, 128) };
+  };
+  const initiate = (x: ReturnType<typeof session>, o: { cookie?: Uint8Array; n?: number; vouchFor?: Uint8Array; vouchTransient?: Uint8Array } = {}) => {
+    const vn = nacl.randomBytes(16);
+    const vouch = nacl.box(new Uint8Array([...(o.vouchTransient ?? x.cn.publicKey), ...(o.vouchFor ?? server.publicKey)]), nonce('VOUCH---', vn), x.sPrime, client.secretKey);
+    const meta = Buffer.from('\x0bSocket-Type\x00\x00\x00\x06DEALER', 'latin1');
+    const n = short(o.n ?? 2);
+    const box = nacl.box(new Uint8Array(Buffer.concat([client.publicKey, vn, vouch, meta])), nonce('CurveZMQINITIATE', n), x.sPrime, x.cn.secretKey);
+    return Buffer.concat([Buffer.from('\x08INITIATE', 'latin1'), o.cookie ?? x.cookie, n, box]);
+  };
+  const a = session();
+  assert.equal(a.s.initiate(initiate(a).subarray(0, 9 + 96 + 8 + 128 + 15)), 'malformed INITIATE');
+  const b = session();
+  assert.equal(a.s.initiate(initiate(a, { cookie: b.cookie })), 'cookie does not open', 'another connection\'s cookie');
+  assert.equal(session().s.initiate(initiate(session())), 'cookie does not open');
+  const c = session();
+  assert.equal(c.s.initiate(initiate(c, { n: 1 })), 'INITIATE nonce replayed', 'the HELLO nonce again');
+  const d = session();
+  assert.equal(d.s.initiate(initiate(d, { vouchFor: nacl.box.keyPair().publicKey })), 'vouch does not match', 'a vouch for another server');
+  const e = session();
+  assert.equal(e.s.initiate(initiate(e, { vouchTransient: nacl.box.keyPair().publicKey })), 'vouch does not match', 'a vouch for another transient key');
+  const f = session();
+  const ok = f.s.initiate(initiate(f));
+  assert.ok(typeof ok === 'object');
+  assert.deepEqual(ok.clientKey, Buffer.from(client.publicKey));
+  assert.equal(ok.metadata.toString('latin1'), '\x0bSocket-Type\x00\x00\x00\x06DEALER');
+  const ready = f.s.ready(Buffer.from('meta'));
+  const shared = nacl.box.before(f.sPrime, f.cn.secretKey);
+  assert.equal(ready.toString('latin1', 0, 6), '\x05READY');
+  assert.equal(Buffer.from(nacl.secretbox.open(ready.subarray(14), nonce('CurveZMQREADY---', ready.subarray(6, 14)), shared) ?? []).toString(), 'meta');
+  // MESSAGE: a good box opens once; a short one, a wrong command name, and the same nonce again do not.
+  const msg = (n: number, name = '\x07MESSAGE') => Buffer.concat([Buffer.from(name, 'latin1'), short(n), nacl.secretbox(new Uint8Array([0, 0x68, 0x69]), nonce('CurveZMQMESSAGEC', short(n)), shared)]);
+  assert.equal(f.s.open(msg(3).subarray(0, 16 + MAC_AND_FLAGS - 1)), null, 'shorter than nonce, MAC and flags');
+  assert.equal(f.s.open(msg(3, '\x07MESSAGX')), null, 'not a MESSAGE');
+  const opened = f.s.open(msg(3));
+  assert.deepEqual(opened && { flags: opened.flags, data: opened.data.toString() }, { flags: 0, data: 'hi' });
+  assert.equal(f.s.open(msg(3)), null, 'the same nonce twice');
+});
+const MAC_AND_FLAGS = 16 + 1;
