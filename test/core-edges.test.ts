@@ -12,6 +12,8 @@ import { StatsRecorder } from '../src/core/stats.js';
 import { TestCore } from './support/test-core.js';
 import { B, CLIENT, CLIENT2, E, W_A, W_B, core, disc1, hb1, id, ready1, ready2, reply1, req1, show, take } from './support/core-frames.js';
 
+/** Bytes a req1 message holds against the budgets besides its body: routing id (5), '' (0), 'MDPC01' (6), 'svc' (3). */
+const REQ_OVERHEAD = 5 + 0 + 6 + 3;
 const codeOf = (m: Buffer[]) => (m.length >= 3 && m[m.length - 3].toString('latin1') === '\0error' ? m[m.length - 2].toString() : null);
 
 test('heartbeats: none before the interval, one at exactly the interval; expiry at exactly interval x liveness, counted', () => {
@@ -71,19 +73,17 @@ test('a request expires at exactly its TTL, not a millisecond before; the error 
 
 test('byte budgets at the boundary: a request that fills a budget exactly is taken, one byte more is `overloaded`', () => {
   const frame = (n: number) => Buffer.alloc(n, 1);
-  // Held bytes count every frame of the client's message: id (5) + '' + 'MDPC01' (6) + 'svc' (3) + body.
-  const overhead = 5 + 0 + 6 + 3;
   const c = core({ maxClientBytes: 100, maxHeldBytes: 1000 });
-  c.handle(req1(CLIENT, 'svc', frame(100 - overhead)), 0);
+  c.handle(req1(CLIENT, 'svc', frame(100 - REQ_OVERHEAD)), 0);
   assert.deepEqual(take(c), [], 'exactly the client budget: queued');
   assert.equal(c.heldBytes, 100);
-  c.handle(req1(CLIENT2, 'svc', frame(100 - overhead + 1)), 0);
+  c.handle(req1(CLIENT2, 'svc', frame(100 - REQ_OVERHEAD + 1)), 0);
   const [m] = take(c);
   assert.equal(codeOf(m), 'overloaded');
   assert.match(m[m.length - 1].toString(), /this client's requests would hold 101 bytes \(limit 100\)/);
   assert.equal(c.statsSnapshot(0, 0).services.find((s) => s.name === 'svc')?.errors.overloaded, 1);
   const d = core({ maxClientBytes: 1000, maxHeldBytes: 100 });
-  d.handle(req1(CLIENT, 'svc', frame(100 - overhead)), 0);
+  d.handle(req1(CLIENT, 'svc', frame(100 - REQ_OVERHEAD)), 0);
   d.handle(req1(CLIENT2, 'svc', frame(1)), 0);
   const [n] = take(d);
   assert.equal(codeOf(n), 'overloaded');
@@ -91,12 +91,11 @@ test('byte budgets at the boundary: a request that fills a budget exactly is tak
 });
 
 test('flow control: a client is paused at exactly half its budget and resumed once under a quarter', () => {
-  const overhead = 5 + 6 + 3;
   const c = core({ maxClientBytes: 200 });
   const peer = c.peerOf(CLIENT);
-  c.handle(req1(CLIENT, 'svc', Buffer.alloc(99 - overhead)), 0);
+  c.handle(req1(CLIENT, 'svc', Buffer.alloc(99 - REQ_OVERHEAD)), 0);
   assert.deepEqual(c.flow, [], '99 of 200: not paused');
-  c.handle(req1(CLIENT, 'svc', Buffer.alloc(1 + overhead - overhead)), 0); // +15: 114
+  c.handle(req1(CLIENT, 'svc', Buffer.alloc(1)), 0); // +15: 114
   assert.equal(c.flow.length, 1, 'at half (100) or more: paused');
   assert.deepEqual(c.flow[0], [peer, true]);
   assert.equal(peer.paused, true);
@@ -109,11 +108,10 @@ test('flow control: a client is paused at exactly half its budget and resumed on
 });
 
 test('flow control resumes only under a quarter: 50 of 200 held stays paused', () => {
-  const overhead = 5 + 6 + 3;
   const c = core({ maxClientBytes: 200 });
   const peer = c.peerOf(CLIENT);
-  c.handle(req1(CLIENT, 'svc', Buffer.alloc(50 - overhead)), 0);
-  c.handle(req1(CLIENT, 'svc', Buffer.alloc(50 - overhead)), 0);
+  c.handle(req1(CLIENT, 'svc', Buffer.alloc(50 - REQ_OVERHEAD)), 0);
+  c.handle(req1(CLIENT, 'svc', Buffer.alloc(50 - REQ_OVERHEAD)), 0);
   assert.equal(peer.paused, true, '100 of 200: paused');
   c.flow.length = 0;
   c.handle(ready1(W_A, 'svc'), 1);
@@ -457,11 +455,10 @@ test('a 0.1 worker that drops its empty delimiter mid-session is dropped, not se
   c.handle([W_A, E, B('MDPW02'), B([6])], 1); // a 0.2 DISCONNECT with the delimiter
   assert.equal(c.stats.malformed, 2);
   assert.equal(c.snapshot().workers, 1, 'both were dropped, the worker stays');
-  c.handle(DISC_FRESH, 2);
+  c.handle([id(77), E, B('MDPW01'), B([5])], 2);
   assert.deepEqual(take(c), [], 'a DISCONNECT from a peer that never registered: nothing sent');
   assert.equal(c.stats.unexpected, 0);
 });
-const DISC_FRESH = [id(77), E, B('MDPW01'), B([5])];
 
 test('a registered worker keeps its service through ticks: a later request is dispatched to it', () => {
   const c = core();
@@ -517,9 +514,8 @@ test('a client that closes: no error reply to it when its queued request expires
 
 test('a client within its own budget but past the broker\'s is told the broker\'s limit', () => {
   const c = core({ maxClientBytes: 100, maxHeldBytes: 150 });
-  const overhead = 5 + 6 + 3;
-  c.handle(req1(CLIENT2, 'svc', Buffer.alloc(60 - overhead)), 0);
-  c.handle(req1(CLIENT, 'svc', Buffer.alloc(100 - overhead)), 0); // exactly its own 100; the broker's 160 > 150
+  c.handle(req1(CLIENT2, 'svc', Buffer.alloc(60 - REQ_OVERHEAD)), 0);
+  c.handle(req1(CLIENT, 'svc', Buffer.alloc(100 - REQ_OVERHEAD)), 0); // exactly its own 100; the broker's 160 > 150
   const [m] = take(c);
   assert.match(m[m.length - 1].toString(), /the broker's requests would hold 160 bytes \(limit 150\)/);
 });

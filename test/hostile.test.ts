@@ -13,7 +13,7 @@ import { Client } from '../src/client/client.js';
 import { Worker } from '../src/client/worker.js';
 import { BrokerError } from '../src/client/errors.js';
 import { DEFAULT_LIMITS } from '../src/protocol/codec.js';
-import { z85Decode } from '../src/zmtp/curve.js';
+import { z85Decode } from '../src/zmtp/z85.js';
 import type { Broker } from '../src/broker/broker.js';
 import { RawPeer, modeFlags, show, sleep, startBroker, until } from './helpers.js';
 import { RawZmtp, rawCommand, rawGreeting } from './support/raw-zmtp.js';

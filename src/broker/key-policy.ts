@@ -4,7 +4,7 @@
 // travel with it (its Peer); a service's verdict is remembered per key, so the per-request cost is a map lookup.
 
 import { isMmi } from '../protocol/codec.js';
-import { z85Encode } from '../zmtp/curve.js';
+import { z85Encode } from '../zmtp/z85.js';
 import type { DeniedCounts } from '../core/broker-core.js';
 import type { Rights } from '../core/peer.js';
 

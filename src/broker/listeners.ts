@@ -9,7 +9,7 @@ import { PeerSockets } from './peer-sockets.js';
 import { zmqIO, type FrameIO } from './frame-io.js';
 import { ZmtpIO } from './zmtp-io.js';
 import { parseEndpoint } from '../zmtp/endpoint.js';
-import { z85Decode } from '../zmtp/curve.js';
+import { z85Decode } from '../zmtp/z85.js';
 import { MDPC01, MDPC02, MDPW01, MDPW02 } from '../protocol/codec.js';
 import { secureRouter, zap } from './security.js';
 import type { BrokerOptions, Transport } from './options.js';

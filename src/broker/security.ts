@@ -10,6 +10,7 @@ import type { Router } from 'zeromq';
 import { zeromq } from '../sockets/zeromq.js';
 import type { LogFn } from '../core/broker-core.js';
 import { receiveLoop } from '../sockets/receive-loop.js';
+import { z85Encode } from '../zmtp/z85.js';
 import type { KeyGrant } from './key-policy.js';
 
 export interface KeyPair {
@@ -79,22 +80,6 @@ interface Domain {
   denied: number;
 }
 
-const Z85_CHARS = '0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#';
-
-function z85(b: Buffer): string {
-  let out = '';
-  for (let i = 0; i < b.length; i += 4) {
-    let v = b.readUInt32BE(i);
-    let chunk = '';
-    for (let k = 0; k < 5; k++) {
-      chunk = Z85_CHARS[v % 85] + chunk;
-      v = Math.floor(v / 85);
-    }
-    out += chunk;
-  }
-  return out;
-}
-
 /**
  * One ZAP handler per process (libzmq looks for it at inproc://zeromq.zap.01 in the context); each broker
  * registers its own ZAP domain with its allow-list.
@@ -136,7 +121,7 @@ class ZapHandler {
     let text = 'no such domain';
     let user = '';
     if (d && version?.toString() === '1.0' && mechanism?.toString() === 'CURVE' && key?.length === 32) {
-      user = z85(key);
+      user = z85Encode(key);
       if (d.allowed === null || d.allowed.has(user)) {
         status = '200';
         text = 'OK';
