@@ -1,28 +1,27 @@
-// The zmtp transport's connection state machine, byte for byte, without a network: a fake socket feeds it the bytes
-// a libzmq DEALER would send, split at every possible place, and records what it writes back.
+// The zmtp transport's connection state machine, byte for byte, without a network or a socket: the test hands it the
+// bytes a libzmq DEALER would send, split at every possible place, and records what it writes back.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { EventEmitter } from 'node:events';
-import type { Socket } from 'node:net';
 import fc from 'fast-check';
-import { ZmtpConnection, type CloseReason, type ConnectionOwner } from '../src/zmtp/connection.js';
+import { ZmtpConnection, type ByteStream, type CloseReason, type ConnectionOptions, type ConnectionOwner } from '../src/zmtp/connection.js';
 import { FLAG_COMMAND, FLAG_MORE, ROUTER_PEERS, greeting, readyCommand, writeHeader, headerBytes, command } from '../src/zmtp/wire.js';
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20261128);
 const RUNS = Number(process.env.FUZZ_RUNS ?? 200);
 
-class FakeSocket extends EventEmitter {
+/** What the connection writes to, recorded; bytes from the peer go straight into the connection (receive()). */
+class RecordingStream implements ByteStream {
   written: Buffer[] = [];
   destroyed = false;
   writableLength = 0;
   readingPaused = false;
+  conn: ZmtpConnection | null = null;
   pause(): void {
     this.readingPaused = true;
   }
   resume(): void {
     this.readingPaused = false;
   }
-  setNoDelay(): void {}
   cork(): void {}
   uncork(): void {}
   write(b: Buffer): boolean {
@@ -36,8 +35,19 @@ class FakeSocket extends EventEmitter {
   destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;
-    this.emit('close');
+    this.conn?.ended();
   }
+  /** Bytes from the peer. */
+  receive(b: Buffer): void {
+    this.conn?.receive(b);
+  }
+}
+
+/** A connection over a RecordingStream. */
+function attach(sock: RecordingStream, owner: ConnectionOwner, opts: ConnectionOptions): ZmtpConnection {
+  const conn = new ZmtpConnection(sock, owner, opts, 0);
+  sock.conn = conn;
+  return conn;
 }
 
 class Owner implements ConnectionOwner {
@@ -59,12 +69,12 @@ class Owner implements ConnectionOwner {
   }
 }
 
-function open(opts: { maxFrameBytes?: number; maxFrames?: number } = {}): { sock: FakeSocket; owner: Owner; conn: ZmtpConnection } {
-  const sock = new FakeSocket();
+function open(opts: { maxFrameBytes?: number; maxFrames?: number } = {}): { sock: RecordingStream; owner: Owner; conn: ZmtpConnection } {
+  const sock = new RecordingStream();
   const owner = new Owner();
-  const conn = new ZmtpConnection(sock as unknown as Socket, owner, {
+  const conn = attach(sock, owner, {
     socketType: 'ROUTER', peers: ROUTER_PEERS, maxFrameBytes: opts.maxFrameBytes ?? 1 << 20, maxFrames: opts.maxFrames ?? 1024,
-  }, 0);
+  });
   return { sock, owner, conn };
 }
 
@@ -84,11 +94,11 @@ function dealerStream(messages: Buffer[][], pings: boolean[]): Buffer {
   return Buffer.concat(parts);
 }
 
-function feed(sock: FakeSocket, bytes: Buffer, cuts: number[]): void {
+function feed(sock: RecordingStream, bytes: Buffer, cuts: number[]): void {
   const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
   let at = 0;
   for (const p of [...points, bytes.length]) {
-    if (p > at) sock.emit('data', bytes.subarray(at, p));
+    if (p > at) sock.receive(bytes.subarray(at, p));
     at = p;
   }
 }
@@ -123,14 +133,14 @@ test('any split of a valid byte stream gives the same messages, and the broker a
 });
 
 test('frames that arrived whole are delivered as views of the read chunk, not copies', () => {
-  const sock = new FakeSocket();
+  const sock = new RecordingStream();
   const seen: Buffer[][] = [];
   const owner = new Owner();
   owner.onMessage = (_c, frames) => seen.push(frames);
-  new ZmtpConnection(sock as unknown as Socket, owner, { socketType: 'ROUTER', peers: ROUTER_PEERS, maxFrameBytes: 1 << 20, maxFrames: 16 }, 0);
+  attach(sock, owner, { socketType: 'ROUTER', peers: ROUTER_PEERS, maxFrameBytes: 1 << 20, maxFrames: 16 });
   const body = Buffer.alloc(1000, 7);
   const chunk = dealerStream([[Buffer.from('hello'), body]], []);
-  sock.emit('data', chunk);
+  sock.receive(chunk);
   assert.equal(seen.length, 1);
   assert.equal(seen[0][2].buffer, chunk.buffer, 'the 1000-byte frame shares the chunk memory');
 });
@@ -154,15 +164,15 @@ test('random bytes never throw: after a good handshake or instead of one, they e
 
 test('limits are enforced from the header: an oversized frame closes before its body arrives; extra frames are dropped', () => {
   const { sock, owner } = open({ maxFrameBytes: 100, maxFrames: 3 });
-  sock.emit('data', Buffer.concat([greeting(), readyCommand({ 'Socket-Type': 'DEALER' })]));
+  sock.receive(Buffer.concat([greeting(), readyCommand({ 'Socket-Type': 'DEALER' })]));
   // 5 frames: the message keeps [id] + 3 frames (+1 so the core sees it was over), the rest is dropped.
-  sock.emit('data', Buffer.concat(['a', 'b', 'c', 'd', 'e'].map((s, i) => frame(Buffer.from(s), i < 4 ? FLAG_MORE : 0))));
+  sock.receive(Buffer.concat(['a', 'b', 'c', 'd', 'e'].map((s, i) => frame(Buffer.from(s), i < 4 ? FLAG_MORE : 0))));
   assert.deepEqual(owner.messages.map((m) => m.slice(1).map(String)), [['a', 'b', 'c']]);
   assert.equal(owner.messages[0].length, 4);
   // A header that announces 1 GiB: closed at once, nothing buffered.
   const big = Buffer.alloc(9);
   writeHeader(big, 0, 0, 1 << 30);
-  sock.emit('data', big);
+  sock.receive(big);
   assert.deepEqual(owner.closes, ['frame-too-large']);
   // The peer was told why: an ERROR command is the last thing written.
   assert.match(Buffer.concat(sock.written).toString('latin1'), /\x05ERROR\x0fframe too large$/);
@@ -170,47 +180,47 @@ test('limits are enforced from the header: an oversized frame closes before its 
 
 test('handshake refusals: a PUB peer gets ERROR and is closed; a greeting that is not ZMTP 3 is closed', () => {
   const a = open();
-  a.sock.emit('data', Buffer.concat([greeting(), readyCommand({ 'Socket-Type': 'PUB' })]));
+  a.sock.receive(Buffer.concat([greeting(), readyCommand({ 'Socket-Type': 'PUB' })]));
   assert.deepEqual(a.owner.closes, ['socket-type']);
   assert.match(Buffer.concat(a.sock.written).toString('latin1'), /\x05ERROR.invalid socket type PUB for ROUTER$/);
   const b = open();
-  b.sock.emit('data', Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+  b.sock.receive(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
   assert.deepEqual(b.owner.closes, ['bad-greeting']);
   const c = open();
-  c.sock.emit('data', Buffer.concat([greeting(), frame(Buffer.from('early'), 0)]));
+  c.sock.receive(Buffer.concat([greeting(), frame(Buffer.from('early'), 0)]));
   assert.deepEqual(c.owner.closes, ['protocol-error']);
   const d = open();
   const curve = greeting();
   curve.fill(0, 12, 32);
   curve.write('CURVE', 12);
-  d.sock.emit('data', curve);
+  d.sock.receive(curve);
   assert.deepEqual(d.owner.closes, ['mechanism']);
   void FLAG_COMMAND;
 });
 
 test('a frame trickled one byte per read is kept in a few buffers of ours, not one Buffer per byte', () => {
   const { sock, owner, conn } = open({ maxFrameBytes: 1 << 20 });
-  sock.emit('data', Buffer.concat([greeting(), readyCommand({ 'Socket-Type': 'DEALER' })]));
+  sock.receive(Buffer.concat([greeting(), readyCommand({ 'Socket-Type': 'DEALER' })]));
   const body = Buffer.alloc(50000);
   for (let i = 0; i < body.length; i++) body[i] = (i * 7) & 0xff;
   const bytes = frame(body, 0);
   // Each byte its own Buffer, as each TCP segment of one byte arrives from the socket.
-  for (let i = 0; i < bytes.length - 1; i++) sock.emit('data', Buffer.from([bytes[i]]));
-  const pieces = (conn as unknown as { pending: Buffer[] }).pending.length;
+  for (let i = 0; i < bytes.length - 1; i++) sock.receive(Buffer.from([bytes[i]]));
+  const pieces = (conn as unknown as { decoder: { pending: Buffer[] } }).decoder.pending.length;
   assert.ok(pieces <= 16, `${pieces} pieces held for ${bytes.length - 1} bytes received`);
-  sock.emit('data', Buffer.from([bytes[bytes.length - 1]]));
+  sock.receive(Buffer.from([bytes[bytes.length - 1]]));
   assert.equal(owner.messages.length, 1);
   assert.ok(owner.messages[0][1].equals(body), 'delivered byte for byte');
 });
 
 test('paused while a message is handled, the connection stops after it: the rest of the chunk waits, in order, for resume', async () => {
   const { sock, owner, conn } = open();
-  sock.emit('data', Buffer.concat([greeting(), readyCommand({ 'Socket-Type': 'DEALER' })]));
+  sock.receive(Buffer.concat([greeting(), readyCommand({ 'Socket-Type': 'DEALER' })]));
   owner.onMessage = (c, frames) => {
     owner.messages.push(frames.map((f) => Buffer.from(f)));
     if (owner.messages.length === 2) c.pause(); // as the broker pauses a client that holds too much
   };
-  sock.emit('data', Buffer.concat(['1', '2', '3', '4'].map((b) => frame(Buffer.from(b), 0))));
+  sock.receive(Buffer.concat(['1', '2', '3', '4'].map((b) => frame(Buffer.from(b), 0))));
   assert.deepEqual(owner.messages.map((m) => m[1].toString()), ['1', '2'], 'nothing after the message that paused it');
   assert.ok(sock.readingPaused);
   conn.resume();

@@ -70,7 +70,7 @@ export class ZmtpIO implements FrameIO {
     const total = this.router.counters[reason];
     if (reason === 'old-version') {
       // Said once a minute per host: such a peer redials at once, and each try would be a line.
-      const host = conn.sock.remoteAddress ?? 'ipc';
+      const host = conn.host;
       const last = this.oldHosts.get(host);
       if (last !== undefined && now - last < 60000) return;
       if (this.oldHosts.size >= MAX_OLD_HOSTS) this.oldHosts.clear();

@@ -1,21 +1,15 @@
-// One ZMTP 3.x connection over a node:net socket, for either end: the greeting, the NULL handshake, the frame
-// parser, PING/PONG, and a writer that encodes everything queued for the connection in one write per flush.
-//
-// Reading: a frame that arrived whole in one read chunk is delivered as a subarray of that chunk, never copied. Only
-// a frame (or header) split across reads is assembled: the pieces are collected and concatenated once, when the
-// last one arrives. Size limits are checked from the header, before anything is buffered.
-// Writing: send() only queues; the owner calls flush() once per event-loop turn, which encodes headers and small
-// bodies into one buffer (one write syscall), and passes large bodies to the kernel without a copy. The buffer is
-// sized to what is written (under 4 KiB it comes from Node's shared pool), so a peer whose writes are pending
-// holds only its own bytes.
+// One ZMTP 3.x connection, for either end, with no socket of its own: the greeting, the handshake (through a
+// Mechanism: NULL, or CURVE as server or client), PING/PONG, read pausing and the write budget. Bytes come in through
+// receive() (decoder.ts turns them into commands and messages); what is queued goes out on flush() (encoder.ts), once
+// per event-loop turn, to a ByteStream. net-stream.ts attaches a node:net socket; a test can attach anything.
 
-import type { Socket } from 'node:net';
 import {
-  FLAG_COMMAND, FLAG_LONG, FLAG_MORE, FLAG_RESERVED, GREETING_BYTES, GREETING_HEAD,
-  checkGreetingHead, errorCommand, greeting, headerBytes, parseCommand, parseGreeting, parseProperties, pingCommand,
-  pongCommand, readyCommand, writeHeader, commandFrame, metadata,
+  GREETING_HEAD, errorCommand, greeting, parseCommand, parseGreeting, pingCommand, pongCommand,
 } from './wire.js';
-import { CURVE_COMMAND, CURVE_MORE, CurveServer, type RawKeyPair } from './curve.js';
+import type { RawKeyPair } from './curve.js';
+import { Decoder, type DecoderSink } from './decoder.js';
+import { encode, type Writer } from './encoder.js';
+import { CurveClientMechanism, CurveServerMechanism, NullMechanism, type Mechanism, type PeerInfo } from './mechanism.js';
 import type { Peer } from '../core/peer.js';
 
 /** Why a connection ended; each is counted by the owner. */
@@ -72,6 +66,8 @@ export interface ConnectionOptions {
   intern?: readonly Buffer[];
   /** ROUTER: speak CURVE as the server with these keys; `authorize` is asked about each client's permanent key. */
   curve?: { keys: RawKeyPair; authorize(clientKey: Buffer): boolean };
+  /** DEALER: speak CURVE as the client with this key pair, to a server with this permanent public key. */
+  curveClient?: { keys: RawKeyPair; serverKey: Buffer };
   /**
    * Bytes queued for the peer and not yet taken by the kernel (commands included) past which we stop reading it,
    * until its side drains: a peer that sends and never reads (a PING flood) holds at most this much. Default: none.
@@ -81,39 +77,22 @@ export interface ConnectionOptions {
   maxMessageBytes?: number;
 }
 
+
+/** The byte pipe a connection runs over (a node:net Socket is one). */
+export interface ByteStream extends Writer {
+  end(b: Buffer): unknown;
+  destroy(): unknown;
+  pause(): unknown;
+  resume(): unknown;
+  readonly writableLength: number;
+  readonly destroyed: boolean;
+}
+
 /** What a refused peer is told in its ERROR command (RFC 37), by reason; others are closed without a word. */
 const TELL: Partial<Record<CloseReason, string>> = {
   'bad-identity': 'invalid identity',
   shutdown: 'shutting down',
 };
-
-const EMPTY_FRAME = Buffer.alloc(0);
-const BYTE_FRAMES: Buffer[] = Array.from({ length: 256 }, (_, i) => Buffer.from([i]));
-
-/** A shared Buffer equal to b[at..at+size], or null; for frames of up to 8 bytes. */
-function internedFrame(b: Buffer, at: number, size: number, intern: readonly Buffer[]): Buffer | null {
-  if (size === 0) return EMPTY_FRAME;
-  if (size === 1) return BYTE_FRAMES[b[at]];
-  for (let k = 0; k < intern.length; k++) {
-    const c = intern[k];
-    if (c.length !== size) continue;
-    let i = 0;
-    while (i < size && c[i] === b[at + i]) i++;
-    if (i === size) return c;
-  }
-  return null;
-}
-
-/** Command frames are small (READY with a 255-byte identity, PING); anything bigger is hostile. */
-const MAX_COMMAND_BYTES = 65536;
-/**
- * Pieces of a split unit smaller than this are copied into a buffer of ours rather than kept as they came: a frame
- * trickled one byte per TCP segment arrives as one Buffer per byte, ~550 bytes of memory each (measured), so it
- * would hold hundreds of times its size. Larger pieces cost at most a few percent kept as they are.
- */
-const SMALL_PIECE = 4096;
-/** Bodies at least this big are written as they are (no copy) instead of being encoded into the write buffer. */
-const ZERO_COPY_BYTES = 16384;
 
 const enum State {
   Greeting,
@@ -122,20 +101,17 @@ const enum State {
   Closed,
 }
 
-const GREETING = greeting();
-const CURVE_GREETING = greeting('CURVE');
 /** RFC 23: send the signature and major version first, read the peer's, and only then the rest of the greeting. */
-const GREETING_START = GREETING.subarray(0, GREETING_HEAD);
-/** What a refused key is told (a ZAP-style status code: libzmq reports it as an authentication failure). */
-const CURVE_DENIED = '400';
+const GREETING_START = greeting().subarray(0, GREETING_HEAD);
 
-/** Wire bytes of one frame of `size` sealed in a CURVE MESSAGE box: the frame header and the box. */
-function wireBytes(size: number): number {
-  const box = CurveServer.sealedBytes(size);
-  return headerBytes(box) + box;
+function mechanismFor(opts: ConnectionOptions): Mechanism {
+  const ours = { socketType: opts.socketType, identity: opts.identity };
+  if (opts.curve !== undefined) return new CurveServerMechanism(opts.curve.keys, opts.curve.authorize, ours);
+  if (opts.curveClient !== undefined) return new CurveClientMechanism(opts.curveClient.keys, opts.curveClient.serverKey, ours);
+  return new NullMechanism(ours, opts.socketType === 'ROUTER');
 }
 
-export class ZmtpConnection {
+export class ZmtpConnection<S extends ByteStream = ByteStream> implements DecoderSink {
   /** The routing id a ROUTER gave this peer (frames[0] of every message it delivers); null for a DEALER's. */
   id: Buffer | null = null;
   /** The owner's key for `id`. */
@@ -148,6 +124,8 @@ export class ZmtpConnection {
   ttlTicks = 0;
   /** What the peer said it speaks, for log lines: its major version from the greeting. */
   peerMajor = 0;
+  /** The reason text of an ERROR command the peer sent (RFC 23), for the owner's log line or refusal. */
+  peerError: string | null = null;
   /** Traffic arrived since the owner last looked (any data counts as a sign of life). */
   heard = true;
   lastHeard = 0;
@@ -155,78 +133,52 @@ export class ZmtpConnection {
   /** Owner ticks in a row that found nothing heard (a stalled event loop counts as one, not as its duration). */
   silentTicks = 0;
   readonly openedAt: number;
-  /** The peer's address, for log lines (a closed socket no longer knows it). */
+  /** The peer's address, for log lines (a closed socket no longer knows it): HOST:PORT, or ipc. */
   readonly address: string;
+  /** The peer's host (ipc for a unix socket). */
+  readonly host: string;
   /** In the owner's list of connections to flush. */
   flushQueued = false;
+  readonly mechanism: Mechanism;
   private state = State.Greeting;
   private reason: CloseReason = 'peer-closed';
-  private pending: Buffer[] = [];
-  private pendingLen = 0;
-  /** Our buffer that small pieces of the pending unit are copied into (see SMALL_PIECE), and how far it is used. */
-  private acc: Buffer | null = null;
-  private accUsed = 0;
-  /** The rest of our greeting has been sent (after the peer's first 11 octets said ZMTP 3 or later). */
-  private greeted = false;
+  private readonly decoder: Decoder;
   /** The context of the one PONG owed (RFC 37); a PING flood leaves one PONG pending, not one per PING. */
   private pong: Buffer | null = null;
   /** Why reading is stopped: the owner asked (pause()), or the peer does not take what we write. */
   private ownerPaused = false;
   private writePaused = false;
-  /** Parsing stopped at a message's end because reading was paused meanwhile; `held` is the rest of that chunk. */
-  private stopped = false;
+  /** The rest of a chunk not yet decoded because reading was paused after a message in it. */
   private held: Buffer | null = null;
   private resuming = false;
-  private need = GREETING_BYTES;
-  private frames: Buffer[] = [];
   private readonly out: Buffer[][] = [];
   /** Index of the first frame to write in each queued message (1 for a ROUTER: the routing id is not sent). */
   private readonly outFrom: number;
   private outBytes = 0;
   private readonly cmds: Buffer[] = [];
-  private readonly intern: readonly Buffer[];
-  /** The CURVE session, when the connection speaks CURVE. */
-  private curve: CurveServer | null = null;
-  /** CURVE: HELLO was answered; a second one closes the connection (each costs X25519 operations). */
-  private welcomed = false;
   private readonly maxQueued: number;
-  private readonly maxMessage: number;
-  /** Bytes of the message being read so far. */
-  private messageBytes = 0;
 
   constructor(
-    readonly sock: Socket,
+    readonly stream: S,
     private readonly owner: ConnectionOwner,
     private readonly opts: ConnectionOptions,
     now: number,
+    peerAddress?: { host: string; port: number },
   ) {
     this.openedAt = now;
     this.lastHeard = now;
+    this.host = peerAddress?.host ?? 'ipc';
+    this.address = peerAddress === undefined ? 'ipc' : `${peerAddress.host}:${peerAddress.port}`;
     this.outFrom = opts.socketType === 'ROUTER' ? 1 : 0;
-    this.intern = opts.intern ?? [];
     this.maxQueued = opts.maxQueuedBytes ?? Infinity;
-    this.maxMessage = opts.maxMessageBytes ?? Infinity;
-    this.address = sock.remoteAddress === undefined ? 'ipc' : `${sock.remoteAddress}:${sock.remotePort}`;
-    sock.setNoDelay(true);
-    sock.on('data', (chunk: Buffer) => this.onData(chunk));
-    // The kernel took what was waiting: reading a peer stopped for its unwritten bytes can go on.
-    sock.on('drain', () => this.checkWriteBudget());
-    sock.on('error', () => {
-      if (this.state !== State.Closed) this.reason = 'socket-error';
-    });
-    sock.on('close', () => {
-      this.state = State.Closed;
-      const unsent = this.out.length;
-      this.out.length = 0;
-      this.outBytes = 0;
-      this.owner.onClose(this, this.reason, unsent);
-    });
-    sock.write(GREETING_START);
+    this.mechanism = mechanismFor(opts);
+    this.decoder = new Decoder(this, opts);
+    stream.write(GREETING_START);
   }
 
   /** The client's permanent CURVE public key (raw), once its handshake is done; null on NULL connections. */
   get curveKey(): Buffer | null {
-    return this.curve?.clientKey ?? null;
+    return this.mechanism.peerKey;
   }
 
   get ready(): boolean {
@@ -239,7 +191,7 @@ export class ZmtpConnection {
 
   /** Bytes queued and not yet taken by the kernel: the send high-water mark is checked against this. */
   get queuedBytes(): number {
-    return this.outBytes + this.sock.writableLength;
+    return this.outBytes + this.stream.writableLength;
   }
 
   /** Whether reading is stopped (pause(), or the peer not taking our writes): TCP pushes back on the peer. */
@@ -258,12 +210,42 @@ export class ZmtpConnection {
     this.applyPause();
   }
 
+  // The stream's side: bytes, drain, error, end.
+
+  /** Bytes from the peer. */
+  receive(chunk: Buffer): void {
+    this.heard = true;
+    // Traffic after a PING that asked for a TTL: the peer's deadline is met.
+    this.ttlMs = 0;
+    if (this.state === State.Closed) return;
+    this.consume(chunk);
+  }
+
+  /** The kernel took what was waiting: reading a peer stopped for its unwritten bytes can go on. */
+  drained(): void {
+    this.checkWriteBudget();
+  }
+
+  /** The stream failed; the end follows. */
+  errored(): void {
+    if (this.state !== State.Closed) this.reason = 'socket-error';
+  }
+
+  /** The stream is gone: the owner hears why, and how many queued messages were never written. */
+  ended(): void {
+    this.state = State.Closed;
+    const unsent = this.out.length;
+    this.out.length = 0;
+    this.outBytes = 0;
+    this.owner.onClose(this, this.reason, unsent);
+  }
+
   private applyPause(): void {
     if (this.state === State.Closed) return;
-    if (this.ownerPaused || this.writePaused) this.sock.pause();
-    else if (this.held === null) this.sock.resume();
+    if (this.ownerPaused || this.writePaused) this.stream.pause();
+    else if (this.held === null) this.stream.resume();
     else if (!this.resuming) {
-      // The socket stays paused until the held rest of a chunk is parsed, so nothing overtakes it.
+      // The stream stays paused until the held rest of a chunk is decoded, so nothing overtakes it.
       this.resuming = true;
       setImmediate(this.resumeHeld);
     }
@@ -290,7 +272,7 @@ export class ZmtpConnection {
   send(msg: Buffer[]): void {
     this.out.push(msg);
     for (let i = this.outFrom; i < msg.length; i++) this.outBytes += msg[i].length + 9;
-    if (!this.writePaused && this.outBytes + this.sock.writableLength >= this.maxQueued) this.checkWriteBudget();
+    if (!this.writePaused && this.outBytes + this.stream.writableLength >= this.maxQueued) this.checkWriteBudget();
     if (!this.flushQueued) this.owner.needsFlush(this);
   }
 
@@ -305,14 +287,15 @@ export class ZmtpConnection {
   close(reason: CloseReason, tell: string | undefined = TELL[reason]): void {
     if (this.state === State.Closed) return;
     // After a CURVE handshake a command would have to go in a box; the peer is just closed then.
-    const plain = this.curve === null || this.state !== State.Ready;
+    const plain = this.mechanism.session === null || this.state !== State.Ready;
     this.state = State.Closed;
     this.reason = reason;
-    if (tell !== undefined && plain && !this.sock.destroyed) {
-      this.sock.end(errorCommand(tell));
+    if (tell !== undefined && plain && !this.stream.destroyed) {
+      this.stream.end(errorCommand(tell));
       // A peer that does not close its side is not waited for.
-      setTimeout(() => this.sock.destroy(), 1000).unref();
-    } else this.sock.destroy();
+      const stream = this.stream;
+      setTimeout(() => stream.destroy(), 1000).unref();
+    } else this.stream.destroy();
   }
 
   /** Writes everything queued, in one write where the bodies are small. */
@@ -326,404 +309,98 @@ export class ZmtpConnection {
       this.cmds.push(pongCommand(this.pong));
       this.pong = null;
     }
-    if (this.curve !== null) this.flushCurve();
-    else this.flushPlain();
+    if (this.cmds.length > 0 || this.out.length > 0) {
+      encode(this.stream, this.cmds, this.out, this.outFrom, this.mechanism.session);
+      this.cmds.length = 0;
+      this.out.length = 0;
+      this.outBytes = 0;
+    }
     this.checkWriteBudget();
   }
 
-  private flushPlain(): void {
-    const out = this.out;
-    const from = this.outFrom;
-    let total = 0;
-    let big = false;
-    for (let c = 0; c < this.cmds.length; c++) total += this.cmds[c].length;
-    for (let m = 0; m < out.length; m++) {
-      const msg = out[m];
-      for (let i = from; i < msg.length; i++) {
-        const n = msg[i].length;
-        total += headerBytes(n) + n;
-        if (n >= ZERO_COPY_BYTES) big = true;
-      }
-    }
-    if (total === 0) return;
-    if (big) return this.flushWithLargeBodies(total);
-    const buf = Buffer.allocUnsafe(total);
-    let at = 0;
-    for (let c = 0; c < this.cmds.length; c++) at += this.cmds[c].copy(buf, at);
-    this.cmds.length = 0;
-    for (let m = 0; m < out.length; m++) {
-      const msg = out[m];
-      const last = msg.length - 1;
-      for (let i = from; i <= last; i++) {
-        const f = msg[i];
-        at = writeHeader(buf, at, i < last ? FLAG_MORE : 0, f.length);
-        at += f.copy(buf, at);
-      }
-    }
-    out.length = 0;
-    this.outBytes = 0;
-    this.sock.write(buf);
-  }
-
-  /**
-   * CURVE: each frame sealed in its own MESSAGE box, each box its own wire frame (flags 0), all sealed in place into
-   * one buffer, one write.
-   */
-  private flushCurve(): void {
-    const curve = this.curve as CurveServer;
-    const out = this.out;
-    const from = this.outFrom;
-    // Commands (PING, PONG) were encoded as plain command frames: their bodies go in boxes marked COMMAND.
-    const cmds = this.cmds.map((c) => c.subarray((c[0] & FLAG_LONG) !== 0 ? 9 : 2));
-    this.cmds.length = 0;
-    let total = 0;
-    for (const c of cmds) total += wireBytes(c.length);
-    for (let m = 0; m < out.length; m++) {
-      const msg = out[m];
-      for (let i = from; i < msg.length; i++) total += wireBytes(msg[i].length);
-    }
-    if (total === 0) return;
-    const buf = Buffer.allocUnsafe(total);
-    let at = 0;
-    for (const c of cmds) {
-      at = writeHeader(buf, at, 0, CurveServer.sealedBytes(c.length));
-      at = curve.sealInto(buf, at, CURVE_COMMAND, c);
-    }
-    for (let m = 0; m < out.length; m++) {
-      const msg = out[m];
-      const last = msg.length - 1;
-      for (let i = from; i <= last; i++) {
-        at = writeHeader(buf, at, 0, CurveServer.sealedBytes(msg[i].length));
-        at = curve.sealInto(buf, at, i < last ? CURVE_MORE : 0, msg[i]);
-      }
-    }
-    out.length = 0;
-    this.outBytes = 0;
-    this.sock.write(buf);
-  }
-
-  private flushWithLargeBodies(total: number): void {
-    const sock = this.sock;
-    sock.cork();
-    // Headers and small bodies go into runs of a fresh buffer; large bodies are written as they are.
-    const buf = Buffer.allocUnsafe(total);
-    let runStart = 0;
-    let at = 0;
-    for (let c = 0; c < this.cmds.length; c++) at += this.cmds[c].copy(buf, at);
-    this.cmds.length = 0;
-    for (const msg of this.out) {
-      const last = msg.length - 1;
-      for (let i = this.outFrom; i <= last; i++) {
-        const f = msg[i];
-        at = writeHeader(buf, at, i < last ? FLAG_MORE : 0, f.length);
-        if (f.length >= ZERO_COPY_BYTES) {
-          sock.write(buf.subarray(runStart, at));
-          sock.write(f);
-          runStart = at;
-        } else at += f.copy(buf, at);
-      }
-    }
-    if (at > runStart) sock.write(buf.subarray(runStart, at));
-    this.out.length = 0;
-    this.outBytes = 0;
-    sock.uncork();
-  }
-
-  private onData(chunk: Buffer): void {
-    this.heard = true;
-    // Traffic after a PING that asked for a TTL: the peer's deadline is met.
-    this.ttlMs = 0;
-    if (this.closed) return;
-    this.consume(chunk);
-  }
-
-  /** Parses a chunk; a part left when reading stops mid-chunk (pause) is held until reading resumes. */
+  /** Decodes a chunk; a part left when reading stops mid-chunk (pause) is held until reading resumes. */
   private consume(chunk: Buffer): void {
-    let o = 0;
-    // Complete a unit (greeting, frame header or frame) split across reads: copy only that unit, then go on
-    // reading the rest of this chunk in place.
-    while (this.pendingLen > 0) {
-      const want = this.need - this.pendingLen;
-      if (chunk.length - o < want) {
-        this.addPending(o === 0 ? chunk : chunk.subarray(o));
-        return;
-      }
-      this.addPending(chunk.subarray(o, o + want));
-      o += want;
-      const unit = this.pending.length === 1 ? this.pending[0] : Buffer.concat(this.pending, this.need);
-      this.pending = [];
-      this.pendingLen = 0;
-      this.acc = null;
-      const used = this.parse(unit, 0);
-      if (this.closed) return;
-      if (used < unit.length) {
-        // Only the header was complete (or the greeting's first part); `need` now covers the rest.
-        this.addPending(unit.subarray(used));
-      }
-      if (this.stopped) return this.hold(chunk.subarray(o));
-    }
-    const used = this.parse(chunk, o);
-    if (this.closed) return;
-    if (this.stopped) this.hold(chunk.subarray(used));
-    else if (used < chunk.length) this.addPending(chunk.subarray(used));
+    const rest = this.decoder.feed(chunk);
+    if (rest !== null && this.state !== State.Closed) this.held = rest;
   }
 
-  /** Reading stopped after a whole message: the rest of this chunk waits, unparsed, until it resumes. */
-  private hold(rest: Buffer): void {
-    this.stopped = false;
-    this.held = rest.length > 0 ? rest : null;
-  }
-
-  /** Reading resumed: what was held is parsed first, and only then does the socket deliver more. */
+  /** Reading resumed: what was held is decoded first, and only then does the stream deliver more. */
   private readonly resumeHeld = (): void => {
     this.resuming = false;
-    if (this.closed || this.paused) return;
+    if (this.state === State.Closed || this.paused) return;
     const rest = this.held;
     this.held = null;
     if (rest !== null) this.consume(rest);
-    if (!this.closed && !this.paused && this.held === null) this.sock.resume();
+    if (!this.closed && !this.paused && this.held === null) this.stream.resume();
   };
 
-  /** Keeps a piece of the unit being assembled: small pieces are copied together (see SMALL_PIECE). */
-  private addPending(piece: Buffer): void {
-    const n = piece.length;
-    this.pendingLen += n;
-    if (n >= SMALL_PIECE) {
-      this.pending.push(piece);
-      this.acc = null;
-      return;
-    }
-    const acc = this.acc;
-    if (acc !== null && acc.length - this.accUsed >= n) {
-      const start = this.accUsed - this.pending[this.pending.length - 1].length;
-      piece.copy(acc, this.accUsed);
-      this.accUsed += n;
-      this.pending[this.pending.length - 1] = acc.subarray(start, this.accUsed);
-      return;
-    }
-    // A new buffer about as big as what is pending already (so the copies double, amortized), never more than
-    // the unit still needs: a peer that announces a large frame and trickles it cannot make us allocate ahead.
-    const cap = Math.max(n, Math.min(this.need - this.pendingLen + n, Math.max(256, this.pendingLen)));
-    const fresh = Buffer.allocUnsafeSlow(cap);
-    piece.copy(fresh, 0);
-    this.acc = fresh;
-    this.accUsed = n;
-    this.pending.push(fresh.subarray(0, n));
+  // The decoder's side (DecoderSink).
+
+  greetingHead(): void {
+    const m = this.mechanism;
+    this.stream.write(greeting(m.name, m.asServer).subarray(GREETING_HEAD));
   }
 
-  /** Parses whole units from b[o..]; returns where the first incomplete one starts (setting `need`). */
-  private parse(b: Buffer, o: number): number {
-    const len = b.length;
-    while (o < len) {
-      if (this.state === State.Greeting) {
-        const rem = len - o;
-        if (!this.greeted) {
-          // Octet 0 already tells a ZMTP 1.0 peer; octets 9 and 10, a broken signature or a ZMTP 2.0 peer.
-          const bad = checkGreetingHead(b.subarray(o, o + Math.min(rem, GREETING_HEAD)));
-          if (bad !== null) {
-            if (typeof bad === 'number') this.peerMajor = bad;
-            this.close(typeof bad === 'number' ? 'old-version' : 'bad-greeting');
-            return len;
-          }
-          if (rem < GREETING_HEAD) {
-            this.need = GREETING_HEAD;
-            return o;
-          }
-          this.greeted = true;
-          this.sock.write((this.opts.curve ? CURVE_GREETING : GREETING).subarray(GREETING_HEAD));
-        }
-        if (rem < GREETING_BYTES) {
-          this.need = GREETING_BYTES;
-          return o;
-        }
-        this.onGreeting(b.subarray(o, o + GREETING_BYTES));
-        o += GREETING_BYTES;
-        if (this.closed) return len;
-        continue;
-      }
-      const flags = b[o];
-      let size: number;
-      let hdr: number;
-      if ((flags & FLAG_LONG) !== 0) {
-        if (len - o < 9) {
-          this.need = 9;
-          return o;
-        }
-        // Sizes past 4 GiB are over every limit we have.
-        size = b.readUInt32BE(o + 1) !== 0 ? Number.MAX_SAFE_INTEGER : b.readUInt32BE(o + 5);
-        hdr = 9;
-      } else {
-        if (len - o < 2) {
-          this.need = 2;
-          return o;
-        }
-        size = b[o + 1];
-        hdr = 2;
-      }
-      if ((flags & FLAG_RESERVED) !== 0) {
-        this.close('protocol-error', 'reserved flag bits set');
-        return len;
-      }
-      const isCommand = (flags & FLAG_COMMAND) !== 0;
-      // Under CURVE a message frame is a box around the frame: the limit is on what it holds (the plaintext).
-      const boxed = this.curve !== null && this.state === State.Ready;
-      if (size > (isCommand ? MAX_COMMAND_BYTES : boxed ? CurveServer.sealedBytes(this.opts.maxFrameBytes) : this.opts.maxFrameBytes)) {
-        this.close('frame-too-large', 'frame too large');
-        return len;
-      }
-      if (len - o - hdr < size) {
-        this.need = hdr + size;
-        return o;
-      }
-      // Creating a view costs more than comparing a few bytes: headers, delimiters and command bytes are shared.
-      const body = (size <= 8 ? internedFrame(b, o + hdr, size, this.intern) : null) ?? b.subarray(o + hdr, o + hdr + size);
-      o += hdr + size;
-      if (this.curve !== null && this.state === State.Ready) {
-        // CURVE: every frame is its own MESSAGE box; MORE and COMMAND travel inside it.
-        if (isCommand || (flags & FLAG_MORE) !== 0) {
-          this.close('protocol-error', 'plain frame on a CURVE connection');
-          return len;
-        }
-        const opened = this.curve.open(body);
-        if (opened === null) {
-          this.close('protocol-error', 'MESSAGE box does not open');
-          return len;
-        }
-        if ((opened.flags & CURVE_COMMAND) !== 0) {
-          if ((opened.flags & CURVE_MORE) !== 0 || this.frames.length > this.outFrom) {
-            this.close('protocol-error', 'command frame inside a message');
-            return len;
-          }
-          this.onCommand(opened.data);
-          if (this.closed) return len;
-          continue;
-        }
-        if (this.deliverFrame(opened.data, (opened.flags & CURVE_MORE) !== 0)) return this.stopped ? o : len;
-        continue;
-      }
-      if (isCommand) {
-        const inMessage = this.frames.length > this.outFrom;
-        if ((flags & FLAG_MORE) !== 0 || inMessage) {
-          this.close('protocol-error', 'command frame inside a message');
-          return len;
-        }
-        this.onCommand(body);
-        if (this.closed) return len;
-        continue;
-      }
-      if (this.state !== State.Ready) {
-        this.close('protocol-error', 'message before READY');
-        return len;
-      }
-      if (this.deliverFrame(body, (flags & FLAG_MORE) !== 0)) return this.stopped ? o : len;
-    }
-    return o;
-  }
-
-  /**
-   * Adds a frame to the message being read; at its last frame hands the message over. True if parsing stops here:
-   * the connection closed, or reading was paused while the message was handled (`stopped`: the rest waits).
-   */
-  private deliverFrame(body: Buffer, more: boolean): boolean {
-    const frames = this.frames;
-    // Past the limit the frames are dropped (nothing more is held), and the message still ends where it ends.
-    if (frames.length <= this.opts.maxFrames) {
-      frames.push(body);
-      this.messageBytes += body.length;
-      if (this.messageBytes > this.maxMessage) {
-        this.close('message-too-large', 'message too large');
-        return true;
-      }
-    }
-    if (!more) {
-      this.messageBytes = 0;
-      this.frames = this.id === null ? [] : [this.id];
-      this.owner.onMessage(this, frames);
-      if (this.closed) return true;
-      if (this.paused) {
-        this.stopped = true;
-        return true;
-      }
-    }
-    return false;
-  }
-
-  private onGreeting(g: Buffer): void {
+  greeting(g: Buffer): boolean {
     const peer = parseGreeting(g);
     this.peerMajor = peer.major;
-    if (peer.mechanism !== (this.opts.curve ? 'CURVE' : 'NULL')) {
+    if (peer.mechanism !== this.mechanism.name) {
       this.close('mechanism');
-      return;
+      return false;
     }
     this.state = State.Handshake;
-    // CURVE: the client speaks first (HELLO).
-    if (this.opts.curve) {
-      this.curve = new CurveServer(this.opts.curve.keys);
-      return;
-    }
-    // NULL: the client (connecting side) sends READY first; the server answers it.
-    if (this.opts.socketType === 'DEALER') this.sock.write(this.readyFrame());
+    const first = this.mechanism.start();
+    if (first !== null) this.stream.write(first);
+    return true;
+  }
+
+  command(body: Buffer): boolean {
+    this.onCommand(body);
+    return this.state !== State.Closed;
+  }
+
+  message(frames: Buffer[]): boolean {
+    this.owner.onMessage(this, frames);
+    return this.state !== State.Closed && !this.paused;
+  }
+
+  fail(reason: CloseReason, tell?: string, peerMajor?: number): void {
+    if (peerMajor !== undefined) this.peerMajor = peerMajor;
+    this.close(reason, tell);
   }
 
   /**
-   * The peer's half of the handshake is done: the owner accepts it or says why not. Our READY (`ready`, null for the
-   * side that spoke first) goes only to an accepted peer; a refused one gets ERROR (where TELL has words for it),
-   * which RFC 23 lets stand in for READY, on both mechanisms.
+   * The peer's half of the handshake is done: the owner accepts it or says why not. Our answer (`reply`, null for
+   * the side that spoke first) goes only to an accepted peer; a refused one gets ERROR (where TELL has words for
+   * it), which RFC 23 lets stand in for READY, on both mechanisms.
    */
-  private becomeReady(type: string, identity: Buffer, ready: Buffer | null): void {
-    const refused = this.owner.onReady(this, type, identity);
+  private becomeReady(peer: PeerInfo, reply: Buffer | null): void {
+    if (!this.opts.peers.has(peer.socketType)) {
+      return this.close('socket-type', `invalid socket type ${peer.socketType || '(none)'} for ${this.opts.socketType}`);
+    }
+    const refused = this.owner.onReady(this, peer.socketType, peer.identity);
     if (refused !== null) return this.close(refused);
-    if (ready !== null) this.sock.write(ready);
+    if (reply !== null) this.stream.write(reply);
     this.state = State.Ready;
-    if (this.id !== null) this.frames = [this.id];
+    this.decoder.establish(this.id, this.mechanism.session);
     // Anything queued before the handshake finished goes now.
     if (this.out.length > 0 || this.cmds.length > 0) this.owner.needsFlush(this);
-  }
-
-  /** The CURVE handshake, server side: HELLO -> WELCOME, INITIATE -> READY (or ERROR for a refused key). */
-  private onCurveCommand(name: string, body: Buffer): void {
-    const curve = this.curve as CurveServer;
-    if (name === 'ERROR') return this.close('peer-error');
-    if (name === 'HELLO') {
-      // libzmq takes one HELLO per connection, then only INITIATE: each HELLO costs three X25519 operations.
-      if (this.welcomed) return this.close('curve-handshake');
-      this.welcomed = true;
-      const welcome = curve.hello(body);
-      if (typeof welcome === 'string') return this.close('curve-handshake');
-      this.sock.write(commandFrame(welcome));
-      return;
-    }
-    if (name !== 'INITIATE') return this.close('curve-handshake');
-    const init = curve.initiate(body);
-    if (typeof init === 'string') return this.close('curve-handshake');
-    if (!(this.opts.curve as { authorize(k: Buffer): boolean }).authorize(init.clientKey)) return this.close('curve-denied', CURVE_DENIED);
-    const props = parseProperties(init.metadata);
-    if (props === null) return this.close('curve-handshake');
-    const type = props.get('socket-type')?.toString('latin1') ?? '';
-    if (!this.opts.peers.has(type)) return this.close('socket-type', `invalid socket type ${type || '(none)'} for ${this.opts.socketType}`);
-    const identity = Buffer.from(props.get('identity') ?? Buffer.alloc(0));
-    this.becomeReady(type, identity, commandFrame(curve.ready(metadata({ 'Socket-Type': this.opts.socketType }))));
-  }
-
-  private readyFrame(): Buffer {
-    const props: Record<string, Buffer | string> = { 'Socket-Type': this.opts.socketType };
-    if (this.opts.identity && this.opts.identity.length > 0) props.Identity = this.opts.identity;
-    return readyCommand(props);
   }
 
   private onCommand(body: Buffer): void {
     const c = parseCommand(body);
     if (c === null) return this.close('bad-command', 'malformed command');
-    if (this.state === State.Handshake && this.curve !== null) return this.onCurveCommand(c.name, body);
+    if (c.name === 'ERROR') {
+      // RFC 23: a reason of up to 255 octets after its length.
+      const n = c.data.length > 0 ? Math.min(c.data[0], c.data.length - 1) : 0;
+      this.peerError = c.data.toString('latin1', 1, 1 + n);
+      return this.close('peer-error');
+    }
     if (this.state === State.Handshake) {
-      if (c.name === 'ERROR') return this.close('peer-error');
-      if (c.name !== 'READY') return this.close('bad-command', `expected READY, got ${c.name}`);
-      const props = parseProperties(c.data);
-      if (props === null) return this.close('bad-command', 'malformed READY metadata');
-      const type = props.get('socket-type')?.toString('latin1') ?? '';
-      if (!this.opts.peers.has(type)) return this.close('socket-type', `invalid socket type ${type || '(none)'} for ${this.opts.socketType}`);
-      const identity = Buffer.from(props.get('identity') ?? Buffer.alloc(0));
-      this.becomeReady(type, identity, this.opts.socketType === 'ROUTER' ? this.readyFrame() : null);
+      const step = this.mechanism.command(c.name, body, c.data);
+      if (step.kind === 'send') this.stream.write(step.frame);
+      else if (step.kind === 'fail') this.close(step.reason, step.tell);
+      else this.becomeReady(step.peer, step.reply);
       return;
     }
 
@@ -744,8 +421,6 @@ export class ZmtpConnection {
       }
       case 'PONG':
         return;
-      case 'ERROR':
-        return this.close('peer-error');
       case 'READY':
         return this.close('bad-command', 'second READY');
       default:

@@ -1,10 +1,18 @@
-// CurveZMQ (RFC 26) as ZMTP's CURVE mechanism (RFC 25), server side: the handshake (HELLO, WELCOME with a cookie,
+// CurveZMQ (RFC 26) as ZMTP's CURVE mechanism (RFC 25), both ends: the handshake (HELLO, WELCOME with a cookie,
 // INITIATE with a vouch, READY) and the per-frame MESSAGE boxes, as libzmq speaks them (docs/curve.md). Pure: bytes
 // in, bytes out; the connection does the I/O. Crypto: sodium-native (measured fastest, `npm run bench:crypto`), with
 // the precomputed box key built as NaCl defines crypto_box_beforenm, because sodium-native 5 does not export it.
+// sodium-native is loaded on first use: a client on NULL (`mdbroker/client`) never loads the native addon.
 
-import sodium from 'sodium-native';
+import { createRequire } from 'node:module';
 import { hsalsa } from '@noble/ciphers/salsa.js';
+
+type Sodium = typeof import('sodium-native');
+let loaded: Sodium | null = null;
+function na(): Sodium {
+  if (loaded === null) loaded = createRequire(import.meta.url)('sodium-native') as Sodium;
+  return loaded;
+}
 
 const KEY = 32;
 const MAC = 16;
@@ -20,7 +28,7 @@ const SIGMA = new Uint32Array([0x61707865, 0x3320646e, 0x79622d32, 0x6b206574]);
 /** crypto_box_beforenm: HSalsa20 of the X25519 shared secret, with a zero nonce. */
 function beforenm(publicKey: Buffer, secretKey: Buffer): Buffer {
   const shared = Buffer.alloc(KEY);
-  sodium.crypto_scalarmult(shared, secretKey, publicKey);
+  na().crypto_scalarmult(shared, secretKey, publicKey);
   const words = new Uint32Array(8);
   const k = new Uint32Array(8);
   for (let i = 0; i < 8; i++) k[i] = shared.readUInt32LE(i * 4);
@@ -42,12 +50,20 @@ function shortNonce(n: bigint): Buffer {
 
 function random(n: number): Buffer {
   const b = Buffer.alloc(n);
-  sodium.randombytes_buf(b);
+  na().randombytes_buf(b);
   return b;
 }
 
+function keyPair(): RawKeyPair {
+  const pair = { publicKey: Buffer.alloc(KEY), secretKey: Buffer.alloc(KEY) };
+  na().crypto_box_keypair(pair.publicKey, pair.secretKey);
+  return pair;
+}
+
 const HELLO = Buffer.from('\x05HELLO', 'latin1');
+const WELCOME = Buffer.from('\x07WELCOME', 'latin1');
 const INITIATE = Buffer.from('\x08INITIATE', 'latin1');
+const READY = Buffer.from('\x05READY', 'latin1');
 const MESSAGE = Buffer.from('\x07MESSAGE', 'latin1');
 const MSG_NONCE_S = Buffer.from('CurveZMQMESSAGES', 'latin1');
 const MSG_NONCE_C = Buffer.from('CurveZMQMESSAGEC', 'latin1');
@@ -56,79 +72,27 @@ const MSG_NONCE_C = Buffer.from('CurveZMQMESSAGEC', 'latin1');
 export const CURVE_MORE = 0x01;
 export const CURVE_COMMAND = 0x02;
 
-/** The server end of one connection's CurveZMQ session. */
-export class CurveServer {
-  /** The client's permanent public key, once INITIATE checked out. */
-  clientKey: Buffer | null = null;
-  private readonly cookieKey = random(KEY);
-  private transientPublic = Buffer.alloc(KEY);
-  private transientSecret = Buffer.alloc(KEY);
-  private clientTransient: Buffer | null = null;
-  private precomputed: Buffer | null = null;
-  private sendNonce = 1n;
-  private peerNonce = 0n;
+/** Bytes a frame of `size` takes as a MESSAGE body: command name, nonce, MAC, the flags octet, the data. */
+export function sealedBytes(size: number): number {
+  return 16 + MAC + 1 + size;
+}
+
+/** One end's MESSAGE boxes, once the handshake gave both ends the precomputed key. */
+export class CurveSession {
+  protected precomputed: Buffer | null = null;
+  protected sendNonce = 1n;
+  protected peerNonce = 0n;
   /** MESSAGE nonces, prefix written once: per frame only the 8-byte counter changes (no allocation per frame). */
-  private readonly sealNonce = Buffer.concat([MSG_NONCE_S, Buffer.alloc(8)]);
-  private readonly openNonce = Buffer.concat([MSG_NONCE_C, Buffer.alloc(8)]);
+  private readonly sealNonce: Buffer;
+  private readonly openNonce: Buffer;
 
-  constructor(private readonly keys: RawKeyPair) {}
-
-  /** A HELLO command body; returns the WELCOME command body, or why the HELLO is refused. */
-  hello(body: Buffer): Buffer | string {
-    if (body.length !== 200 || !body.subarray(0, 6).equals(HELLO)) return 'malformed HELLO';
-    if (body[6] !== 1 || body[7] !== 0) return 'unsupported CurveZMQ version';
-    const cn = Buffer.from(body.subarray(80, 112));
-    const n = body.subarray(112, 120);
-    const zeros = Buffer.alloc(64);
-    if (!sodium.crypto_box_open_easy(zeros, Buffer.from(body.subarray(120, 200)), nonce('CurveZMQHELLO---', n), cn, this.keys.secretKey)) return 'HELLO box does not open';
-    if (!zeros.equals(Buffer.alloc(64))) return 'HELLO signature is not zeros';
-    this.peerNonce = n.readBigUInt64BE();
-    this.clientTransient = cn;
-    sodium.crypto_box_keypair(this.transientPublic, this.transientSecret);
-    // The cookie: C' and s' under a key only this connection knows.
-    const cookieNonce = random(16);
-    const cookieBox = Buffer.alloc(64 + MAC);
-    sodium.crypto_secretbox_easy(cookieBox, Buffer.concat([cn, this.transientSecret]), nonce('COOKIE--', cookieNonce), this.cookieKey);
-    const welcomeNonce = random(16);
-    const welcomeBox = Buffer.alloc(128 + MAC);
-    sodium.crypto_box_easy(welcomeBox, Buffer.concat([this.transientPublic, cookieNonce, cookieBox]), nonce('WELCOME-', welcomeNonce), cn, this.keys.secretKey);
-    return Buffer.concat([Buffer.from('\x07WELCOME', 'latin1'), welcomeNonce, welcomeBox]);
+  constructor(asServer: boolean) {
+    this.sealNonce = Buffer.concat([asServer ? MSG_NONCE_S : MSG_NONCE_C, Buffer.alloc(8)]);
+    this.openNonce = Buffer.concat([asServer ? MSG_NONCE_C : MSG_NONCE_S, Buffer.alloc(8)]);
   }
 
-  /** An INITIATE command body; returns the client's permanent key and its metadata bytes, or why it is refused. */
-  initiate(body: Buffer): { clientKey: Buffer; metadata: Buffer } | string {
-    if (this.clientTransient === null) return 'INITIATE before HELLO';
-    if (body.length < 9 + 96 + 8 + 128 + MAC || !body.subarray(0, 9).equals(INITIATE)) return 'malformed INITIATE';
-    const cookie = Buffer.alloc(64);
-    if (!sodium.crypto_secretbox_open_easy(cookie, Buffer.from(body.subarray(25, 105)), nonce('COOKIE--', body.subarray(9, 25)), this.cookieKey)) return 'cookie does not open';
-    if (!cookie.subarray(0, 32).equals(this.clientTransient) || !cookie.subarray(32).equals(this.transientSecret)) return 'cookie does not match';
-    const n = body.subarray(105, 113);
-    const seq = n.readBigUInt64BE();
-    if (seq <= this.peerNonce) return 'INITIATE nonce replayed';
-    this.peerNonce = seq;
-    this.precomputed = beforenm(this.clientTransient, this.transientSecret);
-    const box = Buffer.from(body.subarray(113));
-    const plain = Buffer.alloc(box.length - MAC);
-    if (!sodium.crypto_secretbox_open_easy(plain, box, nonce('CurveZMQINITIATE', n), this.precomputed)) return 'INITIATE box does not open';
-    const clientKey = Buffer.from(plain.subarray(0, 32));
-    const vouch = Buffer.alloc(64);
-    if (!sodium.crypto_box_open_easy(vouch, Buffer.from(plain.subarray(48, 128)), nonce('VOUCH---', plain.subarray(32, 48)), clientKey, this.transientSecret)) return 'vouch does not open';
-    if (!vouch.subarray(0, 32).equals(this.clientTransient) || !vouch.subarray(32).equals(this.keys.publicKey)) return 'vouch does not match';
-    this.clientKey = clientKey;
-    return { clientKey, metadata: plain.subarray(128) };
-  }
-
-  /** The READY command body carrying our metadata (after initiate() succeeded). */
-  ready(metadata: Buffer): Buffer {
-    const n = shortNonce(this.sendNonce++);
-    const box = Buffer.alloc(metadata.length + MAC);
-    sodium.crypto_secretbox_easy(box, metadata, nonce('CurveZMQREADY---', n), this.precomputed as Buffer);
-    return Buffer.concat([Buffer.from('\x05READY', 'latin1'), n, box]);
-  }
-
-  /** Bytes a frame of `size` takes as a MESSAGE body: command name, nonce, MAC, the flags octet, the data. */
   static sealedBytes(size: number): number {
-    return 16 + MAC + 1 + size;
+    return sealedBytes(size);
   }
 
   /**
@@ -143,8 +107,8 @@ export class CurveServer {
     this.sealNonce.writeBigUInt64BE(seq, 16);
     out[at + 16 + MAC] = flags;
     data.copy(out, at + 16 + MAC + 1);
-    const end = at + CurveServer.sealedBytes(data.length);
-    sodium.crypto_secretbox_easy(out.subarray(at + 16, end), out.subarray(at + 16 + MAC, end), this.sealNonce, this.precomputed as Buffer);
+    const end = at + sealedBytes(data.length);
+    na().crypto_secretbox_easy(out.subarray(at + 16, end), out.subarray(at + 16 + MAC, end), this.sealNonce, this.precomputed as Buffer);
     return end;
   }
 
@@ -158,9 +122,128 @@ export class CurveServer {
     if (seq <= this.peerNonce) return null;
     this.openNonce.writeBigUInt64BE(seq, 16);
     const plain = body.subarray(16 + MAC);
-    if (!sodium.crypto_secretbox_open_easy(plain, body.subarray(16), this.openNonce, this.precomputed as Buffer)) return null;
+    if (!na().crypto_secretbox_open_easy(plain, body.subarray(16), this.openNonce, this.precomputed as Buffer)) return null;
     this.peerNonce = seq;
     return { flags: plain[0], data: plain.subarray(1) };
   }
+}
 
+/** The server end of one connection's CurveZMQ session. */
+export class CurveServer extends CurveSession {
+  /** The client's permanent public key, once INITIATE checked out. */
+  clientKey: Buffer | null = null;
+  private readonly cookieKey = random(KEY);
+  private transient: RawKeyPair | null = null;
+  private clientTransient: Buffer | null = null;
+
+  constructor(private readonly keys: RawKeyPair) {
+    super(true);
+  }
+
+  /** A HELLO command body; returns the WELCOME command body, or why the HELLO is refused. */
+  hello(body: Buffer): Buffer | string {
+    if (body.length !== 200 || !body.subarray(0, 6).equals(HELLO)) return 'malformed HELLO';
+    if (body[6] !== 1 || body[7] !== 0) return 'unsupported CurveZMQ version';
+    const cn = Buffer.from(body.subarray(80, 112));
+    const n = body.subarray(112, 120);
+    const zeros = Buffer.alloc(64);
+    if (!na().crypto_box_open_easy(zeros, Buffer.from(body.subarray(120, 200)), nonce('CurveZMQHELLO---', n), cn, this.keys.secretKey)) return 'HELLO box does not open';
+    if (!zeros.equals(Buffer.alloc(64))) return 'HELLO signature is not zeros';
+    this.peerNonce = n.readBigUInt64BE();
+    this.clientTransient = cn;
+    const transient = keyPair();
+    this.transient = transient;
+    // The cookie: C' and s' under a key only this connection knows.
+    const cookieNonce = random(16);
+    const cookieBox = Buffer.alloc(64 + MAC);
+    na().crypto_secretbox_easy(cookieBox, Buffer.concat([cn, transient.secretKey]), nonce('COOKIE--', cookieNonce), this.cookieKey);
+    const welcomeNonce = random(16);
+    const welcomeBox = Buffer.alloc(128 + MAC);
+    na().crypto_box_easy(welcomeBox, Buffer.concat([transient.publicKey, cookieNonce, cookieBox]), nonce('WELCOME-', welcomeNonce), cn, this.keys.secretKey);
+    return Buffer.concat([WELCOME, welcomeNonce, welcomeBox]);
+  }
+
+  /** An INITIATE command body; returns the client's permanent key and its metadata bytes, or why it is refused. */
+  initiate(body: Buffer): { clientKey: Buffer; metadata: Buffer } | string {
+    if (this.clientTransient === null || this.transient === null) return 'INITIATE before HELLO';
+    if (body.length < 9 + 96 + 8 + 128 + MAC || !body.subarray(0, 9).equals(INITIATE)) return 'malformed INITIATE';
+    const cookie = Buffer.alloc(64);
+    if (!na().crypto_secretbox_open_easy(cookie, Buffer.from(body.subarray(25, 105)), nonce('COOKIE--', body.subarray(9, 25)), this.cookieKey)) return 'cookie does not open';
+    if (!cookie.subarray(0, 32).equals(this.clientTransient) || !cookie.subarray(32).equals(this.transient.secretKey)) return 'cookie does not match';
+    const n = body.subarray(105, 113);
+    const seq = n.readBigUInt64BE();
+    if (seq <= this.peerNonce) return 'INITIATE nonce replayed';
+    this.peerNonce = seq;
+    this.precomputed = beforenm(this.clientTransient, this.transient.secretKey);
+    const box = Buffer.from(body.subarray(113));
+    const plain = Buffer.alloc(box.length - MAC);
+    if (!na().crypto_secretbox_open_easy(plain, box, nonce('CurveZMQINITIATE', n), this.precomputed)) return 'INITIATE box does not open';
+    const clientKey = Buffer.from(plain.subarray(0, 32));
+    const vouch = Buffer.alloc(64);
+    if (!na().crypto_box_open_easy(vouch, Buffer.from(plain.subarray(48, 128)), nonce('VOUCH---', plain.subarray(32, 48)), clientKey, this.transient.secretKey)) return 'vouch does not open';
+    if (!vouch.subarray(0, 32).equals(this.clientTransient) || !vouch.subarray(32).equals(this.keys.publicKey)) return 'vouch does not match';
+    this.clientKey = clientKey;
+    return { clientKey, metadata: plain.subarray(128) };
+  }
+
+  /** The READY command body carrying our metadata (after initiate() succeeded). */
+  ready(metadata: Buffer): Buffer {
+    const n = shortNonce(this.sendNonce++);
+    const box = Buffer.alloc(metadata.length + MAC);
+    na().crypto_secretbox_easy(box, metadata, nonce('CurveZMQREADY---', n), this.precomputed as Buffer);
+    return Buffer.concat([READY, n, box]);
+  }
+}
+
+/**
+ * The client end: HELLO (short nonce 1), INITIATE (nonce 2) once WELCOME opens with the server's permanent key, then
+ * the server's READY; MESSAGE nonces go on from 3.
+ */
+export class CurveClient extends CurveSession {
+  private readonly transient = keyPair();
+
+  constructor(private readonly keys: RawKeyPair, private readonly serverKey: Buffer) {
+    super(false);
+  }
+
+  /** The HELLO command body: version 1.0, 72 octets of padding, C', short nonce, Box[64 zeros](C'->S). */
+  hello(): Buffer {
+    const n = shortNonce(this.sendNonce++);
+    const box = Buffer.alloc(64 + MAC);
+    na().crypto_box_easy(box, Buffer.alloc(64), nonce('CurveZMQHELLO---', n), this.serverKey, this.transient.secretKey);
+    return Buffer.concat([HELLO, Buffer.from([1, 0]), Buffer.alloc(72), this.transient.publicKey, n, box]);
+  }
+
+  /**
+   * A WELCOME command body; returns the INITIATE command body (cookie, short nonce, Box[C, vouch nonce, vouch,
+   * metadata](C'->S'), vouch = Box[C', S](C->S')), or why the WELCOME is refused (a wrong server key: it does not open).
+   */
+  welcome(body: Buffer, metadata: Buffer): Buffer | string {
+    if (body.length !== 8 + 16 + 128 + MAC || !body.subarray(0, 8).equals(WELCOME)) return 'malformed WELCOME';
+    const plain = Buffer.alloc(128);
+    const opened = na().crypto_box_open_easy(plain, Buffer.from(body.subarray(24)), nonce('WELCOME-', body.subarray(8, 24)), this.serverKey, this.transient.secretKey);
+    if (!opened) return 'WELCOME does not open (is the server key right?)';
+    const serverTransient = plain.subarray(0, 32);
+    const cookie = plain.subarray(32, 128);
+    this.precomputed = beforenm(serverTransient, this.transient.secretKey);
+    const vouchNonce = random(16);
+    const vouch = Buffer.alloc(64 + MAC);
+    na().crypto_box_easy(vouch, Buffer.concat([this.transient.publicKey, this.serverKey]), nonce('VOUCH---', vouchNonce), serverTransient, this.keys.secretKey);
+    const inner = Buffer.concat([this.keys.publicKey, vouchNonce, vouch, metadata]);
+    const box = Buffer.alloc(inner.length + MAC);
+    const n = shortNonce(this.sendNonce++);
+    na().crypto_secretbox_easy(box, inner, nonce('CurveZMQINITIATE', n), this.precomputed);
+    return Buffer.concat([INITIATE, cookie, n, box]);
+  }
+
+  /** The server's READY command body; returns its metadata bytes, or why it is refused. */
+  ready(body: Buffer): Buffer | string {
+    if (body.length < 6 + 8 + MAC || !body.subarray(0, 6).equals(READY)) return 'malformed READY';
+    const seq = body.readBigUInt64BE(6);
+    if (seq <= this.peerNonce) return 'READY nonce replayed';
+    const plain = Buffer.alloc(body.length - 14 - MAC);
+    if (!na().crypto_secretbox_open_easy(plain, Buffer.from(body.subarray(14)), nonce('CurveZMQREADY---', body.subarray(6, 14)), this.precomputed as Buffer)) return 'READY box does not open';
+    this.peerNonce = seq;
+    return plain;
+  }
 }

@@ -6,6 +6,8 @@
 import { connect } from 'node:net';
 import { ZmtpConnection, type CloseReason, type ConnectionOwner } from './connection.js';
 import { DEALER_PEERS } from './wire.js';
+import { connectionOnSocket } from './net-stream.js';
+import { flushThisTurn } from './flush-turn.js';
 import { parseEndpoint } from './endpoint.js';
 
 export interface ZmtpDealerOptions {
@@ -17,15 +19,6 @@ export interface ZmtpDealerOptions {
   identity?: Buffer;
   /** Frames delivered as shared Buffers (see ConnectionOptions.intern). */
   intern?: readonly Buffer[];
-}
-
-/** One flush list for every dealer in the process, drained once per event-loop turn. */
-const dirty: ZmtpConnection[] = [];
-let scheduled = false;
-function flushAll(): void {
-  scheduled = false;
-  const list = dirty.splice(0);
-  for (const c of list) c.flush();
 }
 
 export class ZmtpDealer implements ConnectionOwner {
@@ -47,7 +40,7 @@ export class ZmtpDealer implements ConnectionOwner {
       this.settle = (err) => (err ? reject(err) : resolve());
     });
     this.ready.catch(() => undefined);
-    this.conn = new ZmtpConnection(sock, this, {
+    this.conn = connectionOnSocket(sock, this, {
       socketType: 'DEALER',
       peers: DEALER_PEERS,
       maxFrameBytes: opts.maxFrameBytes ?? 256 * 1024 * 1024,
@@ -87,11 +80,6 @@ export class ZmtpDealer implements ConnectionOwner {
   }
 
   needsFlush(conn: ZmtpConnection): void {
-    conn.flushQueued = true;
-    dirty.push(conn);
-    if (!scheduled) {
-      scheduled = true;
-      setImmediate(flushAll);
-    }
+    flushThisTurn(conn);
   }
 }

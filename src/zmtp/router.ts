@@ -17,6 +17,7 @@ import { unlinkSync, statSync } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
 import { Peer, nextSerial, type Rights } from '../core/peer.js';
 import type { RawKeyPair } from './curve.js';
+import { connectionOnSocket } from './net-stream.js';
 import { ZmtpConnection, type CloseReason, type ConnectionOwner, type ConnectionOptions } from './connection.js';
 import { ROUTER_PEERS } from './wire.js';
 import { formatEndpoint, listenOptions, parseEndpoint } from './endpoint.js';
@@ -86,7 +87,7 @@ export class ZmtpRouter implements ConnectionOwner {
   /** Live connections by routing id (to refuse a second claim) and by their Peer's serial (to send). */
   private readonly byId = new Map<number | string, ZmtpConnection>();
   private readonly bySerial = new Map<number, ZmtpConnection>();
-  private readonly all = new Set<ZmtpConnection>();
+  private readonly all = new Set<ZmtpConnection<Socket>>();
   private dirty: ZmtpConnection[] = [];
   private flushScheduled = false;
   private readonly connOpts: ConnectionOptions;
@@ -182,12 +183,12 @@ export class ZmtpRouter implements ConnectionOwner {
     // A server's close callback waits for its connections, so it is awaited after they are gone.
     const stopped = Promise.all(this.servers.map(({ server }) => new Promise((r) => server.close(r))));
     const open = [...this.all];
-    const gone = open.map((c) => new Promise<void>((r) => (c.sock.closed ? r() : c.sock.once('close', () => r()))));
-    for (const c of open) c.sock.end();
+    const gone = open.map((c) => new Promise<void>((r) => (c.stream.closed ? r() : c.stream.once('close', () => r()))));
+    for (const c of open) c.stream.end();
     let t: NodeJS.Timeout | undefined;
     await Promise.race([Promise.all(gone), new Promise((r) => (t = setTimeout(r, lingerMs)))]);
     clearTimeout(t);
-    for (const c of open) c.sock.destroy();
+    for (const c of open) c.stream.destroy();
     await stopped;
     for (const { path } of this.servers) if (path) unlinkSocket(path);
   }
@@ -224,7 +225,7 @@ export class ZmtpRouter implements ConnectionOwner {
   }
 
   onClose(conn: ZmtpConnection, reason: CloseReason, unsent: number): void {
-    this.all.delete(conn);
+    this.all.delete(conn as ZmtpConnection<Socket>);
     this.counters[reason] = (this.counters[reason] ?? 0) + 1;
     // Messages accepted by send() but not yet written when the peer went: counted, never silent. (The core has
     // already re-queued what a gone worker held; what a gone client was owed has nobody left to take it.)
@@ -265,7 +266,7 @@ export class ZmtpRouter implements ConnectionOwner {
       return;
     }
     this.counters.accepted++;
-    this.all.add(new ZmtpConnection(sock, this, this.connOpts, performance.now()));
+    this.all.add(connectionOnSocket(sock, this, this.connOpts, performance.now()));
   }
 
   private tick(now: number): void {

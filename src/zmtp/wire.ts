@@ -17,8 +17,8 @@ export const ROUTER_PEERS: ReadonlySet<string> = new Set(['DEALER', 'REQ', 'ROUT
 /** Socket types a DEALER accepts as peers. */
 export const DEALER_PEERS: ReadonlySet<string> = new Set(['DEALER', 'REP', 'ROUTER']);
 
-/** Our greeting: ZMTP 3.1, mechanism NULL (no roles: as-server 0), or CURVE as the server. */
-export function greeting(mechanism: 'NULL' | 'CURVE' = 'NULL'): Buffer {
+/** Our greeting: ZMTP 3.1, mechanism NULL (no roles: as-server 0), or CURVE as the server or the client. */
+export function greeting(mechanism: 'NULL' | 'CURVE' = 'NULL', asServer = mechanism === 'CURVE'): Buffer {
   const g = Buffer.alloc(GREETING_BYTES);
   g[0] = 0xff;
   g[8] = 0x01; // libzmq puts a 1 here; a ZMTP/1.0 peer reads bytes 1-8 as a length
@@ -26,7 +26,7 @@ export function greeting(mechanism: 'NULL' | 'CURVE' = 'NULL'): Buffer {
   g[10] = 3;
   g[11] = 1;
   g.write(mechanism, 12, 'latin1');
-  if (mechanism === 'CURVE') g[32] = 1;
+  if (asServer) g[32] = 1;
   return g;
 }
 
