@@ -22,17 +22,16 @@
 // requests again once it is back. A reply for a request already answered elsewhere is dropped and counted.
 
 import { EventEmitter } from 'node:events';
-import type { Dealer } from 'zeromq';
 import type { Version } from '../protocol/codec.js';
 import { clientRequest, parseClientReply, replyHeaderAt, replyService } from '../protocol/peer-codec.js';
 import { isErrorReply } from '../protocol/errors.js';
 import { EXT_REQUEST_ID, MMI_EXTENSIONS } from '../protocol/extensions.js';
 import { AbortError, ClosedError, EndpointError, MdpError, RefusedError, TimeoutError, UnavailableError, UnreachableError, decodeError } from './errors.js';
-import { Sender, toFrames, type Frame } from './sender.js';
-import { newDealer, type CurveClientKeys, type DealerOptions } from '../sockets/dealer.js';
+import { toFrames, type Frame } from './sender.js';
+import type { CurveClientKeys, DealerOptions } from '../sockets/dealer.js';
 import { zmtpHeartbeat } from '../sockets/zeromq.js';
 import { endpointProblem } from '../sockets/endpoint.js';
-import { receiveLoop } from '../sockets/receive-loop.js';
+import { openLink, type BrokerLink, type LinkHandler, type Transport } from './broker-link.js';
 import type { Logger } from './logger.js';
 
 export interface ClientOptions {
@@ -69,7 +68,12 @@ export interface ClientOptions {
   plain?: boolean;
   /** CURVE: the broker's public key and this client's key pair. */
   curve?: CurveClientKeys;
-  /** Other ZeroMQ socket options, passed to every socket the client opens. */
+  /**
+   * `zmtp` (the default for tcp:// and ipc://): the project's own ZMTP, no native addon. `libzmq` (the default for
+   * other schemes, such as inproc://): the zeromq binding, which must then be installed.
+   */
+  transport?: Transport;
+  /** transport 'libzmq' only: other ZeroMQ socket options, passed to every socket the client opens. */
   socketOptions?: DealerOptions;
   /** Where connection changes and retries are logged (pino and console fit); silent when absent. */
   logger?: Logger;
@@ -148,7 +152,7 @@ interface ServiceCheck {
 
 /** One socket to one broker endpoint, with what the client knows of that connection. */
 class Link {
-  readonly sender: Sender;
+  conn!: BrokerLink;
   up = false;
   /** Bumped on every disconnect: a request sent in an earlier epoch may have been lost. */
   epoch = 0;
@@ -164,9 +168,7 @@ class Link {
   /** Services with a plain request abandoned here whose reply may still come: never reused for that service. */
   readonly tainted = new Set<string>();
 
-  constructor(readonly sock: Dealer, readonly endpoint: string) {
-    this.sender = new Sender(sock);
-  }
+  constructor(readonly endpoint: string) {}
 }
 
 export class Client extends EventEmitter<ClientEvents> {
@@ -360,7 +362,7 @@ export class Client extends EventEmitter<ClientEvents> {
     this.unstallTimer = null;
     this.stalled = [];
     for (const p of [...this.all]) this.fail(p, new ClosedError('client closed'));
-    for (const link of this.openLinks()) link.sock.close();
+    for (const link of this.openLinks()) void link.conn.close();
     this.drained?.();
   }
 
@@ -438,7 +440,7 @@ export class Client extends EventEmitter<ClientEvents> {
       this.turn.set(p.service, p);
       link.plainBySvc.set(p.service, p);
     }
-    link.sender.send(msg);
+    link.conn.send(msg);
   }
 
   /** Takes a settled p off every link it was sent on, closing those that were replaced and now serve nobody. */
@@ -446,7 +448,7 @@ export class Client extends EventEmitter<ClientEvents> {
     for (const link of p.links) {
       link.pending.delete(p);
       if (link.retired && link.pending.size === 0) {
-        link.sock.close();
+        void link.conn.close();
         this.retiredOpen.delete(link);
       }
     }
@@ -561,7 +563,7 @@ export class Client extends EventEmitter<ClientEvents> {
     const link = this.open(i);
     const old = this.links[i];
     old.retired = true;
-    if (old.pending.size === 0) old.sock.close();
+    if (old.pending.size === 0) void old.conn.close();
     else this.retiredOpen.add(old);
     this.links[i] = link;
     return link;
@@ -571,43 +573,39 @@ export class Client extends EventEmitter<ClientEvents> {
     const endpoint = this.endpoints[index];
     // ZMTP heartbeats: a dead broker shows as a disconnect, which is what makes a request worth resending.
     const hb = zmtpHeartbeat(this.opts.heartbeatInterval ?? 2500, this.opts.heartbeatLiveness ?? 3);
-    const sock = newDealer(this.opts.curve, { heartbeatInterval: hb.heartbeatInterval, heartbeatTimeout: hb.heartbeatTimeout, ...this.opts.socketOptions });
-    const link = new Link(sock, endpoint);
-    this.watch(link);
-    try {
-      sock.connect(endpoint);
-    } catch (err) {
-      sock.close();
-      throw new EndpointError(endpoint, `cannot connect to "${endpoint}": ${(err as Error).message}`);
-    }
-    // A reply on a link we already replaced still settles its request.
-    void receiveLoop(sock, (frames) => this.onReply(link, frames), () => undefined, false);
+    const link = new Link(endpoint);
+    link.conn = openLink(endpoint, {
+      transport: this.opts.transport, curve: this.opts.curve, role: 'client', socketOptions: this.opts.socketOptions,
+      heartbeatInterval: hb.heartbeatInterval, heartbeatTimeout: hb.heartbeatTimeout,
+    }, this.handlerFor(link));
     if (this.extensions) {
       link.asking = true;
       // An ordinary MMI request with one empty body frame: a broker that offers nothing answers 501.
-      link.sender.send(clientRequest(this.version, Buffer.from(MMI_EXTENSIONS), [], false));
+      link.conn.send(clientRequest(this.version, Buffer.from(MMI_EXTENSIONS), [], false));
     }
     return link;
   }
 
-  private watch(link: Link): void {
-    const ev = link.sock.events;
-    ev.on('handshake', () => {
-      link.up = true;
-      this.log?.info?.({ endpoint: link.endpoint }, 'mdp client: connected');
-      this.emit('connected', link.endpoint);
-      if (link.epoch > 0) this.resendLost(link);
-    });
-    ev.on('disconnect', () => {
-      link.up = false;
-      link.epoch++;
-      this.log?.warn?.({ endpoint: link.endpoint }, 'mdp client: disconnected');
-      this.emit('disconnected', link.endpoint);
-      this.failOver(link);
-    });
-    ev.on('connect:retry', () => this.emit('reconnecting', link.endpoint));
-    ev.on('handshake:error:auth', (e) => this.onRefused(link, `the broker refused this client's CURVE key (${e.error.message})`));
-    ev.on('handshake:error:protocol', (e) => this.onRefused(link, `the handshake failed (${e.error.message}): a CURVE broker and a plain client, or the reverse`));
+  /** What the client does with a link's events. A reply on a link we already replaced still settles its request. */
+  private handlerFor(link: Link): LinkHandler {
+    return {
+      message: (frames) => this.onReply(link, frames),
+      connected: () => {
+        link.up = true;
+        this.log?.info?.({ endpoint: link.endpoint }, 'mdp client: connected');
+        this.emit('connected', link.endpoint);
+        if (link.epoch > 0) this.resendLost(link);
+      },
+      disconnected: () => {
+        link.up = false;
+        link.epoch++;
+        this.log?.warn?.({ endpoint: link.endpoint }, 'mdp client: disconnected');
+        this.emit('disconnected', link.endpoint);
+        this.failOver(link);
+      },
+      retrying: () => this.emit('reconnecting', link.endpoint),
+      refused: (reason) => this.onRefused(link, reason),
+    };
   }
 
   /**
@@ -771,6 +769,6 @@ export class Client extends EventEmitter<ClientEvents> {
   private openLinks(): Link[] {
     const links = new Set<Link>(this.links);
     for (const p of this.all) for (const l of p.links) links.add(l);
-    return [...links].filter((l) => !l.sock.closed);
+    return [...links].filter((l) => !l.conn.closed);
   }
 }

@@ -6,16 +6,15 @@
 // on, so to the broker that sent it. Up to concurrency x brokers handlers can then run at once.
 
 import { EventEmitter } from 'node:events';
-import type { Dealer } from 'zeromq';
 import { EMPTY, W1, W2, type Version } from '../protocol/codec.js';
 import { parseWorkerInbound, workerCommand } from '../protocol/peer-codec.js';
 import { EndpointError, MdpError, RefusedError, TimeoutError, UnreachableError } from './errors.js';
 import { endpointProblem } from '../sockets/endpoint.js';
 import type { Logger } from './logger.js';
-import { Sender, toFrames, type Frame } from './sender.js';
-import { newDealer, type CurveClientKeys, type DealerOptions } from '../sockets/dealer.js';
+import { toFrames, type Frame } from './sender.js';
+import type { CurveClientKeys, DealerOptions } from '../sockets/dealer.js';
 import { zmtpHeartbeat } from '../sockets/zeromq.js';
-import { receiveLoop } from '../sockets/receive-loop.js';
+import { openLink, type BrokerLink, type Transport } from './broker-link.js';
 
 export interface RequestContext {
   /** The client address frame the broker sent (opaque). */
@@ -49,6 +48,9 @@ export interface WorkerOptions {
   onError?: (err: unknown) => void;
   /** CURVE: the broker's public key and this worker's key pair. */
   curve?: CurveClientKeys;
+  /** `zmtp` (the default for tcp:// and ipc://, no native addon) or `libzmq` (other schemes: the zeromq binding). */
+  transport?: Transport;
+  /** transport 'libzmq' only: other ZeroMQ socket options. */
   socketOptions?: DealerOptions;
   /** Where connection changes, reconnects and discarded replies are logged (pino and console fit). */
   logger?: Logger;
@@ -69,14 +71,15 @@ export interface WorkerEvents {
 /** Sessions in a row turned away (DISCONNECT right after READY) before the Worker says `refused`. */
 const TURNED_AWAY = 3;
 
-/** How long close() waits for the DISCONNECT to be handed to ZeroMQ. */
+/** How long close() waits for the DISCONNECT to be written. */
 const CLOSE_WAIT_MS = 1000;
 
 export class Worker extends EventEmitter<WorkerEvents> {
   private readonly sessions: Session[] = [];
   /**
-   * Sessions watch their sockets (a libzmq monitor each) only once someone listens or a logger is given: a monitor
-   * is one more libzmq socket, and a context holds 1023, so 600 silent workers in a process would not fit.
+   * On transport 'libzmq', sessions watch their sockets (a libzmq monitor each) only once someone listens or a logger
+   * is given: a monitor is one more libzmq socket, and a context holds 1023, so 600 silent workers would not fit.
+   * The zmtp transport reports connection events at no cost, always.
    */
   watching: boolean;
 
@@ -168,8 +171,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
 class Session {
   served = 0;
   discarded = 0;
-  private sock!: Dealer;
-  private sender!: Sender;
+  private link!: BrokerLink;
   private readonly version: Version;
   private readonly interval: number;
   private readonly liveness: number;
@@ -208,64 +210,69 @@ class Session {
   }
 
   private connect(): void {
-    // ZMTP heartbeats (libzmq): a dead connection is dropped and re-dialled by libzmq even while a job is in hand
-    // and the broker is silent at the MDP level; every broker answers PING at the transport level.
+    // ZMTP heartbeats: a dead connection is dropped and re-dialled even while a job is in hand and the broker is
+    // silent at the MDP level; every broker answers PING at the transport level.
     const { heartbeatInterval, heartbeatTimeout } = zmtpHeartbeat(this.interval, this.liveness);
-    const sock = newDealer(this.opts.curve, { heartbeatInterval, heartbeatTimeout, ...this.opts.socketOptions });
-    this.sock = sock;
-    if (this.events.watching) this.watch();
-    sock.connect(this.endpoint);
-    if (this.sender) this.sender.reset(sock);
-    else this.sender = new Sender(sock);
-    this.lastHeard = Date.now();
-    this.accepted = false;
-    this.sender.send(this.frames(W1.READY, Buffer.from(this.opts.service)));
-    void receiveLoop(sock, (frames) => {
-      // Messages still arriving on a socket we replaced belong to a session the broker has given up on.
-      if (sock === this.sock) this.onMessage(sock, frames);
-    }, () => undefined, false);
-  }
-
-  /** Reports the current socket's connection changes to the Worker's listeners and logger. */
-  watch(): void {
-    const sock = this.sock;
-    if (sock.closed) return;
     const endpoint = this.endpoint;
     const log = this.opts.logger;
-    const ev = sock.events;
-    ev.on('handshake', () => {
-      log?.info?.({ endpoint, service: this.opts.service }, 'mdp worker: connected');
-      this.up = true;
-      this.unreachable = false;
-      this.events.emit('connected', endpoint);
-      this.events.sessionChanged();
+    let link: BrokerLink | null = null;
+    // Events from a link we replaced belong to a session the broker has given up on.
+    const current = () => link !== null && link === this.link;
+    link = openLink(endpoint, {
+      transport: this.opts.transport, curve: this.opts.curve, role: 'worker', socketOptions: this.opts.socketOptions,
+      heartbeatInterval, heartbeatTimeout, watch: this.events.watching,
+      reconnectMin: this.opts.reconnectMin, reconnectMax: this.opts.reconnectMax,
+    }, {
+      message: (frames) => {
+        if (current()) this.onMessage(link as BrokerLink, frames);
+      },
+      connected: () => {
+        if (!current()) return;
+        log?.info?.({ endpoint, service: this.opts.service }, 'mdp worker: connected');
+        this.up = true;
+        this.unreachable = false;
+        this.events.emit('connected', endpoint);
+        this.events.sessionChanged();
+      },
+      disconnected: () => {
+        if (!current()) return;
+        log?.warn?.({ endpoint, service: this.opts.service }, 'mdp worker: disconnected');
+        this.up = false;
+        this.events.emit('disconnected', endpoint);
+        // The broker forgot this session with its connection: start a new one (READY again) after the back-off.
+        void this.reconnect('connection lost');
+      },
+      retrying: () => {
+        if (!current() || this.up) return;
+        this.unreachable = true;
+        this.events.sessionChanged();
+      },
+      refused: (reason) => {
+        if (!current()) return;
+        log?.warn?.({ endpoint, service: this.opts.service, reason }, 'mdp worker: connection refused');
+        this.refusedReason = reason;
+        this.events.emit('refused', endpoint, reason);
+        this.events.sessionChanged();
+      },
     });
-    ev.on('disconnect', () => {
-      log?.warn?.({ endpoint, service: this.opts.service }, 'mdp worker: disconnected');
-      this.up = false;
-      this.events.emit('disconnected', endpoint);
-    });
-    ev.on('connect:retry', () => {
-      if (this.up) return;
-      this.unreachable = true;
-      this.events.sessionChanged();
-    });
-    const refused = (reason: string) => {
-      log?.warn?.({ endpoint, service: this.opts.service, reason }, 'mdp worker: connection refused');
-      this.refusedReason = reason;
-      this.events.emit('refused', endpoint, reason);
-      this.events.sessionChanged();
-    };
-    ev.on('handshake:error:auth', (e) => refused(`the broker refused this worker's CURVE key (${e.error.message})`));
-    ev.on('handshake:error:protocol', (e) => refused(`the handshake failed (${e.error.message}): a CURVE broker and a plain worker, or the reverse`));
+    this.link = link;
+    this.lastHeard = Date.now();
+    this.accepted = false;
+    link.send(this.frames(W1.READY, Buffer.from(this.opts.service)));
   }
 
-  private async reconnect(reason: string): Promise<void> {
+  /** Reports the current link's connection changes to the Worker's listeners and logger (libzmq: from now on). */
+  watch(): void {
+    this.link.watch?.();
+  }
+
+  /** A new session after the back-off; `lingerMs`: what is queued on the old link is written first. */
+  private async reconnect(reason: string, lingerMs = 0): Promise<void> {
     if (this.reconnecting || this.closing) return;
     this.opts.logger?.info?.({ endpoint: this.endpoint, service: this.opts.service, reason }, 'mdp worker: new session');
     this.events.emit('reconnecting', this.endpoint, reason);
     this.reconnecting = true;
-    this.sock.close();
+    void this.link.close(lingerMs);
     // Jitter: workers that lost the same broker do not all come back in the same millisecond.
     await new Promise((r) => setTimeout(r, this.backoff * (0.5 + Math.random() / 2)));
     this.backoff = Math.min(this.backoff * 2, this.opts.reconnectMax ?? 5000);
@@ -282,10 +289,13 @@ class Session {
       if (!this.closing) void this.reconnect('broker silent');
       return;
     }
-    this.sender.send(this.frames(this.version === 1 ? W1.HEARTBEAT : W2.HEARTBEAT));
+    // Not while no connection is up: they would pile up behind READY. Before the broker is heard they can wait (it
+    // heartbeats an idle worker each interval and expires one only after `liveness` of them).
+    if (!this.up && !this.accepted) return;
+    this.link.send(this.frames(this.version === 1 ? W1.HEARTBEAT : W2.HEARTBEAT));
   }
 
-  private onMessage(sock: Dealer, frames: Buffer[]): void {
+  private onMessage(link: BrokerLink, frames: Buffer[]): void {
     const m = parseWorkerInbound(frames, this.version);
     if (m === null) return;
     this.lastHeard = Date.now();
@@ -311,23 +321,23 @@ class Session {
     }
     if (m.command === W1.REQUEST && m.client !== null && !this.closing) {
       // Not while closing: our DISCONNECT crosses this REQUEST, and the broker requeues it for another worker.
-      this.busy = this.serve(sock, m.client, m.body);
+      this.busy = this.serve(link, m.client, m.body);
     }
   }
 
-  private async serve(sock: Dealer, client: Buffer, body: Buffer[]): Promise<void> {
+  private async serve(link: BrokerLink, client: Buffer, body: Buffer[]): Promise<void> {
     const ctx: RequestContext = {
       client,
       broker: this.endpoint,
       partial: (b) => {
         if (this.version !== 2) throw new MdpError('partial() needs an MDP/0.2 worker');
-        if (sock === this.sock) this.sender.send(this.frames(W2.PARTIAL, client, EMPTY, ...toFrames(b)));
+        if (link === this.link) link.send(this.frames(W2.PARTIAL, client, EMPTY, ...toFrames(b)));
       },
     };
     try {
       const reply = toFrames(await this.opts.handler(body, ctx));
-      if (sock === this.sock && !sock.closed && !this.abandoning) {
-        this.sender.send(this.frames(this.version === 1 ? W1.REPLY : W2.FINAL, client, EMPTY, ...reply));
+      if (link === this.link && !link.closed && !this.abandoning) {
+        link.send(this.frames(this.version === 1 ? W1.REPLY : W2.FINAL, client, EMPTY, ...reply));
         this.served++;
       } else {
         // The broker told us DISCONNECT meanwhile: it has given the request to another worker. Counted, never silent.
@@ -338,10 +348,10 @@ class Session {
       }
     } catch (err) {
       this.opts.onError?.(err);
-      if (sock === this.sock && !sock.closed) {
-        this.sender.send(this.frames(this.version === 1 ? W1.DISCONNECT : W2.DISCONNECT));
-        await this.sender.drained();
-        void this.reconnect('handler failed');
+      if (link === this.link && !link.closed) {
+        link.send(this.frames(this.version === 1 ? W1.DISCONNECT : W2.DISCONNECT));
+        // The DISCONNECT is written before the link closes: the broker requeues the request at once.
+        void this.reconnect('handler failed', CLOSE_WAIT_MS);
       }
     } finally {
       this.busy = null;
@@ -357,12 +367,10 @@ class Session {
     if (finish && this.busy) await this.busy;
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
-    if (!this.sock.closed) {
-      this.sender.send(this.frames(this.version === 1 ? W1.DISCONNECT : W2.DISCONNECT));
-      // Bounded: a socket that never connected (broker down, or our key refused) would hold the send forever.
-      await Promise.race([this.sender.drained(), new Promise((r) => setTimeout(r, CLOSE_WAIT_MS))]);
-      this.sock.linger = 500;
-      this.sock.close();
+    if (!this.link.closed) {
+      this.link.send(this.frames(this.version === 1 ? W1.DISCONNECT : W2.DISCONNECT));
+      // Bounded: a link that never connected (broker down, or our key refused) drops it.
+      await this.link.close(CLOSE_WAIT_MS);
     }
   }
 }

@@ -1,0 +1,70 @@
+// One client or worker connection to one broker endpoint, as the libraries see it: send, receive, and what happens to
+// the connection. Two implementations: the project's own ZMTP (the default: no native addon, measured ~3x cheaper
+// per request than the zeromq binding, docs/benchmarking.md) and libzmq through the zeromq binding (`transport:
+// 'libzmq'`, for inproc:// and other libzmq-only endpoints or socket options). The binding is loaded (a synchronous
+// require) only when such a link opens: an app on the default transport never loads the native zeromq addon.
+
+import { ZmtpLink } from './zmtp-link.js';
+import { LibzmqLink } from './libzmq-link.js';
+import { EndpointError } from './errors.js';
+import type { CurveClientKeys, DealerOptions } from '../sockets/dealer.js';
+
+/** What a link reports, in the order things happen. */
+export interface LinkHandler {
+  /** A whole message from the broker. */
+  message(frames: Buffer[]): void;
+  /** The handshake completed: messages flow. */
+  connected(): void;
+  /** A connection that had completed its handshake is gone; what was unwritten on it is lost. */
+  disconnected(): void;
+  /** A connection attempt failed (nothing listening, the host refuses): the link dials again after a back-off. */
+  retrying(): void;
+  /** The broker refused us during the handshake (our CURVE key, or a mechanism mismatch); the link dials again later. */
+  refused(reason: string): void;
+}
+
+export interface BrokerLink {
+  /** Queues a message: written when the connection is up (kept across failed attempts until the first is). */
+  send(frames: Buffer[]): void;
+  /** Writes what is queued (waiting up to `lingerMs` for it to leave), then closes. Resolves when closed. */
+  close(lingerMs?: number): Promise<void>;
+  readonly closed: boolean;
+  /** Starts reporting connection events where that costs something (libzmq: a monitor socket); else always on. */
+  watch?(): void;
+}
+
+export type Transport = 'zmtp' | 'libzmq';
+
+export interface LinkOptions {
+  /** `zmtp` (default for tcp:// and ipc://) or `libzmq` (the default for every other scheme). */
+  transport?: Transport;
+  curve?: CurveClientKeys;
+  /** ZMTP heartbeats: PING every heartbeatInterval ms; silence for heartbeatTimeout ms ends the connection. */
+  heartbeatInterval: number;
+  heartbeatTimeout: number;
+  /** Re-dial back-off bounds in ms (zmtp; libzmq re-dials on its own schedule). */
+  reconnectMin?: number;
+  reconnectMax?: number;
+  /** Who we are, for refusal reasons ("this client's CURVE key"). */
+  role?: 'client' | 'worker';
+  /** libzmq only: socket options. */
+  socketOptions?: DealerOptions;
+  /** libzmq only: report connection events (a monitor costs one more libzmq socket). */
+  watch?: boolean;
+}
+
+/** The transport an endpoint gets: node:net dials tcp:// and ipc:// only. */
+export function transportFor(endpoint: string, chosen: Transport | undefined): Transport {
+  if (chosen !== undefined) return chosen;
+  return /^(tcp|ipc):\/\//.test(endpoint) ? 'zmtp' : 'libzmq';
+}
+
+/** Opens a link to `endpoint` (dialling starts at once). Throws EndpointError when it cannot be dialled at all. */
+export function openLink(endpoint: string, opts: LinkOptions, handler: LinkHandler): BrokerLink {
+  const transport = transportFor(endpoint, opts.transport);
+  if (transport === 'zmtp') {
+    if (!/^(tcp|ipc):\/\//.test(endpoint)) throw new EndpointError(endpoint, `"${endpoint}": the zmtp transport dials tcp:// and ipc:// only (use transport: 'libzmq')`);
+    return new ZmtpLink(endpoint, opts, handler);
+  }
+  return new LibzmqLink(endpoint, opts, handler);
+}
