@@ -15,6 +15,7 @@ import { parseEndpoint, type Endpoint } from '../zmtp/endpoint.js';
 import { z85Decode } from '../zmtp/z85.js';
 import type { CurveClientMechanism } from '../zmtp/mechanism.js';
 import { EndpointError, MdpError } from './errors.js';
+import { MDPC01, MDPC02, MDPW01, MDPW02 } from '../protocol/codec.js';
 import type { BrokerLink, LinkHandler, LinkOptions } from './broker-link.js';
 
 /** Largest frame and message taken from a broker, and what may wait unwritten before reading stops (per link). */
@@ -22,6 +23,8 @@ const MAX_FRAME_BYTES = 256 * 1024 * 1024;
 const MAX_MESSAGE_BYTES = 512 * 1024 * 1024;
 const MAX_FRAMES = 65536;
 const MAX_QUEUED_BYTES = 64 * 1024 * 1024;
+
+const HEADERS = [MDPC01, MDPC02, MDPW01, MDPW02];
 
 /** A ZAP-style status code (what libzmq and our broker send for a refused key); other ERRORs are other refusals. */
 const SHUTTING_DOWN = 'shutting down';
@@ -62,6 +65,8 @@ export class ZmtpLink implements BrokerLink, ConnectionOwner {
       maxFrames: MAX_FRAMES,
       maxMessageBytes: MAX_MESSAGE_BYTES,
       maxQueuedBytes: MAX_QUEUED_BYTES,
+      // Protocol headers arrive in every message: delivered as shared Buffers, not a new view each.
+      intern: HEADERS,
     };
     const curve = opts.curve;
     if (curve !== undefined) {
