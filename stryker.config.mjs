@@ -27,12 +27,12 @@ const AREAS = {
   // The engine alone (what issue 18 splits into decoder, encoder and mechanisms), with the fast tests that drive it
   // byte for byte: minutes, where the whole zmtp area with hostile.test.ts takes an hour or more here.
   'zmtp-engine': {
-    mutate: ['src/zmtp/wire.ts', 'src/zmtp/z85.ts', 'src/zmtp/curve.ts', 'src/zmtp/connection.ts'],
+    mutate: ['src/zmtp/wire.ts', 'src/zmtp/z85.ts', 'src/zmtp/curve.ts', 'src/zmtp/connection.ts', 'src/zmtp/decoder.ts', 'src/zmtp/encoder.ts', 'src/zmtp/mechanism.ts'],
     tests: ['zmtp-wire', 'zmtp-parser', 'curve-session'],
   },
   client: {
     mutate: ['src/client/**/*.ts'],
-    tests: ['client-wire', 'client', 'library'],
+    tests: ['client-wire', 'client', 'library', 'broker-link'],
   },
 };
 

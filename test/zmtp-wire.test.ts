@@ -8,7 +8,7 @@ import {
   checkGreetingHead, command, commandFrame, errorCommand, greeting, headerBytes, metadata, parseCommand, parseGreeting,
   parseProperties, pingCommand, pongCommand, readyCommand, writeHeader, DEALER_PEERS, ROUTER_PEERS,
 } from '../src/zmtp/wire.js';
-import { CurveServer } from '../src/zmtp/curve.js';
+import { CurveClient, CurveServer } from '../src/zmtp/curve.js';
 import { z85Decode, z85Encode } from '../src/zmtp/z85.js';
 
 const hex = (b: Buffer) => b.toString('hex');
@@ -194,4 +194,57 @@ test('CurveZMQ server: INITIATE refusals (short, another connection\'s cookie, a
   const opened = f.s.open(msg(3));
   assert.deepEqual(opened && { flags: opened.flags, data: opened.data.toString() }, { flags: 0, data: 'hi' });
   assert.equal(f.s.open(msg(3)), null, 'the same nonce twice');
+});
+
+test('CurveZMQ client, checked with tweetnacl from RFC 26: HELLO is 200 octets that open to 64 zeros; a WELCOME from another server key is refused; a good one yields INITIATE whose vouch opens; READY and MESSAGE nonces count on', () => {
+  const server = nacl.box.keyPair();
+  const ours = nacl.box.keyPair();
+  const keys = { publicKey: Buffer.from(ours.publicKey), secretKey: Buffer.from(ours.secretKey) };
+  const client = new CurveClient(keys, Buffer.from(server.publicKey));
+  const hello = client.hello();
+  assert.equal(hello.length, 200);
+  assert.equal(hello.toString('latin1', 0, 6), '\x05HELLO');
+  assert.deepEqual([hello[6], hello[7]], [1, 0], 'version 1.0');
+  assert.ok(hello.subarray(8, 80).equals(Buffer.alloc(72)), 'anti-amplification padding');
+  const cn = hello.subarray(80, 112);
+  assert.equal(hello.readBigUInt64BE(112), 1n, 'short nonce 1');
+  const sig = nacl.box.open(hello.subarray(120), Buffer.concat([Buffer.from('CurveZMQHELLO---'), hello.subarray(112, 120)]), cn, server.secretKey);
+  assert.ok(sig !== null && Buffer.from(sig).equals(Buffer.alloc(64)), 'Box[64 zeros](C\'->S)');
+
+  // WELCOME: Box[S' + cookie](S->C'). One sealed with another server's key does not open.
+  const st = nacl.box.keyPair();
+  const cookie = Buffer.alloc(96, 7);
+  const wn = Buffer.alloc(16, 3);
+  const welcome = (fromKey: Uint8Array) => Buffer.concat([Buffer.from('\x07WELCOME'), wn,
+    nacl.box(Buffer.concat([st.publicKey, cookie]), Buffer.concat([Buffer.from('WELCOME-'), wn]), cn, fromKey)]);
+  assert.match(String(new CurveClient(keys, Buffer.from(server.publicKey)).welcome(welcome(nacl.box.keyPair().secretKey), Buffer.alloc(0))), /does not open/);
+  assert.equal(client.welcome(Buffer.alloc(100), Buffer.alloc(0)), 'malformed WELCOME');
+  const meta = metadata({ 'Socket-Type': 'DEALER' });
+  const initiate = client.welcome(welcome(server.secretKey), meta);
+  assert.ok(Buffer.isBuffer(initiate));
+  const init = initiate as Buffer;
+  assert.equal(init.toString('latin1', 0, 9), '\x08INITIATE');
+  assert.ok(init.subarray(9, 105).equals(cookie), 'the cookie, as sent');
+  assert.equal(init.readBigUInt64BE(105), 2n, 'short nonce 2');
+  const inner = nacl.box.open(init.subarray(113), Buffer.concat([Buffer.from('CurveZMQINITIATE'), init.subarray(105, 113)]), cn, st.secretKey);
+  assert.ok(inner !== null, 'Box[...](C\'->S\')');
+  const plain = Buffer.from(inner as Uint8Array);
+  assert.ok(plain.subarray(0, 32).equals(Buffer.from(ours.publicKey)), 'our permanent key');
+  const vouch = nacl.box.open(plain.subarray(48, 128), Buffer.concat([Buffer.from('VOUCH---'), plain.subarray(32, 48)]), ours.publicKey, st.secretKey);
+  assert.ok(vouch !== null && Buffer.from(vouch).equals(Buffer.concat([cn, server.publicKey])), 'vouch: Box[C\' + S](C->S\')');
+  assert.ok(plain.subarray(128).equals(meta), 'our metadata');
+
+  // READY: Box[metadata](S'->C') with the server's short nonce 1; a replay of it is refused.
+  const shared = nacl.box.before(cn, st.secretKey);
+  const rn = Buffer.from([0, 0, 0, 0, 0, 0, 0, 1]);
+  const ready = Buffer.concat([Buffer.from('\x05READY'), rn, nacl.secretbox(metadata({ 'Socket-Type': 'ROUTER' }), Buffer.concat([Buffer.from('CurveZMQREADY---'), rn]), shared)]);
+  const got = client.ready(ready);
+  assert.ok(Buffer.isBuffer(got) && parseProperties(got as Buffer)?.get('socket-type')?.toString() === 'ROUTER');
+  assert.equal(client.ready(ready), 'READY nonce replayed');
+  // Our first MESSAGE carries short nonce 3 and opens with the session key under the client's prefix.
+  const out = Buffer.alloc(CurveServer.sealedBytes(5));
+  client.sealInto(out, 0, 1, Buffer.from('hello'));
+  assert.equal(out.readBigUInt64BE(8), 3n);
+  const msg = nacl.secretbox.open(out.subarray(16), Buffer.concat([Buffer.from('CurveZMQMESSAGEC'), out.subarray(8, 16)]), shared);
+  assert.ok(msg !== null && Buffer.from(msg).equals(Buffer.from('\x01hello')), 'flags MORE, then the frame');
 });
