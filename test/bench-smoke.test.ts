@@ -94,3 +94,18 @@ test('failoverDip: the rate before, the lowest bucket after the kill, the time b
   assert.equal(failoverDip([...Array(20).fill(50), 0, 0], 2000).recoveredMs, null);
   assert.equal(failoverDip([...Array(20).fill(50), 45, 50], 2000).recoveredMs, 0, 'no dip under 80%');
 });
+
+test('npm run bench:apps, tiny: the libraries (NULL and CURVE) and the raw peers each answer and report their CPU', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'mdapps-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const out = join(dir, 'apps.json');
+  const apps = fileURLToPath(new URL('../bench/apps.js', import.meta.url));
+  const r = spawnSync(process.execPath, [apps, '--only', 'mdbroker,mdbroker-curve,mdbroker-peers', '--seconds', '1', '--rounds', '1', '--depth', '4', '--sessions', '4', '--out', out], { encoding: 'utf8', timeout: 90000 });
+  assert.equal(r.status, 0, r.stderr + r.stdout);
+  const report = JSON.parse(readFileSync(out, 'utf8')) as { rows: { system: string; rate: number; clientUs: number; workerUs: number; serverUs: number }[] };
+  assert.deepEqual(report.rows.map((x) => x.system), ['mdbroker', 'mdbroker-curve', 'mdbroker-peers']);
+  for (const row of report.rows) {
+    assert.ok(row.rate > 0, `${row.system} answered`);
+    assert.ok(row.clientUs > 0 && row.workerUs > 0 && row.serverUs > 0, `${row.system}: CPU per request of every process`);
+  }
+});
