@@ -122,6 +122,26 @@ test('a broker that completes the handshake and then goes silent is found by ZMT
   assert.equal(wire.readUInt16BE(ping + 5), 3);
 });
 
+test('a ZMTP 3.0 broker (libzmq 4.1: no PING) is neither PINGed nor dropped for its silence', async (t) => {
+  const seen: Buffer[] = [];
+  const server = createServer((sock: Socket) => {
+    sock.on('data', (b) => seen.push(b));
+    sock.on('error', () => undefined);
+    const g = greeting();
+    g[11] = 0; // minor version 0: ZMTP 3.0
+    sock.write(Buffer.concat([g, readyCommand({ 'Socket-Type': 'ROUTER' })]));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  t.after(() => server.close());
+  const { port } = server.address() as { port: number };
+  const h = recording();
+  const link = new ZmtpLink(`tcp://127.0.0.1:${port}`, { heartbeatInterval: 100, heartbeatTimeout: 300, reconnectMin: 5000, reconnectMax: 5000 }, h);
+  t.after(() => link.close());
+  await sleep(1000);
+  assert.deepEqual(h.events, ['connected']);
+  assert.equal(Buffer.concat(seen).indexOf('\x04PING', 0, 'latin1'), -1, 'no PING sent');
+});
+
 test('a port nobody listens on: the link dials again with a back-off that grows (and jitter), not at a fixed rate', async (t) => {
   const port = await freePort();
   const h = recording();

@@ -137,14 +137,17 @@ export class ZmtpLink implements BrokerLink, ConnectionOwner {
   private tick(): void {
     const conn = this.conn;
     if (conn === null || conn.closed) return;
-    if (conn.heard) {
+    // A ZMTP 3.0 broker (libzmq 4.1) knows no PING: its silence proves nothing, and it is not asked.
+    const pings = !conn.ready || conn.peerMajor > 3 || conn.peerMinor >= 1;
+    // A connection we stopped reading (its broker does not take our writes) cannot be heard: not silent.
+    if (conn.heard || conn.paused || !pings) {
       conn.heard = false;
       this.silentTicks = 0;
     } else if (++this.silentTicks >= this.deadAfterTicks) {
       conn.close(conn.ready ? 'heartbeat-timeout' : 'handshake-timeout');
       return;
     }
-    if (conn.ready) conn.ping(performance.now(), this.opts.heartbeatTimeout / 100);
+    if (conn.ready && pings) conn.ping(performance.now(), this.opts.heartbeatTimeout / 100);
   }
 
   // ---- ConnectionOwner ----

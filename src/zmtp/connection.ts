@@ -122,8 +122,9 @@ export class ZmtpConnection<S extends ByteStream = ByteStream> implements Decode
   ttlMs = 0;
   /** Owner ticks since the last PING that asked for a TTL. */
   ttlTicks = 0;
-  /** What the peer said it speaks, for log lines: its major version from the greeting. */
+  /** What the peer said it speaks, from its greeting: ZMTP major and minor version (3.0 peers know no PING). */
   peerMajor = 0;
+  peerMinor = 0;
   /** The reason text of an ERROR command the peer sent (RFC 23), for the owner's log line or refusal. */
   peerError: string | null = null;
   /** Traffic arrived since the owner last looked (any data counts as a sign of life). */
@@ -344,6 +345,7 @@ export class ZmtpConnection<S extends ByteStream = ByteStream> implements Decode
   greeting(g: Buffer): boolean {
     const peer = parseGreeting(g);
     this.peerMajor = peer.major;
+    this.peerMinor = peer.minor;
     if (peer.mechanism !== this.mechanism.name) {
       this.close('mechanism');
       return false;
