@@ -2,7 +2,9 @@
 // side in one run. Server, responder and requester each run in their own process; the systems are alternated round
 // by round and the medians of the rounds reported, with each process's CPU per request (from /proc, all threads).
 //
-//   npm run bench:apps -- [--seconds 4] [--rounds 3] [--depth 64] [--size 100] [--sessions 64] [--only a,b] [--out FILE]
+//   npm run bench:apps -- [--seconds 4] [--rounds 3] [--depth 64,1 | --rate N] [--size 100] [--sessions 64] [--only a,b] [--out FILE]
+//
+// --rate N: open loop, N requests a second (depth shows as 0), to compare systems at the same rate.
 //
 // Systems: mdbroker (the libraries on their own ZMTP, NULL), mdbroker-curve (the same on CURVE), mdbroker-libzmq and
 // mdbroker-libzmq-curve (the libraries on the zeromq binding: what they cost before), mdbroker-peers (the bench's
@@ -30,6 +32,8 @@ interface Role {
   system: System;
   endpoint: string;
   depth: number;
+  /** Requests a second, open loop (0: closed loop, `depth` in flight). */
+  rate: number;
   size: number;
   sessions: number;
   seconds: number;
@@ -90,51 +94,67 @@ async function runClient(r: Role): Promise<void> {
       hist.recordValue(Math.max(1, Math.round((performance.now() - t0) * 1000)));
     }
   };
+  // One request, resolved when its reply is in (library and nats.js); the raw peers keep their own bookkeeping.
+  let issue: () => Promise<void>;
   let close: () => void | Promise<void>;
   if (r.system === 'nats') {
     const { connect: natsConnect } = await import('nats');
     const nc = await natsConnect({ servers: r.endpoint });
-    const loop = async () => {
-      while (!stopped) {
-        const t0 = performance.now();
-        await nc.request('echo', body, { timeout: 10000 });
-        done(t0);
-      }
+    issue = async () => {
+      const t0 = performance.now();
+      await nc.request('echo', body, { timeout: 10000 });
+      done(t0);
     };
-    for (let i = 0; i < r.depth; i++) void loop();
     close = () => nc.close();
   } else if (r.system === 'mdbroker-peers') {
     // The request-id envelope (4 bytes before the empty frame): the broker returns it on the reply.
     const sent = new Map<number, number>();
+    const waiting = new Map<number, () => void>();
     let seq = 0;
     const d: ZmtpDealer = new ZmtpDealer(r.endpoint, (f) => {
       const id = f[0].readUInt32BE(0);
-      const t0 = sent.get(id) as number;
+      done(sent.get(id) as number);
       sent.delete(id);
-      done(t0);
-      if (!stopped) fire();
+      const w = waiting.get(id);
+      waiting.delete(id);
+      w?.();
     });
-    const fire = () => {
+    issue = () => {
       const id = Buffer.alloc(4);
       id.writeUInt32BE(++seq);
       sent.set(seq, performance.now());
       d.send([id, E, MDPC01, ECHO, body]);
+      const n = seq;
+      return new Promise<void>((res) => waiting.set(n, res));
     };
     await d.ready;
-    for (let i = 0; i < r.depth; i++) fire();
     close = () => d.close();
   } else {
     const c = new Client({ endpoints: r.endpoint, transport: r.system.startsWith('mdbroker-libzmq') ? 'libzmq' : 'zmtp', curve: r.curve, timeout: 10000 });
     await c.ready({ timeout: 10000 });
+    issue = async () => {
+      const t0 = performance.now();
+      await c.request('echo', body);
+      done(t0);
+    };
+    close = () => c.close();
+  }
+  if (r.rate > 0) {
+    // Open loop: `rate` requests a second, whatever comes back, so two systems can be compared at the same rate.
+    let last = performance.now();
+    let owed = 0;
+    const pacer = setInterval(() => {
+      if (stopped) return clearInterval(pacer);
+      const now = performance.now();
+      owed += ((now - last) * r.rate) / 1000;
+      last = now;
+      for (; owed >= 1; owed--) void issue();
+    }, 1);
+  } else {
     const loop = async () => {
-      while (!stopped) {
-        const t0 = performance.now();
-        await c.request('echo', body);
-        done(t0);
-      }
+      while (!stopped) await issue();
     };
     for (let i = 0; i < r.depth; i++) void loop();
-    close = () => c.close();
   }
   // Warm-up (JIT, connections), then the measured window.
   await new Promise((res) => setTimeout(res, 1000));
@@ -240,9 +260,9 @@ function next(proc: ChildProcess, kind: Report['kind']): Promise<Report> {
   });
 }
 
-async function measure(system: System, depth: number, opts: { seconds: number; size: number; sessions: number }): Promise<Measure> {
+async function measure(system: System, depth: number, opts: { seconds: number; size: number; sessions: number; rate: number }): Promise<Measure> {
   const server = await startServer(system);
-  const base = { system, endpoint: server.endpoint, depth, size: opts.size, sessions: opts.sessions, seconds: opts.seconds, curve: server.curve };
+  const base = { system, endpoint: server.endpoint, depth, rate: opts.rate, size: opts.size, sessions: opts.sessions, seconds: opts.seconds, curve: server.curve };
   const worker = child({ ...base, role: 'worker' });
   try {
     await next(worker, 'ready');
@@ -288,7 +308,8 @@ async function main(): Promise<void> {
   const rounds = Number(arg('rounds', '3'));
   const size = Number(arg('size', '100'));
   const sessions = Number(arg('sessions', '64'));
-  const depths = arg('depth', '64,1').split(',').map(Number);
+  const rate = Number(arg('rate', '0'));
+  const depths = rate > 0 ? [0] : arg('depth', '64,1').split(',').map(Number);
   let systems = arg('only', SYSTEMS.join(',')).split(',') as System[];
   if (systems.includes('nats') && !hasNatsServer()) {
     console.error('nats-server is not installed (apt-get install nats-server): the nats rows are skipped');
@@ -299,7 +320,7 @@ async function main(): Promise<void> {
     for (const depth of depths) {
       for (const system of systems) {
         if (depth === 1 && !['mdbroker', 'nats', 'mdbroker-peers'].includes(system)) continue;
-        const m = await measure(system, depth, { seconds, size, sessions });
+        const m = await measure(system, depth, { seconds, size, sessions, rate });
         all.push(m);
         console.error(`round ${round}/${rounds} depth ${depth} ${system}: ${Math.round(m.rate)} req/s, p50 ${m.p50Us} us, client ${m.clientUs.toFixed(1)} us, worker ${m.workerUs.toFixed(1)} us, server ${m.serverUs.toFixed(1)} us per request`);
       }
@@ -316,7 +337,7 @@ async function main(): Promise<void> {
       });
     }
   }
-  console.log(`\nmedians of ${rounds} rounds, ${seconds} s windows, ${size} B bodies, ${sessions} worker sessions, ${os.cpus().length} cores, Node ${process.version}`);
+  console.log(`\nmedians of ${rounds} rounds, ${rate > 0 ? `open loop at ${rate}/s, ` : ''}${seconds} s windows, ${size} B bodies, ${sessions} worker sessions, ${os.cpus().length} cores, Node ${process.version}`);
   console.log('system                 depth   req/s    vs nats  p50 us  p99 us  client us  worker us  server us (CPU per request)');
   for (const r of rows) {
     const nats = rows.find((x) => x.system === 'nats' && x.depth === r.depth);
@@ -325,7 +346,7 @@ async function main(): Promise<void> {
   }
   const out = arg('out', '');
   if (out !== '') {
-    writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), node: process.version, cores: os.cpus().length, seconds, rounds, size, sessions, rows, all }, null, 2) + '\n');
+    writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), node: process.version, cores: os.cpus().length, seconds, rounds, size, sessions, rate, rows, all }, null, 2) + '\n');
     console.log(`saved ${out}`);
   }
 }
