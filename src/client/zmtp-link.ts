@@ -163,7 +163,14 @@ export class ZmtpLink implements BrokerLink, ConnectionOwner {
   }
 
   onMessage(conn: ZmtpConnection, frames: Buffer[]): void {
-    if (conn === this.conn) this.handler.message(frames);
+    if (conn !== this.conn) return;
+    // A message the owner chokes on must not end the process from inside a socket event (the libzmq link's receive
+    // loop drops it the same way); the owner's windows and liveness decide what happens to its request.
+    try {
+      this.handler.message(frames);
+    } catch {
+      // dropped
+    }
   }
 
   onClose(conn: ZmtpConnection, reason: CloseReason): void {
