@@ -28,7 +28,7 @@ const AREAS = {
   // byte for byte: minutes, where the whole zmtp area with hostile.test.ts takes an hour or more here.
   'zmtp-engine': {
     mutate: ['src/zmtp/wire.ts', 'src/zmtp/z85.ts', 'src/zmtp/curve.ts', 'src/zmtp/connection.ts', 'src/zmtp/decoder.ts', 'src/zmtp/encoder.ts', 'src/zmtp/mechanism.ts'],
-    tests: ['zmtp-wire', 'zmtp-parser', 'curve-session'],
+    tests: ['zmtp-wire', 'zmtp-parser', 'zmtp-codec', 'curve-session'],
   },
   client: {
     mutate: ['src/client/**/*.ts'],
