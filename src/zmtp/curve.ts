@@ -112,32 +112,45 @@ export class CurveSession {
    * libsodium (which allows the overlap) encrypts it there, so the frame is copied once.
    */
   sealInto(out: Buffer, at: number, flags: number, data: Buffer): number {
-    MESSAGE.copy(out, at);
+    // TypedArray set() rather than Buffer copy(): cheaper for these small pieces (measured with the seal+open loop).
+    out.set(MESSAGE, at);
     const seq = this.sendNonce++;
     writeNonce(out, seq, at + 8);
     writeNonce(this.sealNonce, seq, 16);
     out[at + 16 + MAC] = flags;
-    data.copy(out, at + 16 + MAC + 1);
+    out.set(data, at + 16 + MAC + 1);
     const end = at + sealedBytes(data.length);
     na().crypto_secretbox_easy(out.subarray(at + 16, end), out.subarray(at + 16 + MAC, end), this.sealNonce, this.precomputed as Buffer);
     return end;
   }
 
+  /** The inner flags of the frame openFrame() opened last. */
+  openedFlags = 0;
+
   /**
-   * A received wire frame's body: its inner flags and data, or null when it does not open (or replays a nonce).
-   * Opened in place: the data is a view into `body` (so into the read chunk), which the call overwrites.
+   * A received wire frame's body: its data (its inner flags in `openedFlags`), or null when it does not open (or
+   * replays a nonce). Opened in place: the data is a view into `body` (so into the read chunk), which the call
+   * overwrites.
    */
-  open(body: Buffer): { flags: number; data: Buffer } | null {
+  openFrame(body: Buffer): Buffer | null {
     if (body.length < 16 + 1 + MAC) return null;
     for (let i = 0; i < 8; i++) if (body[i] !== MESSAGE[i]) return null;
     const seq = body.readUInt32BE(8) * 0x100000000 + body.readUInt32BE(12);
     // A counter at or past 2^53 cannot be told apart from its neighbours as a Number: refused, as a replay would be.
     if (seq <= this.peerNonce || seq > Number.MAX_SAFE_INTEGER) return null;
-    body.copy(this.openNonce, 16, 8, 16);
+    const nonceBytes = this.openNonce;
+    for (let i = 0; i < 8; i++) nonceBytes[16 + i] = body[8 + i];
     const plain = body.subarray(16 + MAC);
-    if (!na().crypto_secretbox_open_easy(plain, body.subarray(16), this.openNonce, this.precomputed as Buffer)) return null;
+    if (!na().crypto_secretbox_open_easy(plain, body.subarray(16), nonceBytes, this.precomputed as Buffer)) return null;
     this.peerNonce = seq;
-    return { flags: plain[0], data: plain.subarray(1) };
+    this.openedFlags = plain[0];
+    return plain.subarray(1);
+  }
+
+  /** openFrame() as one value: flags and data. */
+  open(body: Buffer): { flags: number; data: Buffer } | null {
+    const data = this.openFrame(body);
+    return data === null ? null : { flags: this.openedFlags, data };
   }
 }
 

@@ -230,14 +230,15 @@ export class Decoder {
       if (box !== null) {
         // CURVE: every frame is its own MESSAGE box; MORE and COMMAND travel inside it.
         if (isCommand || (flags & FLAG_MORE) !== 0) return this.fail('protocol-error', 'plain frame on a CURVE connection');
-        const opened = box.open(body);
-        if (opened === null) return this.fail('protocol-error', 'MESSAGE box does not open');
-        if ((opened.flags & CURVE_COMMAND) !== 0) {
-          if ((opened.flags & CURVE_MORE) !== 0 || inMessage) return this.fail('protocol-error', 'command frame inside a message');
-          if (!this.sink.command(opened.data)) return this.stop();
+        const data = box.openFrame(body);
+        if (data === null) return this.fail('protocol-error', 'MESSAGE box does not open');
+        const inner = box.openedFlags;
+        if ((inner & CURVE_COMMAND) !== 0) {
+          if ((inner & CURVE_MORE) !== 0 || inMessage) return this.fail('protocol-error', 'command frame inside a message');
+          if (!this.sink.command(data)) return this.stop();
           continue;
         }
-        const r = this.deliverFrame(opened.data, (opened.flags & CURVE_MORE) !== 0);
+        const r = this.deliverFrame(data, (inner & CURVE_MORE) !== 0);
         if (r !== 0) return r < 0 ? -1 : this.stopAt(o);
         continue;
       }
