@@ -66,7 +66,8 @@ export class RawZmtp {
   }
 
   /**
-   * Connected, greeted with NULL 3.x and READY (DEALER, with these extra properties) sent. As RFC 23 has it, the
+   * Connected, greeted with NULL 3.x, READY (DEALER, with these extra properties) sent and the other side's READY
+   * (or ERROR) received. As RFC 23 has it, the
    * signature and major version go first, and the rest only once the other side's signature is in: libzmq 4.3.5 as
    * the server closed the connection (seen here, most of the time) when greeting, READY and a message came in one
    * segment.
@@ -79,6 +80,11 @@ export class RawZmtp {
     const until = Date.now() + 5000;
     while (p.received.length < 10 && !p.isClosed && Date.now() < until) await new Promise((r) => setTimeout(r, 2));
     p.write(greeting.subarray(11), rawCommand('READY', rawProperties({ 'Socket-Type': 'DEALER', ...props })));
+    // Returns once the other side's READY is in (or it closed): a message written sooner could reach libzmq in the
+    // same read as our READY, which libzmq 4.3.5 sometimes answered by closing (a libzmq-pass flake, ZMTP 3.0 peer).
+    while (p.commands('READY').length === 0 && p.commands('ERROR').length === 0 && !p.isClosed && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 2));
+    }
     return p;
   }
 
