@@ -12,7 +12,7 @@
 // nats-server; skipped when nats-server is not installed: `apt-get install nats-server`).
 
 import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createServer, connect } from 'node:net';
+import { connect } from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import os from 'node:os';
@@ -20,6 +20,7 @@ import { fileURLToPath } from 'node:url';
 import * as hdr from 'hdr-histogram-js';
 import { cpuSeconds } from './procstat.js';
 import { spawnBroker } from '../test/support/spawn-broker.js';
+import { freePort } from '../test/support/free-port.js';
 import { Client } from '../src/client/client.js';
 import { Worker } from '../src/client/worker.js';
 import { ZmtpDealer } from '../src/zmtp/dealer.js';
@@ -185,14 +186,6 @@ interface Measure {
   clientUs: number;
   workerUs: number;
   serverUs: number;
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const { port } = s.address() as { port: number };
-  await new Promise((r) => s.close(r));
-  return port;
 }
 
 async function listening(port: number, ms: number): Promise<void> {

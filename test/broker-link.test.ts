@@ -17,6 +17,7 @@ import { Worker } from '../src/client/worker.js';
 import { RefusedError } from '../src/client/errors.js';
 import { greeting, readyCommand } from '../src/zmtp/wire.js';
 import { B, E, show, sleep, startBroker, until } from './helpers.js';
+import { freePort } from './support/free-port.js';
 
 /** A handler that records what the link reports. */
 function recording(): LinkHandler & { events: string[]; messages: Buffer[][]; at: number[] } {
@@ -39,12 +40,22 @@ function recording(): LinkHandler & { events: string[]; messages: Buffer[][]; at
 /** The test brokers' heartbeat, and so the workers' (an idle worker expects the broker's heartbeats). */
 const HB = { heartbeatInterval: 100, heartbeatLiveness: 3 };
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const { port } = s.address() as { port: number };
-  await new Promise((r) => s.close(r));
-  return port;
+/**
+ * A TCP peer that greets as a ZMTP 3.`minor` ROUTER with READY and then never sends a byte (no PONG); `seen` is every
+ * byte the link wrote to it.
+ */
+async function silentRouter(t: TestContext, minor: number): Promise<{ port: number; seen: Buffer[] }> {
+  const seen: Buffer[] = [];
+  const server = createServer((sock: Socket) => {
+    sock.on('data', (b) => seen.push(b));
+    sock.on('error', () => undefined);
+    const g = greeting();
+    g[11] = minor;
+    sock.write(Buffer.concat([g, readyCommand({ 'Socket-Type': 'ROUTER' })]));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  t.after(() => server.close());
+  return { port: (server.address() as { port: number }).port, seen };
 }
 
 /** A libzmq ROUTER that answers every [id, '', MDPC01, service, ...body] with the same frames (an MDP echo). */
@@ -97,16 +108,7 @@ test('messages sent before the broker listens are kept and delivered once it doe
 });
 
 test('a broker that completes the handshake and then goes silent is found by ZMTP heartbeats (PING with a TTL)', async (t) => {
-  const seen: Buffer[] = [];
-  const server = createServer((sock: Socket) => {
-    sock.on('data', (b) => seen.push(b));
-    sock.on('error', () => undefined);
-    // Greeting and READY as a ROUTER would send them; after that, not a byte (no PONG).
-    sock.write(Buffer.concat([greeting(), readyCommand({ 'Socket-Type': 'ROUTER' })]));
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  t.after(() => server.close());
-  const { port } = server.address() as { port: number };
+  const { port, seen } = await silentRouter(t, 1);
   const h = recording();
   const link = new ZmtpLink(`tcp://127.0.0.1:${port}`, { heartbeatInterval: 100, heartbeatTimeout: 300, reconnectMin: 5000, reconnectMax: 5000 }, h);
   t.after(() => link.close());
@@ -123,17 +125,7 @@ test('a broker that completes the handshake and then goes silent is found by ZMT
 });
 
 test('a ZMTP 3.0 broker (libzmq 4.1: no PING) is neither PINGed nor dropped for its silence', async (t) => {
-  const seen: Buffer[] = [];
-  const server = createServer((sock: Socket) => {
-    sock.on('data', (b) => seen.push(b));
-    sock.on('error', () => undefined);
-    const g = greeting();
-    g[11] = 0; // minor version 0: ZMTP 3.0
-    sock.write(Buffer.concat([g, readyCommand({ 'Socket-Type': 'ROUTER' })]));
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  t.after(() => server.close());
-  const { port } = server.address() as { port: number };
+  const { port, seen } = await silentRouter(t, 0);
   const h = recording();
   const link = new ZmtpLink(`tcp://127.0.0.1:${port}`, { heartbeatInterval: 100, heartbeatTimeout: 300, reconnectMin: 5000, reconnectMax: 5000 }, h);
   t.after(() => link.close());

@@ -3,7 +3,6 @@
 // Each test here failed on 8a23a70.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { readdirSync } from 'node:fs';
 import { Router, curveKeyPair } from 'zeromq';
 import * as lib from '../src/client/index.js';
@@ -12,6 +11,7 @@ import { Worker } from '../src/client/worker.js';
 import { RefusedError, TimeoutError, UnavailableError, UnreachableError } from '../src/client/errors.js';
 import { modeFlags, show, sleep, startBroker, until } from './helpers.js';
 import { spawnBroker } from './support/spawn-broker.js';
+import { freePort } from './support/free-port.js';
 
 /** A libzmq ROUTER that records every message (routing id first) and may answer through `answer`. */
 async function recorder(t: TestContext, answer: (m: Buffer[], send: (f: (Buffer | string)[]) => void) => void = () => undefined) {
@@ -35,11 +35,7 @@ async function recorder(t: TestContext, answer: (m: Buffer[], send: (f: (Buffer 
 
 /** An endpoint nobody listens on. */
 async function deadEndpoint(): Promise<string> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const { port } = s.address() as { port: number };
-  await new Promise((r) => s.close(r));
-  return `tcp://127.0.0.1:${port}`;
+  return `tcp://127.0.0.1:${await freePort()}`;
 }
 
 const openFds = () => readdirSync('/proc/self/fd').length;

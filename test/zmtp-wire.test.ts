@@ -8,7 +8,7 @@ import {
   checkGreetingHead, command, commandFrame, errorCommand, greeting, headerBytes, metadata, parseCommand, parseGreeting,
   parseProperties, pingCommand, pongCommand, readyCommand, writeHeader, DEALER_PEERS, ROUTER_PEERS,
 } from '../src/zmtp/wire.js';
-import { CurveClient, CurveServer } from '../src/zmtp/curve.js';
+import { CurveClient, CurveServer, sealedBytes } from '../src/zmtp/curve.js';
 import { z85Decode, z85Encode } from '../src/zmtp/z85.js';
 
 const hex = (b: Buffer) => b.toString('hex');
@@ -137,7 +137,7 @@ test('CurveZMQ server: HELLO refusals (length, version, a box that does not open
   assert.ok(opened !== null && opened.length === 128, 'S\' and a 96-octet cookie');
   assert.equal(s.initiate(Buffer.alloc(300)), 'malformed INITIATE');
   assert.equal(new CurveServer(keys).initiate(Buffer.alloc(300)), 'INITIATE before HELLO');
-  assert.equal(CurveServer.sealedBytes(10), 8 + 8 + 16 + 1 + 10);
+  assert.equal(sealedBytes(10), 8 + 8 + 16 + 1 + 10);
 });
 
 test('CurveZMQ server: INITIATE refusals (short, another connection\'s cookie, a replayed nonce, a vouch for other keys); a good one yields the client key and READY', () => {
@@ -242,7 +242,7 @@ test('CurveZMQ client, checked with tweetnacl from RFC 26: HELLO is 200 octets t
   assert.ok(Buffer.isBuffer(got) && parseProperties(got as Buffer)?.get('socket-type')?.toString() === 'ROUTER');
   assert.equal(client.ready(ready), 'READY nonce replayed');
   // Our first MESSAGE carries short nonce 3 and opens with the session key under the client's prefix.
-  const out = Buffer.alloc(CurveServer.sealedBytes(5));
+  const out = Buffer.alloc(sealedBytes(5));
   client.sealInto(out, 0, 1, Buffer.from('hello'));
   assert.equal(out.readBigUInt64BE(8), 3n);
   const msg = nacl.secretbox.open(out.subarray(16), Buffer.concat([Buffer.from('CurveZMQMESSAGEC'), out.subarray(8, 16)]), shared);

@@ -1,12 +1,11 @@
 // One client or worker connection to one broker endpoint, as the libraries see it: send, receive, and what happens to
-// the connection. Two implementations: the project's own ZMTP (the default: no native addon, measured ~3x cheaper
-// per request than the zeromq binding, docs/benchmarking.md) and libzmq through the zeromq binding (`transport:
+// the connection. Two implementations: the project's own ZMTP (the default: no native addon, about a third of the
+// zeromq binding's CPU per request in the client and in the worker, README "What an app gets") and libzmq through the zeromq binding (`transport:
 // 'libzmq'`, for inproc:// and other libzmq-only endpoints or socket options). The binding is loaded (a synchronous
 // require) only when such a link opens: an app on the default transport never loads the native zeromq addon.
 
 import { ZmtpLink } from './zmtp-link.js';
 import { LibzmqLink } from './libzmq-link.js';
-import { EndpointError } from './errors.js';
 import type { CurveClientKeys, DealerOptions } from '../sockets/dealer.js';
 
 /** What a link reports, in the order things happen. */
@@ -53,18 +52,16 @@ export interface LinkOptions {
   watch?: boolean;
 }
 
-/** The transport an endpoint gets: node:net dials tcp:// and ipc:// only. */
+/** The transport an endpoint gets unless one is chosen: node:net dials tcp:// and ipc:// only. */
 export function transportFor(endpoint: string, chosen: Transport | undefined): Transport {
   if (chosen !== undefined) return chosen;
   return /^(tcp|ipc):\/\//.test(endpoint) ? 'zmtp' : 'libzmq';
 }
 
-/** Opens a link to `endpoint` (dialling starts at once). Throws EndpointError when it cannot be dialled at all. */
+/**
+ * Opens a link to `endpoint` (dialling starts at once). Throws EndpointError when it cannot be dialled at all (the
+ * zmtp transport chosen for a scheme node:net cannot dial, say).
+ */
 export function openLink(endpoint: string, opts: LinkOptions, handler: LinkHandler): BrokerLink {
-  const transport = transportFor(endpoint, opts.transport);
-  if (transport === 'zmtp') {
-    if (!/^(tcp|ipc):\/\//.test(endpoint)) throw new EndpointError(endpoint, `"${endpoint}": the zmtp transport dials tcp:// and ipc:// only (use transport: 'libzmq')`);
-    return new ZmtpLink(endpoint, opts, handler);
-  }
-  return new LibzmqLink(endpoint, opts, handler);
+  return transportFor(endpoint, opts.transport) === 'zmtp' ? new ZmtpLink(endpoint, opts, handler) : new LibzmqLink(endpoint, opts, handler);
 }

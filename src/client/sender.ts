@@ -9,13 +9,7 @@ export class Sender {
   private pumping = false;
   private idleWaiters: (() => void)[] = [];
 
-  constructor(private sock: Dealer) {}
-
-  /** Points at a new socket and discards what was not yet sent on the old one. */
-  reset(sock: Dealer): void {
-    this.sock = sock;
-    this.queue.clear();
-  }
+  constructor(private readonly sock: Dealer) {}
 
   send(msg: Buffer[]): void {
     this.queue.enqueue(msg);

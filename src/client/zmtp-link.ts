@@ -7,7 +7,7 @@
 // hears `disconnected` and decides what to resend.
 
 import { connect, type Socket } from 'node:net';
-import type { ZmtpConnection, CloseReason, ConnectionOptions, ConnectionOwner } from '../zmtp/connection.js';
+import { SHUTTING_DOWN, type ZmtpConnection, type CloseReason, type ConnectionOptions, type ConnectionOwner } from '../zmtp/connection.js';
 import { connectionOnSocket } from '../zmtp/net-stream.js';
 import { flushThisTurn } from '../zmtp/flush-turn.js';
 import { DEALER_PEERS } from '../zmtp/wire.js';
@@ -25,9 +25,6 @@ const MAX_FRAMES = 65536;
 const MAX_QUEUED_BYTES = 64 * 1024 * 1024;
 
 const HEADERS = [MDPC01, MDPC02, MDPW01, MDPW02];
-
-/** A ZAP-style status code (what libzmq and our broker send for a refused key); other ERRORs are other refusals. */
-const SHUTTING_DOWN = 'shutting down';
 
 function rawKey(text: string, what: string): Buffer {
   const key = z85Decode(text);
@@ -55,7 +52,7 @@ export class ZmtpLink implements BrokerLink, ConnectionOwner {
   constructor(endpoint: string, private readonly opts: LinkOptions, private readonly handler: LinkHandler) {
     const ep = parseEndpoint(endpoint);
     if (ep === null || (ep.kind === 'tcp' && (ep.port === 0 || ep.host === '0.0.0.0'))) {
-      throw new EndpointError(endpoint, `cannot connect to "${endpoint}": expected tcp://HOST:PORT or ipc://PATH`);
+      throw new EndpointError(endpoint, `cannot connect to "${endpoint}": the zmtp transport dials tcp://HOST:PORT or ipc://PATH (other schemes: transport 'libzmq')`);
     }
     this.ep = ep;
     this.connOpts = {
@@ -199,6 +196,7 @@ export class ZmtpLink implements BrokerLink, ConnectionOwner {
       const problem = (conn.mechanism as CurveClientMechanism).problem ?? 'the broker broke the CURVE handshake';
       return `the handshake failed (${problem})`;
     }
+    // ERROR in place of READY is a refusal (a ZAP status code such as 400 for a key), unless the broker is going away.
     if (reason === 'peer-error' && conn.peerError !== SHUTTING_DOWN) {
       if (this.opts.curve !== undefined) return `the broker refused this ${who}'s CURVE key (ERROR ${conn.peerError ?? ''})`;
       return `the broker refused the connection (ERROR ${conn.peerError ?? ''})`;

@@ -88,10 +88,13 @@ export interface ByteStream extends Writer {
   readonly destroyed: boolean;
 }
 
+/** The ERROR reason a ROUTER gives a peer it closes because it is going away (a dialling peer just tries again). */
+export const SHUTTING_DOWN = 'shutting down';
+
 /** What a refused peer is told in its ERROR command (RFC 37), by reason; others are closed without a word. */
 const TELL: Partial<Record<CloseReason, string>> = {
   'bad-identity': 'invalid identity',
-  shutdown: 'shutting down',
+  shutdown: SHUTTING_DOWN,
 };
 
 const enum State {

@@ -102,10 +102,6 @@ export class CurveSession {
     this.openNonce = Buffer.concat([asServer ? MSG_NONCE_C : MSG_NONCE_S, Buffer.alloc(8)]);
   }
 
-  static sealedBytes(size: number): number {
-    return sealedBytes(size);
-  }
-
   /**
    * Seals one frame as the body of the wire frame that carries it (MESSAGE, nonce, box of [flags, data]), written
    * into `out` at `at`; returns the offset after it. In place: the plaintext is written where the box goes and
