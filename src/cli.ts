@@ -46,6 +46,8 @@ Usage: mdbroker [options]
   --offload MODE             none, stats, validation or all: what runs in the worker-thread pool (default ${d.offload})
   --offload-threads N        threads in that pool (default ${d.offloadThreads})
   --shards N                 protocol cores on N worker threads behind one ROUTER (default ${d.shards})
+  --worker-credit N          zmtp, one shard: requests one worker connection may hold at once when the worker
+                             offers credit (docs/protocol.md); 1 = MDP's one at a time (default ${d.workerCredit})
   --curve-secret-key FILE    turn on CURVE encryption with this key pair (see 'mdbroker keygen')
   --allow-clients FILE       with CURVE: public keys allowed to connect as clients (one per line)
   --allow-workers FILE       with CURVE: public keys allowed to connect as workers (one per line)
@@ -72,6 +74,7 @@ const spec = {
   'max-queue': { type: 'string' },
   'max-queued-bytes': { type: 'string' },
   'max-client-bytes': { type: 'string' },
+  'worker-credit': { type: 'string' },
   'max-frames': { type: 'string' },
   'max-frame-bytes': { type: 'string' },
   'max-service-name': { type: 'string' },
@@ -193,6 +196,7 @@ function main(argv: string[]): void {
       offload: offloadMode(values.offload),
       offloadThreads: int(values, 'offload-threads', d.offloadThreads),
       shards: int(values, 'shards', d.shards),
+      workerCredit: int(values, 'worker-credit', d.workerCredit),
       ...curveOptions(values),
       logLevel: level === 'debug' ? 'debug' : level === 'info' ? 'info' : 'warn',
       log,

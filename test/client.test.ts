@@ -7,7 +7,7 @@ import { Router } from 'zeromq';
 import { Client } from '../src/client/client.js';
 import { Worker } from '../src/client/worker.js';
 import { AbortError, ClosedError, EndpointError } from '../src/client/errors.js';
-import { sleep, startBroker, until } from './helpers.js';
+import { registered, sleep, startBroker, until } from './helpers.js';
 
 const HB = { heartbeatInterval: 100, heartbeatLiveness: 3 };
 
@@ -87,7 +87,7 @@ test('our broker announces request-id: requests of one service are pipelined acr
   });
   const client = new Client({ endpoints: endpoint });
   cleanup(t, client, worker, broker);
-  assert.ok(await until(() => broker.snapshot().workers === 4));
+  assert.ok(await registered(broker, worker));
   const bodies = Array.from({ length: 16 }, (_, i) => String(i));
   const replies = await Promise.all(bodies.map((b) => client.request('echo', b)));
   assert.deepEqual(replies.map((r) => r[0].toString()), bodies);
@@ -180,7 +180,7 @@ test('client.drain() answers what is in hand, refuses new requests, then closes'
   const worker = new Worker({ endpoint, service: 'slow', ...HB, concurrency: 3, handler: async (b) => { await new Promise((r) => setTimeout(r, 200)); return b; } });
   const client = new Client({ endpoints: endpoint });
   cleanup(t, client, worker, broker);
-  assert.ok(await until(() => broker.snapshot().workers === 3));
+  assert.ok(await registered(broker, worker));
   const inHand = ['a', 'b', 'c'].map((x) => client.request('slow', x));
   const drained = client.drain();
   await assert.rejects(client.request('slow', 'late'), ClosedError);

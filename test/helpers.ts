@@ -1,5 +1,6 @@
 // Shared helpers for socket-level tests: a broker on an OS-chosen port, and raw peers that speak frames.
 import { Dealer, Request } from 'zeromq';
+import type { Worker } from '../src/client/worker.js';
 import { Broker } from '../src/broker/broker.js';
 import type { BrokerOptions } from '../src/broker/options.js';
 
@@ -105,4 +106,10 @@ export function junkPeers(endpoint: string, n: number): Dealer[] {
     d.connect(endpoint);
     return d;
   });
+}
+
+/** Waits until every connection of `worker` is registered with `broker` (one with worker credit, else one per unit of concurrency). */
+export async function registered(broker: Broker, worker: Worker, ms = 3000): Promise<boolean> {
+  await worker.ready({ timeout: ms });
+  return until(() => broker.snapshot().workers === worker.connections, ms);
 }

@@ -10,7 +10,7 @@ import { Client } from '../src/client/client.js';
 import { Worker } from '../src/client/worker.js';
 import { Broker } from '../src/broker/broker.js';
 import { BrokerError, TimeoutError } from '../src/client/errors.js';
-import { startBroker, until } from './helpers.js';
+import { registered, startBroker, until } from './helpers.js';
 
 const HB = { heartbeatInterval: 100, heartbeatLiveness: 3 };
 
@@ -180,7 +180,7 @@ test('plain mode: no envelope on the wire, requests go one at a time and still a
   });
   const client = new Client({ endpoints: endpoint, plain: true });
   cleanup(t, client, worker, broker);
-  assert.ok(await until(() => broker.snapshot().workers === 3));
+  assert.ok(await registered(broker, worker));
   const replies = await Promise.all(['a', 'b', 'c', 'd'].map((x) => client.request('echo', x)));
   assert.deepEqual(replies.map((r) => r[0].toString()), ['a', 'b', 'c', 'd']);
   assert.equal(maxConcurrent, 1, 'one request in flight at a time');

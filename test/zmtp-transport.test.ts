@@ -127,16 +127,19 @@ test('on the wire: READY answered with Socket-Type ROUTER, PING answered with PO
   p.sock.write(Buffer.concat([greeting(), readyCommand({ 'Socket-Type': 'DEALER' })]));
   // PING, TTL 0, context "ctx": the answer echoes the context.
   p.sock.write(Buffer.from([0x04, 10, 4, ...Buffer.from('PING'), 0, 0, ...Buffer.from('ctx')]));
-  assert.ok(await until(() => p.data().length >= 64 + 30 + 10, 2000));
+  // The broker's READY: its socket type, and the worker credit it grants (test/worker-credit.test.ts).
+  const ready = readyCommand({ 'Socket-Type': 'ROUTER', 'X-MDP-Credit': '256' });
+  const end = 64 + ready.length;
+  assert.ok(await until(() => p.data().length >= end + 10, 2000));
   const out = p.data();
   assert.deepEqual([...out.subarray(0, 12)], [0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 3, 1]);
-  assert.deepEqual(out.subarray(64, 64 + 30), readyCommand({ 'Socket-Type': 'ROUTER' }));
-  assert.deepEqual(out.subarray(94, 104), Buffer.from([0x04, 8, 4, ...Buffer.from('PONG'), ...Buffer.from('ctx')]));
+  assert.deepEqual(out.subarray(64, end), ready);
+  assert.deepEqual(out.subarray(end, end + 10), Buffer.from([0x04, 8, 4, ...Buffer.from('PONG'), ...Buffer.from('ctx')]));
   // Now silent: the broker PINGs (TTL = 3 x 100 ms = 3 tenths) and closes after 3 silent intervals.
   const t0 = Date.now();
   await p.closed;
   const waited = Date.now() - t0;
-  assert.match(p.data().subarray(104).toString('latin1'), /\x04PING\x00\x03/);
+  assert.match(p.data().subarray(end + 10).toString('latin1'), /\x04PING\x00\x03/);
   assert.ok(waited >= 150 && waited < 2000, `closed after ${waited} ms`);
   assert.equal(await counterReaches(broker, 'zmtp_heartbeat-timeout', 1), 1);
 });

@@ -66,6 +66,8 @@ export class Listeners {
         handshakeTimeout: opts.handshakeTimeout,
         // The core never writes to a frame, so MDP's header frames can arrive as shared constants.
         intern: [MDPC01, MDPC02, MDPW01, MDPW02],
+        // Shards learn of a worker connection by its serial alone (shard-io.ts): credit is offered by one core only.
+        credit: opts.shards === 1 ? opts.workerCredit : 0,
         curve: opts.curveKeys === null ? undefined : {
           keys: { publicKey: rawKey(opts.curveKeys.publicKey), secretKey: rawKey(opts.curveKeys.secretKey) },
           allow: hexSet(opts.allowKeys),

@@ -7,6 +7,7 @@ import type { OffloadMode } from './offload.js';
 import type { KeyPair, WorkerGroup } from './security.js';
 import type { KeyGrant } from './key-policy.js';
 import { ConfigError } from './config-error.js';
+import { MAX_CREDIT } from '../protocol/extensions.js';
 
 /** zmtp: the broker speaks ZMTP itself on node:net (src/zmtp/); libzmq: the zeromq binding's ROUTER sockets. */
 export type Transport = 'zmtp' | 'libzmq';
@@ -39,6 +40,11 @@ export interface BrokerOptions extends Omit<CoreOptions, 'limits' | 'validates'>
   metricsHost: string;
   /** Protocol cores on worker threads; services are partitioned over them by name. */
   shards: number;
+  /**
+   * zmtp transport, one core: the most requests one worker connection may hold at once when the worker offers credit
+   * (protocol/extensions.ts); 1 offers none (MDP's one request at a time).
+   */
+  workerCredit: number;
   /** CURVE: the broker's key pair turns encryption on; null = plain TCP. */
   curveKeys: KeyPair | null;
   /** With CURVE, the public keys that may connect (clients and workers); null = any key. */
@@ -74,6 +80,7 @@ export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
   metricsPort: null,
   metricsHost: '127.0.0.1',
   shards: 1,
+  workerCredit: 256,
   curveKeys: null,
   allowKeys: null,
   clientKeys: null,
@@ -88,6 +95,9 @@ export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
 export function resolveOptions(opts: Partial<BrokerOptions>): BrokerOptions {
   const o: BrokerOptions = { ...DEFAULT_BROKER_OPTIONS, ...opts, limits: { ...DEFAULT_LIMITS, ...opts.limits } };
   if (!Number.isInteger(o.shards) || o.shards < 1) throw new ConfigError('shards', `shards must be a positive integer, got ${o.shards}`);
+  if (!Number.isInteger(o.workerCredit) || o.workerCredit < 1 || o.workerCredit > MAX_CREDIT) {
+    throw new ConfigError('worker-credit', `worker credit must be an integer from 1 to ${MAX_CREDIT}, got ${o.workerCredit}`);
+  }
   if (o.workerGroups.length > 0 && o.curveKeys === null) throw new ConfigError('access', 'access groups (workerGroups) need CURVE (curveKeys)');
   if (o.workerGroups.length > 250) throw new ConfigError('access', 'at most 250 access groups');
   if (o.keyGrants.length > 0) {

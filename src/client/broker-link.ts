@@ -12,8 +12,11 @@ import type { CurveClientKeys, DealerOptions } from '../sockets/dealer.js';
 export interface LinkHandler {
   /** A whole message from the broker. */
   message(frames: Buffer[]): void;
-  /** The handshake completed: messages flow. */
-  connected(): void;
+  /**
+   * The handshake completed: messages flow. `credit`: how many requests the broker may send a worker on this link at
+   * once (above 1 only where the worker offered credit and the broker granted it; protocol/extensions.ts).
+   */
+  connected(credit: number): void;
   /** A connection that had completed its handshake is gone; what was unwritten on it is lost. */
   disconnected(): void;
   /** A connection attempt failed (nothing listening, the host refuses): the link dials again after a back-off. */
@@ -46,6 +49,8 @@ export interface LinkOptions {
   reconnectMax?: number;
   /** Who we are, for refusal reasons ("this client's CURVE key"). */
   role?: 'client' | 'worker';
+  /** zmtp, a worker: offer to hold up to this many requests at once (X-MDP-Credit in our READY); 1 or none: MDP's one. */
+  credit?: number;
   /** libzmq only: socket options. */
   socketOptions?: DealerOptions;
   /** libzmq only: report connection events (a monitor costs one more libzmq socket). */

@@ -67,7 +67,8 @@ export class LibzmqLink implements BrokerLink {
 function watch(sock: Dealer, opts: LinkOptions, handler: LinkHandler): void {
   const who = opts.role ?? 'client';
   const ev = sock.events;
-  ev.on('handshake', () => handler.connected());
+  // libzmq's peer metadata is out of the binding's reach: no worker credit on this transport.
+  ev.on('handshake', () => handler.connected(1));
   ev.on('disconnect', () => handler.disconnected());
   ev.on('connect:retry', () => handler.retrying());
   ev.on('handshake:error:auth', (e) => handler.refused(`the broker refused this ${who}'s CURVE key (${e.error.message})`));

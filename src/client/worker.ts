@@ -1,9 +1,16 @@
-// MDP worker: READY, then serve one request at a time, heartbeating all the while (also while the handler runs).
-// When the broker goes silent or says DISCONNECT, the session opens a new socket and sends READY again, with
-// exponential back-off. `concurrency: n` runs n independent sessions, each its own MDP worker on its own socket.
-// With several brokers (`endpoints`), each broker gets its own `concurrency` sessions: a worker registered with
-// every broker keeps serving while any one of them is up, and a reply goes back on the socket the request came in
-// on, so to the broker that sent it. Up to concurrency x brokers handlers can then run at once.
+// MDP worker: READY, then serve requests, heartbeating all the while (also while handlers run). When the broker goes
+// silent or says DISCONNECT, the session opens a new connection and sends READY again, with exponential back-off.
+//
+// `concurrency: n` runs up to n handlers at once per broker. MDP gives a worker one request at a time, so that takes
+// n sessions, each its own MDP worker on its own connection, and a read and a write system call per request each.
+// On the zmtp transport the first session offers the broker worker credit (protocol/extensions.ts): a broker that
+// grants it sends that one session up to n requests at once, and those that arrive together are answered in one
+// write. Sessions are added (or drained) on each handshake so that credit and sessions add up to n: a broker that
+// grants none (the Guide's, libzmq ones) gets n sessions of one request each, as before.
+//
+// With several brokers (`endpoints`), each broker gets its own sessions: a worker registered with every broker keeps
+// serving while any one of them is up, and a reply goes back on the connection the request came in on, so to the
+// broker that sent it. Up to concurrency x brokers handlers can then run at once.
 
 import { EventEmitter } from 'node:events';
 import { EMPTY, W1, W2, type Version } from '../protocol/codec.js';
@@ -14,7 +21,7 @@ import type { Logger } from './logger.js';
 import { toFrames, type Frame } from './sender.js';
 import type { CurveClientKeys, DealerOptions } from '../sockets/dealer.js';
 import { zmtpHeartbeat } from '../sockets/zeromq.js';
-import { openLink, type BrokerLink, type Transport } from './broker-link.js';
+import { openLink, transportFor, type BrokerLink, type Transport } from './broker-link.js';
 
 export interface RequestContext {
   /** The client address frame the broker sent (opaque). */
@@ -42,7 +49,7 @@ export interface WorkerOptions {
   /** Reconnect back-off bounds in ms (default 100 .. 5000). */
   reconnectMin?: number;
   reconnectMax?: number;
-  /** Independent MDP workers (sockets) to run (default 1). */
+  /** Handlers run at once per broker (default 1): one connection with worker credit where the broker grants it, else this many sessions. */
   concurrency?: number;
   /** Called when a handler throws; the session then disconnects so the broker retries the request elsewhere. */
   onError?: (err: unknown) => void;
@@ -75,7 +82,12 @@ const TURNED_AWAY = 3;
 const CLOSE_WAIT_MS = 1000;
 
 export class Worker extends EventEmitter<WorkerEvents> {
+  /** Every session made, retired ones too (their counts stay in `served` and `discarded`). */
   private readonly sessions: Session[] = [];
+  /** Per endpoint on the zmtp transport: the sessions that make up for credit the broker did not grant. */
+  private readonly extras = new Map<string, Session[]>();
+  private readonly concurrency: number;
+  private closing = false;
   /**
    * On transport 'libzmq', sessions watch their sockets (a libzmq monitor each) only once someone listens or a logger
    * is given: a monitor is one more libzmq socket, and a context holds 1023, so 600 silent workers would not fit.
@@ -83,7 +95,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
    */
   watching: boolean;
 
-  constructor(opts: WorkerOptions) {
+  constructor(private readonly opts: WorkerOptions) {
     super();
     if (opts.service.startsWith('mmi.')) throw new MdpError('mmi.* services are reserved for the broker');
     const endpoints = [...new Set([...(opts.endpoints ?? []), ...(opts.endpoint !== undefined ? [opts.endpoint] : [])])];
@@ -94,7 +106,16 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
     this.watching = opts.logger !== undefined;
     const n = Math.max(1, opts.concurrency ?? 1);
-    for (const ep of endpoints) for (let i = 0; i < n; i++) this.sessions.push(new Session(opts, ep, this));
+    this.concurrency = n;
+    for (const ep of endpoints) {
+      if (n > 1 && transportFor(ep, opts.transport) === 'zmtp') {
+        // One session offering credit n; more follow its handshake if the broker grants less (credited()).
+        this.sessions.push(new Session(opts, ep, this, n));
+        this.extras.set(ep, []);
+      } else {
+        for (let i = 0; i < n; i++) this.sessions.push(new Session(opts, ep, this, 1));
+      }
+    }
     // 'newListener' is EventEmitter's own event, outside the typed map of ours.
     (this as unknown as EventEmitter).on('newListener', () => {
       if (this.watching) return;
@@ -125,11 +146,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
         else reject(err);
       };
       const check = () => {
-        const refused = this.sessions.find((s) => s.refusedReason !== null);
+        const live = this.sessions.filter((s) => !s.retired);
+        const refused = live.find((s) => s.refusedReason !== null);
         if (refused !== undefined) return finish(new RefusedError(refused.endpoint, refused.refusedReason as string));
-        if (this.sessions.every((s) => s.up)) return finish(null);
-        if (this.sessions.every((s) => s.unreachable)) {
-          const eps = [...new Set(this.sessions.map((s) => s.endpoint))];
+        if (live.every((s) => s.up)) return finish(null);
+        if (live.every((s) => s.unreachable)) {
+          const eps = [...new Set(live.map((s) => s.endpoint))];
           finish(new UnreachableError(eps, `no broker reachable at ${eps.join(', ')} (nothing listening, or the host refuses)`));
         }
       };
@@ -139,9 +161,34 @@ export class Worker extends EventEmitter<WorkerEvents> {
     });
   }
 
+  /**
+   * A session that offered credit completed a handshake with `credit` granted: the endpoint's extra sessions are
+   * made, or drained, so that the handlers it may run add up to `concurrency`.
+   */
+  credited(endpoint: string, credit: number): void {
+    const extras = this.extras.get(endpoint);
+    if (extras === undefined || this.closing) return;
+    const want = Math.max(0, this.concurrency - credit);
+    while (extras.length < want) {
+      const s = new Session(this.opts, endpoint, this, 1);
+      if (this.watching) s.watch();
+      extras.push(s);
+      this.sessions.push(s);
+    }
+    while (extras.length > want) void (extras.pop() as Session).retire();
+  }
+
   /** A session's connection state changed (see ready()). */
   sessionChanged(): void {
     for (const w of [...this.waiters]) w();
+  }
+
+  /**
+   * Connections (MDP worker sessions) held now, over all brokers: 1 per broker that grants worker credit, else
+   * `concurrency` per broker (known once each broker's first handshake is done).
+   */
+  get connections(): number {
+    return this.sessions.reduce((a, s) => a + (s.retired ? 0 : 1), 0);
   }
 
   /** Replies handed to the socket so far, over all sessions. */
@@ -156,6 +203,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   /** Takes no new requests, finishes those in hand (their replies go out), then says DISCONNECT and closes. */
   async drain(): Promise<void> {
+    this.closing = true;
     await Promise.all(this.sessions.map((s) => s.close(true)));
   }
 
@@ -164,6 +212,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * running has its reply discarded (counted in `discarded`).
    */
   async close(): Promise<void> {
+    this.closing = true;
     await Promise.all(this.sessions.map((s) => s.close(false)));
   }
 }
@@ -178,8 +227,12 @@ class Session {
   private lastHeard = 0;
   private backoff: number;
   private timer: NodeJS.Timeout | null = null;
-  /** The handler's Promise for the request in hand (null when none, or when the handler answered at once). */
-  private busy: Promise<void> | null = null;
+  /** Handlers running (a handler that answered at once is never counted). */
+  private inHand = 0;
+  /** close(true) waits here for the handlers running to settle. */
+  private whenIdle: (() => void) | null = null;
+  /** close()'s Promise, once called. */
+  private closed: Promise<void> | null = null;
   private closing = false;
   /** close() without finishing: DISCONNECT is (being) sent, so a reply produced now is not ours to send. */
   private abandoning = false;
@@ -192,11 +245,15 @@ class Session {
   up = false;
   unreachable = false;
   refusedReason: string | null = null;
+  /** Drained because the broker granted credit in its place (Worker.credited); not waited for by ready(). */
+  retired = false;
 
   constructor(
     private readonly opts: WorkerOptions,
     readonly endpoint: string,
     private readonly events: Worker,
+    /** Requests this session offers to hold at once (worker credit); 1 offers none. */
+    private readonly offer: number,
   ) {
     this.version = opts.version ?? 1;
     this.interval = opts.heartbeatInterval ?? 2500;
@@ -220,18 +277,19 @@ class Session {
     // Events from a link we replaced belong to a session the broker has given up on.
     const current = () => link === this.link;
     link = openLink(endpoint, {
-      transport: this.opts.transport, curve: this.opts.curve, role: 'worker', socketOptions: this.opts.socketOptions,
+      transport: this.opts.transport, curve: this.opts.curve, role: 'worker', socketOptions: this.opts.socketOptions, credit: this.offer,
       heartbeatInterval, heartbeatTimeout, watch: this.events.watching,
       reconnectMin: this.opts.reconnectMin, reconnectMax: this.opts.reconnectMax,
     }, {
       message: (frames) => {
         if (current()) this.onMessage(link as BrokerLink, frames);
       },
-      connected: () => {
+      connected: (credit) => {
         if (!current()) return;
-        log?.info?.({ endpoint, service: this.opts.service }, 'mdp worker: connected');
+        log?.info?.({ endpoint, service: this.opts.service, credit }, 'mdp worker: connected');
         this.up = true;
         this.unreachable = false;
+        if (this.offer > 1) this.events.credited(endpoint, credit);
         this.events.emit('connected', endpoint);
         this.events.sessionChanged();
       },
@@ -286,7 +344,7 @@ class Session {
     if (this.reconnecting) return;
     // Broker silence ends an idle session only. With a job in hand it is no sign of death: the Guide's brokers
     // heartbeat idle workers only. A dead connection is found by ZMTP heartbeats (socket options in connect()).
-    if (this.busy === null && Date.now() - this.lastHeard > this.interval * this.liveness) {
+    if (this.inHand === 0 && Date.now() - this.lastHeard > this.interval * this.liveness) {
       if (!this.closing) void this.reconnect('broker silent');
       return;
     }
@@ -328,7 +386,7 @@ class Session {
 
   /**
    * Runs the handler for one request. A handler that answers at once is answered at once, with no Promise made for
-   * the request (the hot path of an echo-style worker); a Promise is awaited, and `busy` holds it.
+   * the request (the hot path of an echo-style worker); a Promise is awaited, and counted in `inHand`.
    */
   private serve(link: BrokerLink, client: Buffer, body: Buffer[]): void {
     const ctx: RequestContext = {
@@ -352,10 +410,14 @@ class Session {
       this.settled();
       return;
     }
-    this.busy = Promise.resolve(result).then(
+    this.inHand++;
+    void Promise.resolve(result).then(
       (reply) => this.answer(link, client, reply),
       (err: unknown) => this.failed(link, err),
-    ).finally(() => this.settled());
+    ).finally(() => {
+      this.inHand--;
+      this.settled();
+    });
   }
 
   /** The handler's reply goes back on the link the request came in on, if the broker still expects it from us. */
@@ -378,7 +440,11 @@ class Session {
     }
   }
 
-  /** The handler threw (or its Promise rejected): the broker gets the request back at once, through a new session. */
+  /**
+   * The handler threw (or its Promise rejected): the broker gets the request back at once, through a new session.
+   * MDP has no way to hand back one request, so with credit every request this session holds goes back with it (the
+   * replies of handlers still running are then discarded, and counted).
+   */
   private failed(link: BrokerLink, err: unknown): void {
     this.opts.onError?.(err);
     if (link === this.link && !link.closed) {
@@ -388,17 +454,33 @@ class Session {
     }
   }
 
-  /** The request in hand is settled. Silence during it proves nothing (brokers may heartbeat idle workers only). */
+  /** A request is settled. Silence while one ran proves nothing (brokers may heartbeat idle workers only). */
   private settled(): void {
-    this.busy = null;
     this.lastHeard = Date.now();
+    if (this.inHand === 0 && this.whenIdle !== null) this.whenIdle();
   }
 
-  /** `finish`: wait for the request in hand and send its reply first (drain); else leave it to the broker to retry. */
-  async close(finish: boolean): Promise<void> {
+  /** Drained: not needed now that the broker grants credit (Worker.credited). */
+  retire(): Promise<void> {
+    this.retired = true;
+    return this.close(true);
+  }
+
+  /** `finish`: wait for the requests in hand and send their replies first (drain); else leave them to the broker. */
+  close(finish: boolean): Promise<void> {
+    if (this.closed === null) this.closed = this.shut(finish);
+    else if (!finish && !this.abandoning) {
+      // close() after drain(): stop waiting for the handlers; their replies are discarded.
+      this.abandoning = true;
+      this.whenIdle?.();
+    }
+    return this.closed;
+  }
+
+  private async shut(finish: boolean): Promise<void> {
     this.closing = true;
     this.abandoning = !finish;
-    if (finish && this.busy) await this.busy;
+    if (finish && this.inHand > 0) await new Promise<void>((r) => (this.whenIdle = r));
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     if (!this.link.closed) {
@@ -407,4 +489,5 @@ class Session {
       await this.link.close(CLOSE_WAIT_MS);
     }
   }
+
 }

@@ -8,6 +8,8 @@ import {
 } from '../protocol/codec.js';
 import { ServiceQueue } from './service-queue.js';
 import { IdleList, type IdleNode } from './idle-list.js';
+import { HeldRequests } from './held-requests.js';
+import { CREDIT_TAG_BYTES } from '../protocol/extensions.js';
 import { errorBody, errorCounts, isErrorMark, type ErrorCode } from '../protocol/errors.js';
 import { groupOf } from './peer-id.js';
 import { NO_RIGHTS, type Peer } from './peer.js';
@@ -97,6 +99,8 @@ class Request implements Admission {
   attempts = 0;
   enqueuedAt: number;
   dispatchedAt = 0;
+  /** Held by a worker: dispatch or its last PARTIAL (the busy timeout counts from here). */
+  progressAt = 0;
   /** Bytes held against the budgets until the request ends (0 once released). */
   bytes = 0;
   constructor(
@@ -174,12 +178,17 @@ function micros(from: number, to: number): number {
   return us < 0 ? 0 : us > 600_000_000 ? 600_000_000 : us;
 }
 
+/**
+ * A registered worker. It is in its service's idle list while it can take a request: with no credit while it holds
+ * none, with credit while it holds fewer than its credit.
+ */
 class Worker implements IdleNode {
   idlePrev: IdleNode | null = null;
   idleNext: IdleNode | null = null;
   idleIn: IdleList<IdleNode> | null = null;
-  current: Request | null = null;
-  busySince = 0;
+  readonly held: HeldRequests<Request>;
+  /** Its REQUESTs' client address frames end with the slot tag (credit above 1). */
+  readonly tagged: boolean;
   constructor(
     readonly id: Buffer,
     readonly peer: Peer,
@@ -188,7 +197,19 @@ class Worker implements IdleNode {
     readonly service: Service,
     public expiry: number,
     public lastSent: number,
-  ) {}
+    credit: number,
+  ) {
+    this.held = new HeldRequests(credit);
+    this.tagged = credit > 1;
+  }
+}
+
+/** A credited worker's client address: the client's, then the slot (protocol/extensions.ts). */
+function taggedAddress(client: Buffer, slot: number): Buffer {
+  const a = Buffer.allocUnsafe(client.length + CREDIT_TAG_BYTES);
+  client.copy(a, 0);
+  a.writeUInt16BE(slot, client.length);
+  return a;
 }
 
 export interface CoreStats {
@@ -295,12 +316,13 @@ export class BrokerCore implements MmiSource {
     const interval = this.opts.heartbeatInterval;
     const keepBusy = this.opts.connectionLiveness;
     for (const w of this.workers) {
-      if (now >= w.expiry && !(keepBusy && w.current !== null)) {
+      const busy = w.held.size > 0;
+      if (now >= w.expiry && !(keepBusy && busy)) {
         this.stats.workersExpired++;
-        this.log('info', 'worker expired: no heartbeat', { service: w.service.name, busy: w.current !== null });
+        this.log('info', 'worker expired: no heartbeat', { service: w.service.name, busy });
         this.sendDisconnect(w.peer, w.id, w.version, w.delimited);
         this.deleteWorker(w, now);
-      } else if (w.current !== null && now - w.busySince >= this.opts.busyTimeout) {
+      } else if (busy && now - w.held.oldest() >= this.opts.busyTimeout) {
         this.stats.workersExpired++;
         this.log('warn', 'worker expired: busy timeout', { service: w.service.name });
         this.sendDisconnect(w.peer, w.id, w.version, w.delimited);
@@ -359,7 +381,7 @@ export class BrokerCore implements MmiSource {
     const w = peer.worker as Worker | null;
     if (w !== null) {
       this.stats.workersGone++;
-      this.log('debug', 'worker connection closed', { service: w.service.name, busy: w.current !== null });
+      this.log('debug', 'worker connection closed', { service: w.service.name, busy: w.held.size > 0 });
       this.deleteWorker(w, now);
       return;
     }
@@ -373,6 +395,8 @@ export class BrokerCore implements MmiSource {
     for (const svc of this.services.values()) {
       for (let r = svc.queue.shift(); r; r = svc.queue.shift()) this.failRequest(r, 'shutdown', 'broker is shutting down');
       for (let w = svc.idle.shift(); w; w = svc.idle.shift()) {
+        // A credited worker may be idle with requests in hand: it is let go once they are answered (workerFreed).
+        if (w.held.size > 0) continue;
         this.sendDisconnect(w.peer, w.id, w.version, w.delimited);
         this.deleteWorker(w, now);
       }
@@ -384,9 +408,7 @@ export class BrokerCore implements MmiSource {
   finishShutdown(now: number): void {
     this.stopping = true;
     for (const w of this.workers) {
-      const r = w.current;
-      w.current = null;
-      if (r) this.failRequest(r, 'shutdown', 'broker shut down before the worker replied');
+      for (const r of w.held.drain()) this.failRequest(r, 'shutdown', 'broker shut down before the worker replied');
       this.sendDisconnect(w.peer, w.id, w.version, w.delimited);
       this.deleteWorker(w, now);
     }
@@ -561,14 +583,17 @@ export class BrokerCore implements MmiSource {
       const w = svc.idle.shift() as Worker;
       r.attempts++;
       r.dispatchedAt = now;
+      r.progressAt = now;
       svc.stats.wait.recordValue(micros(r.enqueuedAt, now));
-      w.current = r;
-      w.busySince = now;
+      const slot = w.held.add(r);
+      // A credited worker with room left goes to the back: requests spread over the idle workers in turn, and those
+      // dispatched in one turn to one worker leave in one write.
+      if (!w.held.full) svc.idle.push(w);
       w.lastSent = now;
       const f = r.frames;
       const msg: Buffer[] = [w.id];
       if (w.delimited) msg.push(EMPTY);
-      msg.push(w.version === 1 ? MDPW01 : MDPW02, cmd(W1.REQUEST), f[0], EMPTY);
+      msg.push(w.version === 1 ? MDPW01 : MDPW02, cmd(W1.REQUEST), w.tagged ? taggedAddress(f[0], slot) : f[0], EMPTY);
       for (let i = r.bodyAt; i < f.length; i++) msg.push(f[i]);
       this.send(w.peer, msg);
     }
@@ -640,9 +665,12 @@ export class BrokerCore implements MmiSource {
         return this.rejectWorker(w, now, 'second READY');
       case WCmd.Partial:
       case WCmd.Final: {
-        const r = w.current;
+        // A credited worker's address ends with the slot its request was held in; it must name a held request.
+        const tag = w.tagged ? m.client.length - CREDIT_TAG_BYTES : m.client.length;
+        const slot = w.tagged ? (tag >= 0 ? m.client.readUInt16BE(tag) : -1) : 0;
+        const r = slot >= 0 ? w.held.at(slot) : null;
         if (r === null) return this.rejectWorker(w, now, 'reply while holding no request');
-        if (!bytesEqual(m.client, r.frames[0])) {
+        if (!bytesEqual(m.client.subarray(0, tag), r.frames[0])) {
           this.stats.malformed++;
           this.log('debug', 'reply with wrong client address dropped', { service: w.service.name });
           return;
@@ -650,25 +678,23 @@ export class BrokerCore implements MmiSource {
         if (m.bodyAt < frames.length && isErrorMark(frames[m.bodyAt])) {
           // A worker must not be able to forge a broker error; the request ends as failed, the worker stays.
           this.stats.malformed++;
-          w.current = null;
           this.failRequest(r, 'failed', 'worker reply began with the reserved error frame');
-          return this.workerIdle(w, now);
+          return this.workerFreed(w, slot, now);
         }
         if (m.command === WCmd.Partial) {
-          w.busySince = now;
+          r.progressAt = now;
           if (r.version === 2) {
             this.stats.partials++;
             this.deliver(r, C2.PARTIAL, frames, m.bodyAt);
           }
           return;
         }
-        w.current = null;
         this.release(r);
         this.stats.replies++;
         r.service.stats.replies++;
         r.service.stats.service.recordValue(micros(r.dispatchedAt, now));
         this.deliver(r, C2.FINAL, frames, m.bodyAt);
-        return this.workerIdle(w, now);
+        return this.workerFreed(w, slot, now);
       }
       default:
         return;
@@ -723,7 +749,7 @@ export class BrokerCore implements MmiSource {
     let svc = this.services.get(name);
     if (svc === undefined) svc = this.newService(name, m.service);
     // The routing id frame may be a view into a larger received block; keep a copy of our own.
-    const w = new Worker(Buffer.from(id), peer, m.version, m.delimited, svc, now + this.workerTtl, now);
+    const w = new Worker(Buffer.from(id), peer, m.version, m.delimited, svc, now + this.workerTtl, now, peer.credit);
     peer.worker = w;
     this.workers.add(w);
     svc.workers++;
@@ -738,8 +764,20 @@ export class BrokerCore implements MmiSource {
     this.sendDisconnect(peer, id, m.version, m.delimited);
   }
 
+  /** A held request ended: its slot is free, and a worker that was full can take work again. */
+  private workerFreed(w: Worker, slot: number, now: number): void {
+    w.held.remove(slot);
+    if (w.idleIn === null) return this.workerIdle(w, now);
+    // Still idle (a credited worker with room): it was let go at shutdown only once its last reply is in.
+    if (this.stopping && w.held.size === 0) {
+      this.sendDisconnect(w.peer, w.id, w.version, w.delimited);
+      this.deleteWorker(w, now);
+    }
+  }
+
   private workerIdle(w: Worker, now: number): void {
     if (this.stopping) {
+      if (w.held.size > 0) return;
       this.sendDisconnect(w.peer, w.id, w.version, w.delimited);
       return this.deleteWorker(w, now);
     }
@@ -764,9 +802,10 @@ export class BrokerCore implements MmiSource {
     peer.disconnected = true;
     svc.idle.remove(w);
     svc.workers--;
-    const r = w.current;
-    w.current = null;
-    if (r !== null) {
+    const held = w.held.drain();
+    for (let i = held.length - 1; i >= 0; i--) {
+      // From the last, each to the front: the worker's requests go back in slot order, ahead of the queue.
+      const r = held[i];
       if (this.stopping) this.failRequest(r, 'shutdown', 'broker shut down before the worker replied');
       else if (r.attempts >= this.opts.maxAttempts) {
         this.failRequest(r, 'failed', `workers for ${svc.name} died holding this request ${r.attempts} times`);
@@ -776,9 +815,9 @@ export class BrokerCore implements MmiSource {
         r.deadline = now + this.opts.requestTtl;
         r.enqueuedAt = now;
         svc.queue.unshift(r);
-        this.dispatch(svc, now);
       }
     }
+    if (svc.queue.size > 0) this.dispatch(svc, now);
     this.maybeForget(svc);
   }
 

@@ -29,6 +29,8 @@ export class Peer {
   disconnected = false;
   /** When it last got a warning in the log (ms on the core's clock). */
   lastWarned = -Infinity;
+  /** Requests a worker on this connection may hold at once: above 1 only when both ends offered worker credit. */
+  credit = 1;
 
   constructor(
     /** Unique for the life of the process: never reused, unlike a routing id. */

@@ -9,3 +9,33 @@ export const MMI_EXTENSIONS = 'mmi.extensions';
  * to that request. Our client puts a 4-byte request id there to pipeline many requests per service.
  */
 export const EXT_REQUEST_ID = 'request-id';
+
+/**
+ * Worker credit, offered in the ZMTP handshake rather than in MDP (RFC 37 lets a peer add `X-` properties to READY;
+ * libzmq and the Guide's brokers ignore them), so that the MDP frames stay exactly RFC 7/18 whoever is on the other
+ * side. A worker puts `X-MDP-Credit: n` (ASCII decimal) in its READY: it takes up to n requests at once on this
+ * connection. A broker that honours it puts its own cap in its READY; the credit is then the smaller of the two, and
+ * each REQUEST's client address frame carries a CREDIT_TAG_BYTES tag at its end, which the worker echoes back
+ * unchanged (the address frame is opaque to a worker) so the broker knows which of the requests a reply ends. Without
+ * the property on both sides a worker holds one request at a time, as MDP has it. Why: one request per connection
+ * is one read and one write system call per request on each side, the most of a worker's CPU (bench/apps.ts).
+ */
+export const CREDIT_PROPERTY = 'X-MDP-Credit';
+
+/** Bytes of the slot tag at the end of a credited worker's client address frame (big-endian slot number). */
+export const CREDIT_TAG_BYTES = 2;
+
+/** The largest credit a tag can number. */
+export const MAX_CREDIT = 1 << (8 * CREDIT_TAG_BYTES);
+
+/** A credit property's value: a decimal 1..MAX_CREDIT, else 0 (absent or malformed: no credit offered). */
+export function parseCredit(value: Buffer | undefined): number {
+  if (value === undefined || value.length === 0 || value.length > 6) return 0;
+  let n = 0;
+  for (let i = 0; i < value.length; i++) {
+    const d = value[i] - 48;
+    if (d < 0 || d > 9) return 0;
+    n = n * 10 + d;
+  }
+  return n >= 1 && n <= MAX_CREDIT ? n : 0;
+}

@@ -36,7 +36,7 @@ export type CloseReason =
 
 export interface ConnectionOwner {
   /** The handshake is done. Returns null to accept, or why the connection is refused (it is then closed). */
-  onReady(conn: ZmtpConnection, socketType: string, identity: Buffer): CloseReason | null;
+  onReady(conn: ZmtpConnection, socketType: string, identity: Buffer, properties: ReadonlyMap<string, Buffer>): CloseReason | null;
   /** A whole message; for a ROUTER owner frames[0] is the routing id (the connection's prefix). */
   onMessage(conn: ZmtpConnection, frames: Buffer[]): void;
   /** The connection is gone (after onReady or not); `unsent` messages queued for it were never written. */
@@ -58,6 +58,8 @@ export interface ConnectionOptions {
   maxFrames: number;
   /** DEALER: the Identity to announce (empty: none). */
   identity?: Buffer;
+  /** Application properties (names begin `X-`, RFC 37) to announce in our READY. */
+  properties?: Readonly<Record<string, string>>;
   /**
    * Frames that arrive often (protocol headers): a received frame equal to one of these is delivered as that shared
    * Buffer instead of a new view. Empty and one-byte frames are always shared. The owner must never write to a
@@ -108,7 +110,7 @@ const enum State {
 const GREETING_START = greeting().subarray(0, GREETING_HEAD);
 
 function mechanismFor(opts: ConnectionOptions): Mechanism {
-  const ours = { socketType: opts.socketType, identity: opts.identity };
+  const ours = { socketType: opts.socketType, identity: opts.identity, extra: opts.properties };
   if (opts.curve !== undefined) return new CurveServerMechanism(opts.curve.keys, opts.curve.authorize, ours);
   if (opts.curveClient !== undefined) return new CurveClientMechanism(opts.curveClient.keys, opts.curveClient.serverKey, ours);
   return new NullMechanism(ours, opts.socketType === 'ROUTER');
@@ -383,7 +385,7 @@ export class ZmtpConnection<S extends ByteStream = ByteStream> implements Decode
     if (!this.opts.peers.has(peer.socketType)) {
       return this.close('socket-type', `invalid socket type ${peer.socketType || '(none)'} for ${this.opts.socketType}`);
     }
-    const refused = this.owner.onReady(this, peer.socketType, peer.identity);
+    const refused = this.owner.onReady(this, peer.socketType, peer.identity, peer.properties);
     if (refused !== null) return this.close(refused);
     if (reply !== null) this.stream.write(reply);
     this.state = State.Ready;

@@ -13,6 +13,8 @@ import { commandFrame, metadata, parseProperties, readyCommand } from './wire.js
 export interface PeerInfo {
   socketType: string;
   identity: Buffer;
+  /** All its properties, names lower-cased; values are views of the read chunk (read them during onReady only). */
+  properties: ReadonlyMap<string, Buffer>;
 }
 
 /** What one handshake command leads to. */
@@ -36,15 +38,17 @@ export interface Mechanism {
   readonly peerKey: Buffer | null;
 }
 
-/** What we say of ourselves: Socket-Type, and a DEALER's Identity when it has one. */
+/** What we say of ourselves: Socket-Type, a DEALER's Identity when it has one, and application (`X-`) properties. */
 export interface OurProperties {
   socketType: string;
   identity?: Buffer;
+  extra?: Readonly<Record<string, string>>;
 }
 
 function ourMetadata(ours: OurProperties): Record<string, Buffer | string> {
   const props: Record<string, Buffer | string> = { 'Socket-Type': ours.socketType };
   if (ours.identity !== undefined && ours.identity.length > 0) props.Identity = ours.identity;
+  if (ours.extra !== undefined) Object.assign(props, ours.extra);
   return props;
 }
 
@@ -56,6 +60,7 @@ function peerInfo(data: Buffer): PeerInfo | null {
     socketType: props.get('socket-type')?.toString('latin1') ?? '',
     // Copied: the identity outlives the read chunk it came in.
     identity: Buffer.from(props.get('identity') ?? Buffer.alloc(0)),
+    properties: props,
   };
 }
 

@@ -20,6 +20,7 @@ import type { RawKeyPair } from './curve.js';
 import { connectionOnSocket } from './net-stream.js';
 import { ZmtpConnection, type CloseReason, type ConnectionOwner, type ConnectionOptions } from './connection.js';
 import { ROUTER_PEERS } from './wire.js';
+import { CREDIT_PROPERTY, parseCredit } from '../protocol/extensions.js';
 import { formatEndpoint, listenOptions, parseEndpoint } from './endpoint.js';
 
 export interface ZmtpRouterOptions {
@@ -45,6 +46,11 @@ export interface ZmtpRouterOptions {
   curve?: { keys: RawKeyPair; allow: ReadonlySet<string> | null };
   /** CURVE: the rights of a client's permanent key, resolved once when its handshake ends and kept on its Peer. */
   rightsOf?: (key: Buffer) => Rights;
+  /**
+   * Worker credit (protocol/extensions.ts): the most requests one worker connection may hold at once, offered in our
+   * READY; a peer that asks for credit gets the smaller of its figure and this on its Peer. 0 or 1: none offered.
+   */
+  credit?: number;
 }
 
 export interface ZmtpRouterEvents {
@@ -102,6 +108,7 @@ export class ZmtpRouter implements ConnectionOwner {
   ) {
     this.connOpts = {
       socketType: 'ROUTER', peers: ROUTER_PEERS, maxFrameBytes: opts.maxFrameBytes, maxFrames: opts.maxFrames, intern: opts.intern,
+      properties: (opts.credit ?? 0) > 1 ? { [CREDIT_PROPERTY]: String(opts.credit) } : undefined,
       maxQueuedBytes: opts.maxQueuedBytes, maxMessageBytes: opts.maxMessageBytes,
     };
     const curve = opts.curve;
@@ -195,7 +202,7 @@ export class ZmtpRouter implements ConnectionOwner {
 
   // ---- ConnectionOwner ----
 
-  onReady(conn: ZmtpConnection, _type: string, identity: Buffer): CloseReason | null {
+  onReady(conn: ZmtpConnection, _type: string, identity: Buffer, properties: ReadonlyMap<string, Buffer>): CloseReason | null {
     if (this.closing) return 'shutdown';
     let id: Buffer;
     if (identity.length > 0) {
@@ -214,6 +221,8 @@ export class ZmtpRouter implements ConnectionOwner {
     conn.id = id;
     conn.key = keyOf(id);
     conn.peer = new Peer(nextSerial(), key !== null && rightsOf !== undefined ? rightsOf(key) : null);
+    const cap = this.opts.credit ?? 0;
+    if (cap > 1) conn.peer.credit = Math.max(1, Math.min(cap, parseCredit(properties.get(CREDIT_PROPERTY.toLowerCase()))));
     this.byId.set(conn.key, conn);
     this.bySerial.set(conn.peer.serial, conn);
     this.counters.handshakes++;
