@@ -47,7 +47,7 @@ Usage: mdbroker [options]
   --offload-threads N        threads in that pool (default ${d.offloadThreads})
   --shards N                 protocol cores on N worker threads behind one ROUTER (default ${d.shards})
   --worker-credit N          zmtp, one shard: requests one worker connection may hold at once when the worker
-                             offers credit (docs/protocol.md); 1 = MDP's one at a time (default ${d.workerCredit})
+                             offers credit (README, What the broker speaks); 1 = MDP's one at a time (default ${d.workerCredit})
   --curve-secret-key FILE    turn on CURVE encryption with this key pair (see 'mdbroker keygen')
   --allow-clients FILE       with CURVE: public keys allowed to connect as clients (one per line)
   --allow-workers FILE       with CURVE: public keys allowed to connect as workers (one per line)

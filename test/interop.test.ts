@@ -87,7 +87,7 @@ const STRICT_BROKER = fileURLToPath(new URL('../../test/interop/strict_broker.py
 // The suite runs in four broker modes; this test has no broker of ours in it, so it runs in the plain pass only.
 const brokerMode = ['MDBROKER_TEST_OFFLOAD', 'MDBROKER_TEST_SHARDS', 'MDBROKER_TEST_TRANSPORT'].some((k) => process.env[k]);
 
-test('Client and Worker with default options behind a strict RFC 7 broker that heartbeats idle workers only: a 9 s job runs once, 20 echoes answered', { skip: NO_PYZMQ || (brokerMode ? 'no broker of ours involved: plain pass only' : false) }, async (t) => {
+test('Client and Worker with default options behind a strict RFC 7 broker that heartbeats idle workers only: a 9 s job runs once, 20 echoes answered (concurrency 3: three sessions)', { skip: NO_PYZMQ || (brokerMode ? 'no broker of ours involved: plain pass only' : false) }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'mdbroker-strict-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const portFile = join(dir, 'endpoint');
@@ -98,7 +98,8 @@ test('Client and Worker with default options behind a strict RFC 7 broker that h
   // 9 s of broker silence while the job runs, against the Worker's default 3 x 2.5 s of liveness.
   let jobRuns = 0;
   const jobWorker = new Worker({ endpoint, service: 'job', handler: async (b) => { jobRuns++; await new Promise((r) => setTimeout(r, 9000)); return [`done:${b[0].toString()}`]; } });
-  const echoWorker = new Worker({ endpoint, service: 'echo', handler: (b) => b });
+  // Concurrency 3 behind a broker that grants no worker credit: three sessions of one request each.
+  const echoWorker = new Worker({ endpoint, service: 'echo', concurrency: 3, handler: (b) => b });
   const client = new Client({ endpoints: endpoint });
   t.after(async () => {
     client.close();
@@ -112,9 +113,10 @@ test('Client and Worker with default options behind a strict RFC 7 broker that h
   assert.equal(jobRuns, 1, 'the job ran once');
   assert.equal(jobWorker.served + echoWorker.served, 21);
   assert.equal(jobWorker.discarded + echoWorker.discarded, 0);
+  assert.equal(echoWorker.connections, 3);
   assert.equal(await exited, 0, output());
-  // One READY per worker (no re-registration), every reply delivered, no client frame outside RFC 7, one MMI question.
-  assert.match(output(), /readies 2 replies 21 unexpected 0 rejected 0 mmi 1/);
+  // One READY per session (no re-registration), every reply delivered, no client frame outside RFC 7, one MMI question.
+  assert.match(output(), /readies 4 replies 21 unexpected 0 rejected 0 mmi 1/);
 });
 
 test('a reference-style Python worker blocking 9 s behind our broker with default flags: the real reply, the job ran once', { skip: NO_PYZMQ }, async (t) => {
