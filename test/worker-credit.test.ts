@@ -12,6 +12,7 @@ import { RawZmtp } from './support/raw-zmtp.js';
 import { registered, sleep, startBroker, until } from './helpers.js';
 import { Worker } from '../src/client/worker.js';
 import { Client } from '../src/client/client.js';
+import { curveKeyPair } from 'zeromq';
 import type { BrokerOptions } from '../src/broker/options.js';
 
 /** A connection that was granted this much credit (the transport sets it from the handshake). */
@@ -331,4 +332,34 @@ test('Worker with credit: a handler that throws gives back every request its con
   assert.equal(errors.filter((e) => e instanceof Error && e.message === 'boom').length, 1);
   assert.equal(errors.length, 1 + worker.discarded);
   assert.ok(broker.stats().requeued >= 1);
+});
+
+test('Worker with credit under CURVE: the property travels in the sealed INITIATE and READY; one connection serves four at once', async (t) => {
+  const keys = curveKeyPair();
+  const workerKeys = curveKeyPair();
+  const clientKeys = curveKeyPair();
+  const { broker, endpoint } = await startBroker({ transport: 'zmtp', shards: 1, heartbeatInterval: 200, curveKeys: keys, allowKeys: [workerKeys.publicKey, clientKeys.publicKey] });
+  let now = 0;
+  let most = 0;
+  const worker = new Worker({
+    endpoint, service: 'echo', heartbeatInterval: 200, concurrency: 4, curve: { serverKey: keys.publicKey, ...workerKeys },
+    handler: async (b) => {
+      most = Math.max(most, ++now);
+      await sleep(40);
+      now--;
+      return b;
+    },
+  });
+  const client = new Client({ endpoints: endpoint, timeout: 10000, curve: { serverKey: keys.publicKey, ...clientKeys } });
+  t.after(async () => {
+    client.close();
+    await worker.close();
+    await broker.close();
+  });
+  assert.ok(await registered(broker, worker));
+  assert.equal(worker.connections, 1);
+  const bodies = Array.from({ length: 16 }, (_, i) => `c${i}`);
+  const replies = await Promise.all(bodies.map((b) => client.request('echo', b)));
+  assert.deepEqual(replies.map((r) => r[0].toString()), bodies);
+  assert.equal(most, 4);
 });
