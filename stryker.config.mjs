@@ -14,7 +14,7 @@
 const AREAS = {
   core: {
     mutate: ['src/core/**/*.ts'],
-    tests: ['broker-core', 'core-edges', 'service-queue', 'stats', 'fuzz', 'validation', 'memory-return'],
+    tests: ['broker-core', 'core-edges', 'service-queue', 'stats', 'fuzz', 'validation', 'memory-return', 'worker-credit'],
   },
   protocol: {
     mutate: ['src/protocol/**/*.ts'],
