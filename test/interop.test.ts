@@ -126,7 +126,11 @@ test('a reference-style Python worker blocking 9 s behind our broker with defaul
   const client = new Client({ endpoints: endpoint });
   t.after(() => client.close());
   assert.ok(await until(() => broker.snapshot().workers === 1, 5000), 'worker registered');
-  assert.deepEqual((await client.request('nine', 'x')).map(String), ['done:x']);
+  // On failure, say what the worker and the broker saw (it failed once in a CI libzmq pass, and never again alone).
+  const reply = await client.request('nine', 'x').catch((err: Error) => {
+    throw new Error(`${err.message}; worker: ${output() || '(nothing yet)'}; broker: ${JSON.stringify(broker.stats())}`);
+  });
+  assert.deepEqual(reply.map(String), ['done:x']);
   assert.equal(await exited, 0, output());
   assert.match(output(), /jobs 1 reconnects 0/);
   await new Promise((r) => setTimeout(r, 100));

@@ -7,6 +7,7 @@ import { Worker } from '../src/client/worker.js';
 import { aggregate } from '../src/broker/stats-report.js';
 import { newHistogram, snapshotHistogram, type StatsSnapshot } from '../src/core/stats.js';
 import { startBroker, until } from './helpers.js';
+import { Dealer } from 'zeromq';
 
 const HB = { heartbeatInterval: 100, heartbeatLiveness: 3 };
 
@@ -86,6 +87,27 @@ test('mmi.stats answers current figures with --stats-interval 0 and no /metrics 
   // Many questions at once share one aggregation and all get answered.
   const answers = await Promise.all(Array.from({ length: 50 }, () => asked()));
   assert.ok(answers.every((n) => n === 12));
+});
+
+test('mmi.stats is answered in the turn it is asked: asked before mmi.service in one write, its reply comes first', { skip: Number(process.env.MDBROKER_TEST_SHARDS ?? 1) > 1 ? 'shards: figures come from other threads, a turn later' : false }, async (t) => {
+  const { broker, endpoint } = await startBroker({ ...HB });
+  const dealer = new Dealer();
+  t.after(async () => {
+    dealer.close();
+    await broker.close();
+  });
+  dealer.connect(endpoint);
+  for (let round = 0; round < 5; round++) {
+    await Promise.all([
+      dealer.send(['', 'MDPC01', 'mmi.stats', '']),
+      dealer.send(['', 'MDPC01', 'mmi.service', 'echo']),
+    ]);
+    const first = (await dealer.receive()).map(String);
+    const second = (await dealer.receive()).map(String);
+    assert.deepEqual([first[2], second[2]], ['mmi.stats', 'mmi.service'], `round ${round}: the replies in the order asked`);
+    assert.ok(JSON.parse(first[3]).global !== undefined, 'a whole report');
+    assert.equal(second[3], '404');
+  }
 });
 
 test('aggregation merges shard snapshots: counters add up, percentiles come from the merged histogram', async () => {

@@ -22,14 +22,16 @@ export class SingleBroker {
     this.listeners = new Listeners(opts);
     this.host = new CoreHost(opts, this.listeners.io, offload, opts.log);
     const core = this.host.core;
-    this.statsService = new StatsService(opts, offload, async () => {
+    const collect = () => {
       const snap = core.statsSnapshot(Date.now(), this.host.now());
       this.loopDelay.take(snap.global);
       Object.assign(snap.global, this.listeners.counters());
       this.listeners.addDenials(snap);
       return [snap];
-    }, (out) => core.statsReplies.set(...mmiStatsReplies(out)));
-    core.statsReplies.refresh = () => this.statsService.fresh();
+    };
+    this.statsService = new StatsService(opts, offload, async () => collect(), (out) => core.statsReplies.set(...mmiStatsReplies(out)), collect);
+    // mmi.stats is answered in the turn it is asked, from an aggregation made then (no Promise in the core).
+    core.statsReplies.refresh = () => this.statsService.freshNow();
   }
 
   get metricsPort(): number | null {

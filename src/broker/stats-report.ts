@@ -103,6 +103,17 @@ function mergeDenied(shards: StatsSnapshot[]): Record<string, DeniedCounts> | nu
 }
 
 export async function aggregate(input: AggregateInput): Promise<AggregateOutput> {
+  const { out, histograms } = build(input);
+  if (input.prometheus !== false) out.prometheus = await prometheusText(out.report, histograms);
+  return out;
+}
+
+/** The aggregation without the Prometheus text: synchronous, so mmi.stats is answered in the turn it is asked. */
+export function aggregateNow(input: AggregateInput): AggregateOutput {
+  return build(input).out;
+}
+
+function build(input: AggregateInput): { out: AggregateOutput; histograms: Map<string, { wait: Histogram; service: Histogram }> } {
   const { current, previous } = input;
   const at = Math.max(...current.map((s) => s.at));
   const prevAt = previous ? Math.max(...previous.map((s) => s.at)) : null;
@@ -160,8 +171,7 @@ export async function aggregate(input: AggregateInput): Promise<AggregateOutput>
   };
   const mmiPerService: Record<string, string> = {};
   for (const [name, rep] of Object.entries(services)) mmiPerService[name] = JSON.stringify({ at: report.at, service: name, ...rep });
-  const prometheus = input.prometheus === false ? '' : await prometheusText(report, histograms);
-  return { report, prometheus, line, mmiOverall: JSON.stringify(report), mmiPerService };
+  return { out: { report, prometheus: '', line, mmiOverall: JSON.stringify(report), mmiPerService }, histograms };
 }
 
 /** Latency histogram buckets for /metrics, seconds (Prometheus `le`), from 100 us to a minute. */

@@ -3,7 +3,7 @@
 
 import type { LogFn } from '../core/broker-core.js';
 import type { Offload } from './offload.js';
-import type { AggregateOutput } from './stats-report.js';
+import { aggregateNow, type AggregateOutput } from './stats-report.js';
 import type { StatsSnapshot } from '../core/stats.js';
 import { MetricsServer } from './metrics-server.js';
 
@@ -13,6 +13,12 @@ export interface StatsServiceOptions {
   metricsHost: string;
   log: LogFn;
 }
+
+/** mmi.stats questions held for one fresh aggregation (sharded broker); beyond this many, the latest report answers. */
+const MAX_WAITING = 1000;
+
+/** What freshNow() may spend on aggregations in a burst (ms); it earns it back at a tenth of the clock. */
+const NOW_BUDGET_MS = 100;
 
 export class StatsService {
   private prev: StatsSnapshot[] | null = null;
@@ -29,6 +35,8 @@ export class StatsService {
     private readonly collect: () => Promise<StatsSnapshot[]>,
     /** Receives each aggregation (to install mmi.stats answers). */
     private readonly install: (out: AggregateOutput) => void,
+    /** The same snapshots taken synchronously, where they can be (the plain broker): for freshNow(). */
+    private readonly collectNow: (() => StatsSnapshot[]) | null = null,
   ) {
     // Every scrape aggregates afresh (coalesced with one already running), so /metrics is never stale.
     this.metrics = opts.metricsPort === null ? null : new MetricsServer(async () => (await this.aggregate()).prometheus);
@@ -67,6 +75,50 @@ export class StatsService {
     };
     done.then(clear, clear);
     return done;
+  }
+
+  /** freshNow()'s budget: ms of aggregation it may spend now (a token bucket, refilled at a tenth of the clock). */
+  private budgetMs = NOW_BUDGET_MS;
+  private budgetAt = performance.now();
+
+  /**
+   * Aggregates now, synchronously, on this thread (also with --offload stats: a pool round trip is a turn later),
+   * and installs the result, for an mmi.stats question asked now. Bounded: these aggregations may take a tenth of
+   * the thread (a bucket of 100 ms, refilled at 100 ms a second); past it, the report last made answers until the
+   * bucket refills. A report of 100 services costs well under a millisecond, so only a flood of questions sees one.
+   */
+  freshNow(): void {
+    if (this.collectNow === null) return;
+    const t = performance.now();
+    this.budgetMs = Math.min(NOW_BUDGET_MS, this.budgetMs + (t - this.budgetAt) / 10);
+    this.budgetAt = t;
+    if (this.budgetMs <= 0) return;
+    const current = this.collectNow();
+    const out = aggregateNow({ current, previous: this.prev, prometheus: false });
+    this.prev = current;
+    this.install(out);
+    const done = performance.now();
+    this.budgetMs -= done - t;
+    this.budgetAt = done;
+  }
+
+  private waiting: (() => void)[] = [];
+
+  /**
+   * The sharded broker's mmi.stats (its figures come from other threads, so a turn later): calls answer() once an
+   * aggregation that started after this call is installed. Questions asked meanwhile share it; past 1,000 waiting
+   * the installed report answers at once; a failed aggregation answers with the last report.
+   */
+  whenFresh(answer: () => void): void {
+    if (this.waiting.length >= MAX_WAITING) return answer();
+    this.waiting.push(answer);
+    if (this.waiting.length > 1) return;
+    const flush = () => {
+      const w = this.waiting;
+      this.waiting = [];
+      for (const a of w) a();
+    };
+    this.fresh().then(flush, flush);
   }
 
   /** An aggregation that starts after this call (mmi.stats answers must include what came before the question). */

@@ -558,13 +558,8 @@ export class BrokerCore implements MmiSource {
 
   private onMmi(frames: Buffer[], peer: Peer, m: ClientRequest): void {
     this.stats.mmi++;
-    if (isMmiStats(m.service)) {
-      // Answered once the figures are fresh: they must include what happened up to this question.
-      this.statsReplies.whenFresh(() => {
-        if (!peer.gone) this.reply(peer, frames, m.headerAt, m.version, C2.FINAL, m.service, mmiBody(m.service, frames[m.bodyAt], this), 0);
-      });
-      return;
-    }
+    // mmi.stats: the figures must include what happened up to this question.
+    if (isMmiStats(m.service)) this.statsReplies.fresh();
     this.reply(peer, frames, m.headerAt, m.version, C2.FINAL, m.service, mmiBody(m.service, frames[m.bodyAt], this), 0);
   }
 

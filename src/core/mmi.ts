@@ -50,32 +50,20 @@ export function mmiBody(service: Buffer, query: Buffer | undefined, src: MmiSour
   }
 }
 
-/** Questions held for one fresh aggregation; beyond this many, the latest report answers at once. */
-const MAX_WAITING = 1000;
-
 /**
- * The mmi.stats answers, rendered off the hot path by an aggregation and installed here. A question is answered
- * after an aggregation that started after it arrived, so the figures are current whatever --stats-interval is.
+ * The mmi.stats answers, rendered by an aggregation and installed here. The host's `refresh` aggregates at once
+ * (synchronously) before a question is answered, so the figures include what happened up to the question and the
+ * reply leaves in the turn it was asked, as every other MMI reply does. No Promise: the core stays synchronous.
  */
 export class StatsReplies {
   private overall: Buffer = EMPTY_REPORT;
   private perService = new Map<string, Buffer>();
-  private waiting: (() => void)[] = [];
-  /** Set by the host: aggregates afresh and installs the result. Null (the bare core): the installed report answers. */
-  refresh: (() => Promise<unknown>) | null = null;
+  /** Set by the host: aggregates now and installs the result (it may keep a recent one, to bound its cost). */
+  refresh: (() => void) | null = null;
 
-  /** Calls answer() once the installed report is fresh (at once without a refresher, or when too many wait). */
-  whenFresh(answer: () => void): void {
-    if (this.refresh === null || this.waiting.length >= MAX_WAITING) return answer();
-    this.waiting.push(answer);
-    if (this.waiting.length > 1) return;
-    const flush = () => {
-      const w = this.waiting;
-      this.waiting = [];
-      for (const a of w) a();
-    };
-    // A failed aggregation still answers, with the last report: a question is never left hanging.
-    this.refresh().then(flush, flush);
+  /** Makes the installed report current for a question asked now. */
+  fresh(): void {
+    this.refresh?.();
   }
 
   set(overall: Buffer, perService: Map<string, Buffer>): void {

@@ -82,7 +82,6 @@ export class ShardedBroker implements MmiSource {
     // Stats aggregation runs here (inline or in the pool); validation runs in the shards.
     this.offload = new Offload(opts.offload === 'all' || opts.offload === 'stats' ? 'stats' : 'none', parseValidateFlags(opts.validate), opts.offloadThreads);
     this.statsService = new StatsService(opts, this.offload, () => this.collectStats(), (out) => this.statsReplies.set(...mmiStatsReplies(out)));
-    this.statsReplies.refresh = () => this.statsService.fresh();
   }
 
   get metricsPort(): number | null {
@@ -209,7 +208,7 @@ export class ShardedBroker implements MmiSource {
         }
         if (name === 'mmi.stats') {
           // Answered once fresh figures are in from every shard.
-          return this.statsReplies.whenFresh(() => {
+          return this.statsService.whenFresh(() => {
             if (!peer.gone) io.send(clientReply(frames, m.headerAt, m.version, C2.FINAL, svc, mmiBody(svc, frames[m.bodyAt], this), 0), peer);
           });
         }
