@@ -1,30 +1,24 @@
-// The frame stream between a shard thread and the main thread: an inproc PAIR in the shared ZeroMQ context.
+// The frame stream between a shard thread and the main thread: a MessageChannel carrying batches. What one end sends
+// in an event-loop turn is packed into one ArrayBuffer at the end of the turn and transferred (moved, not copied);
+// the receiver reads every frame as a view of it. One postMessage per turn per direction, no binding call per
+// message, and no frame that lives in memory the other thread must give back (the inproc PAIR this replaces sent
+// large frames as latin1 strings for that reason: zeromq.js hands a zero-copy frame back to the sending thread).
 //
-// zeromq.js sends frames over 128 bytes without copying and, once libzmq is done with them, hands the reference back
-// to the *sending* thread's module. A shard thread that has ended can no longer take it back, and the process
-// aborts (seen here: "free(): invalid pointer" when a shard's replies sat in a slow client's pipe, and a SIGSEGV
-// with the zmtp transport, whose frames are views of the main thread's read chunks). So both ends send their large
-// frames as latin1 strings, which zeromq.js copies into memory of its own, and the receiver turns them back into
-// bytes. A frame of 128 bytes or less is always copied and travels as is; a converted frame is always longer than
-// 128 bytes, so the receiver can tell them apart by length alone.
-//
-// Every message names the connection it came from or is for: [serial (8 bytes), routing id, ...frames], the serial
-// of the main thread's Peer for that connection. The main thread also says on this pipe, in order with the messages,
-// when a connection ends: [serial] alone. So a shard's core ties requests and workers to connections, as on one
-// thread, and the main thread sends a shard's output to the connection it names, never to a later holder of its id.
+// Every record names the connection it came from or is for, by the serial of the main thread's Peer: a message
+// [routing id, ...frames]; the end of that connection, in order with its messages, so a shard's core ties requests
+// and workers to connections as on one thread; and the shard's end marker, after its last output. Record layout:
+// kind (1 byte: message, closed, end), serial (float64), frame count (uint32), then each frame's length (uint32)
+// and bytes.
 
-import type { Pair } from 'zeromq';
+import type { MessagePort } from 'node:worker_threads';
 import { Peer } from '../../core/peer.js';
 import type { FrameIO, FrameSink } from '../frame-io.js';
-import { errorCode, receiveLoop } from '../../sockets/receive-loop.js';
-const COPY_LIMIT = 128;
-const SERIAL_BYTES = 8;
 
-function serialFrame(serial: number): Buffer {
-  const b = Buffer.allocUnsafe(SERIAL_BYTES);
-  b.writeDoubleBE(serial);
-  return b;
-}
+const MESSAGE = 0;
+const CLOSED = 1;
+const END = 2;
+/** kind, serial, frame count. */
+const HEAD = 1 + 8 + 4;
 
 export interface Pipe {
   /** Queues [routing id, ...frames] with the serial of the connection it is for (or came from). */
@@ -35,91 +29,111 @@ export interface Pipe {
   sendEnd(): void;
   /** Reads until closed: each message with its serial; a closed-connection notice as (serial, null). */
   start(on: (serial: number, frames: Buffer[] | null) => void, onEnd: () => void, onError: (err: unknown) => void): Promise<void>;
-  /** Resolves when everything sent so far has been handed to the binding. */
+  /** Resolves when everything sent so far has been posted. */
   drained(): Promise<void>;
   close(): Promise<void>;
 }
 
-/**
- * Either end of the pipe: large frames go out as strings and come back as bytes. zeromq.js runs at most 512 sends
- * synchronously; the next is left pending and a send while one is pending throws EBUSY. On the pipe that is not a
- * full peer but a busy binding, so the message waits in a backlog, in order, until the pending send settles. (Told to
- * the core as 'full', it deleted live workers; dropped, a burst of READYs was lost.)
- */
-export function pipe(pair: Pair): Pipe {
-  let onError: ((err: unknown) => void) | null = null;
-  let last: Promise<void> = Promise.resolve();
-  const backlog: Wire[] = [];
-  let draining = false;
-  const fail = (err: unknown) => {
-    if (!pair.closed) onError?.(err);
-  };
-  /** False when the binding is busy (the message was not taken). */
-  const put = (wire: Wire): boolean => {
-    try {
-      last = pair.send(wire);
-      last.then(undefined, fail);
-      return true;
-    } catch (err) {
-      if (errorCode(err) === 'EBUSY') return false;
-      fail(err);
-      return true;
-    }
-  };
-  const drain = () => {
-    if (draining) return;
-    draining = true;
-    const resume = () => {
-      draining = false;
-      while (backlog.length > 0 && !pair.closed) {
-        if (!put(backlog[0])) return drain();
-        backlog.shift();
+/** Either end of the pipe, on its MessagePort. */
+export function pipe(port: MessagePort): Pipe {
+  // This turn's records: kinds, serials and frames side by side (no object per record).
+  let kinds: number[] = [];
+  let serials: number[] = [];
+  let frames: (Buffer[] | null)[] = [];
+  let bytes = 0;
+  let scheduled = false;
+  let closed = false;
+  const flush = () => {
+    scheduled = false;
+    const n = kinds.length;
+    if (n === 0 || closed) return;
+    const batch = Buffer.allocUnsafeSlow(bytes);
+    let at = 0;
+    for (let i = 0; i < n; i++) {
+      batch[at] = kinds[i];
+      batch.writeDoubleLE(serials[i], at + 1);
+      const f = frames[i];
+      const count = f === null ? 0 : f.length;
+      batch.writeUInt32LE(count, at + 9);
+      at += HEAD;
+      for (let j = 0; j < count; j++) {
+        const fr = (f as Buffer[])[j];
+        batch.writeUInt32LE(fr.length, at);
+        fr.copy(batch, at + 4);
+        at += 4 + fr.length;
       }
-    };
-    last.then(resume, resume);
+    }
+    kinds = [];
+    serials = [];
+    frames = [];
+    bytes = 0;
+    const ab = batch.buffer as ArrayBuffer;
+    port.postMessage(ab, [ab]);
   };
-  const write = (wire: Wire) => {
-    if (backlog.length > 0 || !put(wire)) {
-      backlog.push(wire);
-      drain();
+  const put = (kind: number, serial: number, msg: Buffer[] | null) => {
+    if (closed) return;
+    kinds.push(kind);
+    serials.push(serial);
+    frames.push(msg);
+    let size = HEAD;
+    if (msg !== null) for (let i = 0; i < msg.length; i++) size += 4 + msg[i].length;
+    bytes += size;
+    if (!scheduled) {
+      scheduled = true;
+      // After every read of this turn: one batch for all of them.
+      setImmediate(flush);
     }
   };
   return {
-    start(on, onEnd, err) {
-      onError = err;
-      return receiveLoop(pair, (frames) => {
-        const head = frames[0];
-        if (head.length === 0) return onEnd();
-        const serial = head.readDoubleBE(0);
-        if (frames.length === 1) return on(serial, null);
-        frames.shift();
-        on(serial, fromPipeFrames(frames));
-      }, err);
+    send: (msg, serial) => put(MESSAGE, serial, msg),
+    sendClosed: (serial) => put(CLOSED, serial, null),
+    sendEnd: () => put(END, -1, null),
+    start(on, onEnd, onError) {
+      port.on('message', (ab: ArrayBuffer) => {
+        try {
+          read(Buffer.from(ab), on, onEnd);
+        } catch (err) {
+          onError(err);
+        }
+      });
+      return new Promise<void>((r) => port.once('close', () => r()));
     },
-    send(msg, serial) {
-      const wire: Wire = [serialFrame(serial)];
-      for (let i = 0; i < msg.length; i++) wire.push(msg[i].length > COPY_LIMIT ? msg[i].toString('latin1') : msg[i]);
-      write(wire);
-    },
-    sendClosed(serial) {
-      write([serialFrame(serial)]);
-    },
-    sendEnd() {
-      write([Buffer.alloc(0)]);
-    },
-    /** Resolves when everything sent so far has been handed to the binding. */
     async drained() {
-      // The backlog empties as pending sends settle (see drain); wait for that, then for the last send.
-      while (backlog.length > 0 && !pair.closed) await new Promise((r) => setImmediate(r));
-      await last.then(undefined, () => undefined);
+      flush();
     },
     async close() {
-      if (!pair.closed) pair.close();
+      flush();
+      closed = true;
+      port.close();
     },
   };
 }
 
-type Wire = (Buffer | string)[];
+/** Delivers one batch's records in order; frames are views of the batch. */
+function read(b: Buffer, on: (serial: number, frames: Buffer[] | null) => void, onEnd: () => void): void {
+  let at = 0;
+  while (at < b.length) {
+    const kind = b[at];
+    const serial = b.readDoubleLE(at + 1);
+    const count = b.readUInt32LE(at + 9);
+    at += HEAD;
+    if (kind === END) {
+      onEnd();
+      continue;
+    }
+    if (kind === CLOSED) {
+      on(serial, null);
+      continue;
+    }
+    const msg: Buffer[] = new Array(count);
+    for (let j = 0; j < count; j++) {
+      const len = b.readUInt32LE(at);
+      msg[j] = b.subarray(at + 4, at + 4 + len);
+      at += 4 + len;
+    }
+    on(serial, msg);
+  }
+}
 
 /**
  * The shard's end of the pipe as its core's frame stream: a Peer per connection serial the main thread names,
@@ -152,12 +166,4 @@ export function shardIO(p: Pipe): FrameIO & { readonly pipe: Pipe; drained(): Pr
     drained: () => p.drained(),
     close: () => p.close(),
   };
-}
-
-/** Undoes the conversion on frames received from the other end. */
-function fromPipeFrames(frames: Buffer[]): Buffer[] {
-  for (let i = 0; i < frames.length; i++) {
-    if (frames[i].length > COPY_LIMIT) frames[i] = Buffer.from(frames[i].toString('utf8'), 'latin1');
-  }
-  return frames;
 }

@@ -1,17 +1,20 @@
 // Control messages between the main thread and shard threads (worker_threads postMessage). Frames, and the end of
-// each connection, travel over inproc PAIR sockets (shard-io.ts); only these rare messages use the MessagePort.
+// each connection, travel in batches on a MessageChannel of their own (shard-io.ts); only these rare messages use
+// the thread's port.
 
 import type { CoreSnapshot, CoreStats, LogLevel } from '../../core/broker-core.js';
 import type { BrokerOptions } from '../options.js';
 import type { SendFailure } from '../../core/broker-core.js';
 import type { StatsSnapshot } from '../../core/stats.js';
+import type { MessagePort } from 'node:worker_threads';
 
 /** Options a shard needs; functions (log) stay on the main thread. */
 export type ShardOptions = Omit<BrokerOptions, 'log'>;
 
 export interface ShardInit {
   index: number;
-  endpoint: string;
+  /** The frame pipe's shard end (transferred). */
+  port: MessagePort;
   opts: ShardOptions;
 }
 

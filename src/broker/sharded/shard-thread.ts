@@ -1,11 +1,10 @@
-// One shard: a BrokerCore on its own worker thread, fed over an inproc PAIR by the main thread, which owns the
-// ROUTER socket. It owns the services whose names hash to it, their queues and their workers.
+// One shard: a BrokerCore on its own worker thread, fed in batches over a MessagePort (shard-io.ts) by the main
+// thread, which owns the sockets. It owns the services whose names hash to it, their queues and their workers.
 
 import { parentPort, workerData } from 'node:worker_threads';
-import { Pair } from 'zeromq';
 import type { LogLevel } from '../../core/broker-core.js';
 import { CoreHost } from '../core-host.js';
-import { pipe as pairPipe, shardIO } from './shard-io.js';
+import { pipe as portPipe, shardIO } from './shard-io.js';
 import { Offload } from '../offload.js';
 import { parseValidateFlags } from '../validation.js';
 import { LEVELS, REPORT_MS, type FromShard, type ShardInit, type ToShard } from './shard-protocol.js';
@@ -21,8 +20,7 @@ const log = (level: LogLevel, msg: string, fields?: Record<string, unknown>) => 
 
 // Stats aggregation happens on the main thread; a shard's pool, if any, is for validation only.
 const offload = new Offload(o.offload === 'all' || o.offload === 'validation' ? 'validation' : 'none', parseValidateFlags(o.validate), o.offloadThreads);
-const pair = new Pair({ linger: 1000, sendHighWaterMark: 0, receiveHighWaterMark: 0, sendTimeout: 0 });
-const pipe = shardIO(pairPipe(pair));
+const pipe = shardIO(portPipe(init.port));
 const host = new CoreHost(o, pipe, offload, log);
 const core = host.core;
 const now = () => host.now();
@@ -41,7 +39,6 @@ async function close(): Promise<void> {
   // we sent before it (the last replies, the DISCONNECTs) has been handed to its ROUTER.
   pipe.pipe.sendEnd();
   await pipe.drained();
-  // Close our socket here, before the thread ends: a thread stopped with a receive pending aborts the process.
   await host.close();
   post({ type: 'report', snapshot: core.snapshot(), stats: core.stats, served: [], departed });
   post({ type: 'closed' });
@@ -62,7 +59,6 @@ port.on('message', (m: ToShard) => {
 });
 
 async function main(): Promise<void> {
-  pair.connect(init.endpoint);
   await host.start();
   post({ type: 'ready' });
 }

@@ -1,6 +1,6 @@
 // --shards N: the main thread owns the public ROUTER socket, parses each message in place just far enough to know
-// its service (or its worker), and hands the frames to the shard that owns that service over an inproc PAIR
-// (shared ZeroMQ context, no copy). Shards run BrokerCore; what they send comes back over the same PAIR and goes
+// its service (or its worker), and hands the frames to the shard that owns that service on a MessageChannel, in one
+// transferred batch per turn (shard-io.ts). Shards run BrokerCore; what they send comes back the same way and goes
 // out on the ROUTER. A service lives on exactly one shard (FNV-1a hash of its name); a worker's messages follow the
 // shard it registered with. mmi.services and mmi.stats are answered here, for the whole broker.
 //
@@ -9,9 +9,7 @@
 // connection or, if it has ended, nowhere (the shard is told). CURVE rights: the connection's Peer carries them
 // (resolved once at its handshake); every request and every READY is checked here against them before routing.
 
-import { Worker as Thread } from 'node:worker_threads';
-import type { Pair } from 'zeromq';
-import { zeromq } from '../../sockets/zeromq.js';
+import { MessageChannel, Worker as Thread } from 'node:worker_threads';
 import { LRUCacheWithDelete } from 'mnemonist';
 import { C2, Kind, W1, W2, WCmd, clientReply, isMmi, parseInbound, toWorker, type WorkerMessage } from '../../protocol/codec.js';
 import { errorBody } from '../../protocol/errors.js';
@@ -31,8 +29,6 @@ import type { StatsSnapshot } from '../../core/stats.js';
 import type { BrokerOptions } from '../options.js';
 import type { FromShard, ShardInit, ToShard } from './shard-protocol.js';
 
-let instances = 0;
-
 /** DISCONNECT in the framing of the worker message `m` (from the broker to it, or handed to its shard as its own). */
 function disconnect(id: Buffer, m: WorkerMessage): Buffer[] {
   return toWorker(id, m.version, m.delimited, m.version === 1 ? W1.DISCONNECT : W2.DISCONNECT);
@@ -46,7 +42,6 @@ function fnv1a(b: Buffer): number {
 
 interface ShardState {
   thread: Thread;
-  pair: Pair;
   /** The pipe: frames with their connection's serial. */
   io: Pipe;
   snapshot: CoreSnapshot;
@@ -54,7 +49,7 @@ interface ShardState {
   served: string[];
   closed: Promise<void>;
   exited: Promise<void>;
-  /** Called when the shard's end marker arrives over its PAIR: all its output has reached the ROUTER. */
+  /** Called when the shard's end marker arrives on its pipe: all its output has reached the sockets. */
   drained: () => void;
   drainedP: Promise<void>;
 }
@@ -89,20 +84,17 @@ export class ShardedBroker implements MmiSource {
   }
 
   async start(): Promise<void> {
-    const id = `${process.pid}-${++instances}`;
     const { log, ...shardOpts } = this.opts;
     for (let i = 0; i < this.opts.shards; i++) {
-      const endpoint = `inproc://mdbroker-${id}-shard-${i}`;
-      const pair = new (zeromq().Pair)({ linger: 1000, sendHighWaterMark: 0, receiveHighWaterMark: 0, sendTimeout: 0 });
-      await pair.bind(endpoint);
-      const init: ShardInit = { index: i, endpoint, opts: shardOpts };
-      const thread = new Thread(new URL('./shard-thread.js', import.meta.url), { workerData: init });
+      const { port1, port2 } = new MessageChannel();
+      const init: ShardInit = { index: i, port: port2, opts: shardOpts };
+      const thread = new Thread(new URL('./shard-thread.js', import.meta.url), { workerData: init, transferList: [port2] });
       let closed!: () => void;
       const exited = new Promise<void>((r) => thread.once('exit', () => r()));
       let drained!: () => void;
       const drainedP = new Promise<void>((r) => (drained = r));
       const state: ShardState = {
-        thread, pair, io: pipe(pair), snapshot: EMPTY_SNAPSHOT, stats: null, served: [], closed: new Promise((r) => (closed = r)), exited, drained, drainedP,
+        thread, io: pipe(port1), snapshot: EMPTY_SNAPSHOT, stats: null, served: [], closed: new Promise((r) => (closed = r)), exited, drained, drainedP,
       };
       this.shards.push(state);
       const ready = new Promise<void>((resolve, reject) => {
