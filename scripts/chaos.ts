@@ -39,10 +39,17 @@ const WINDOW = 24;
 const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url));
 const WORKER = fileURLToPath(new URL('./chaos-worker.js', import.meta.url));
 
-const { values: argv } = parseArgs({ options: { brokers: { type: 'string', default: '1' }, help: { type: 'boolean', short: 'h' } } });
+const { values: argv } = parseArgs({
+  options: { brokers: { type: 'string', default: '1' }, shards: { type: 'string', default: '1' }, help: { type: 'boolean', short: 'h' } },
+});
 if (argv.help) {
-  process.stdout.write('npm run test:chaos [-- --brokers 2]\n  CHAOS_SECONDS (default 40), CHAOS_MIN_REQUESTS (default 20000)\n');
+  process.stdout.write('npm run test:chaos [-- --brokers 2] [--shards N]\n  CHAOS_SECONDS (default 40), CHAOS_MIN_REQUESTS (default 20000)\n');
   process.exit(0);
+}
+const SHARDS = Number(argv.shards);
+if (!Number.isInteger(SHARDS) || SHARDS < 1) {
+  process.stderr.write(`chaos: --shards must be a positive integer, got '${argv.shards}'\n`);
+  process.exit(2);
 }
 const BROKERS = Number(argv.brokers);
 if (BROKERS !== 1 && BROKERS !== 2) {
@@ -70,6 +77,7 @@ function startBroker(i: number): Promise<void> {
   const p = spawn(process.execPath, [
     CLI, '--bind', brokers[i].endpoint, '--heartbeat-interval', String(HB), '--heartbeat-liveness', '3', '--busy-timeout', '3000',
     '--max-attempts', '5', '--request-ttl', '20000', '--shutdown-grace', '500', '--log-level', 'warn', '--stats-interval', '0',
+    '--shards', String(SHARDS),
   ], { stdio: ['ignore', 'ignore', 'inherit'] });
   procs.add(p);
   brokers[i].proc = p;
@@ -224,6 +232,7 @@ async function main(): Promise<number> {
   const lost = pending.size;
   const errs = Object.entries(tally.errors).map(([k, v]) => `${k} ${v}`).join(', ') || 'none';
   console.log(`chaos: ${SECONDS} s on 127.0.0.1; ${WORKERS} worker processes (${events.workerKills} killed with SIGKILL mid-load), 1 hanging worker,`);
+  if (SHARDS > 1) console.log(`       --shards ${SHARDS}`);
   if (BROKERS === 1) console.log(`       broker restarted ${events.brokerRestarts}x (SIGKILL, then SIGTERM), ${events.vanishedClients} clients vanished with ${events.abandonedRequests} requests queued`);
   else console.log(`       ${BROKERS} brokers, every worker and client on both; each SIGKILLed once and restarted a second later (${events.brokerRestarts} kills), ${events.vanishedClients} clients vanished with ${events.abandonedRequests} requests queued`);
   console.log(`requests issued:            ${tally.issued}`);
