@@ -5,6 +5,8 @@
 //   npm run bench:apps -- [--seconds 4] [--rounds 3] [--depth 64,1 | --rate N] [--size 100] [--sessions 64] [--only a,b] [--out FILE]
 //
 // --rate N: open loop, N requests a second (depth shows as 0), to compare systems at the same rate.
+// --sessions N: the Worker's concurrency (on our broker one connection with worker credit N; on libzmq rows N
+// sessions), and N raw MDP sessions for mdbroker-peers (they offer no credit).
 //
 // Systems: mdbroker (the libraries on their own ZMTP, NULL), mdbroker-curve (the same on CURVE), mdbroker-libzmq and
 // mdbroker-libzmq-curve (the libraries on the zeromq binding: what they cost before), mdbroker-peers (the bench's
@@ -330,7 +332,7 @@ async function main(): Promise<void> {
       });
     }
   }
-  console.log(`\nmedians of ${rounds} rounds, ${rate > 0 ? `open loop at ${rate}/s, ` : ''}${seconds} s windows, ${size} B bodies, ${sessions} worker sessions, ${os.cpus().length} cores, Node ${process.version}`);
+  console.log(`\nmedians of ${rounds} rounds, ${rate > 0 ? `open loop at ${rate}/s, ` : ''}${seconds} s windows, ${size} B bodies, worker concurrency ${sessions}, ${os.cpus().length} cores, Node ${process.version}`);
   console.log('system                 depth   req/s    vs nats  p50 us  p99 us  client us  worker us  server us (CPU per request)');
   for (const r of rows) {
     const nats = rows.find((x) => x.system === 'nats' && x.depth === r.depth);
