@@ -234,6 +234,15 @@ function main(argv: string[]): void {
       },
     );
   };
+  // A shard thread died: what it held is gone. Say so, let the other shards drain, and exit non-zero so that a
+  // supervisor starts a whole broker again.
+  broker.on('error', (err) => {
+    logger.error({ err: err.message }, 'broker failed; shutting down');
+    process.exitCode = 1;
+    if (stopping) return;
+    stopping = true;
+    void broker.close().finally(() => process.exit(1));
+  });
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
 }

@@ -95,3 +95,14 @@ test('--shards 2: a worker that dies holding a request: another worker answers i
     assert.deepEqual((await c.request('mmi.service', 'nobody')).map(String), ['404']);
   }
 });
+
+test('--shards 2: a shard thread that dies is an `error` on the Broker that names it; close() still ends the rest', async () => {
+  const { broker } = await startBroker({ shards: 2, heartbeatInterval: 200 });
+  const failed = new Promise<Error>((r) => broker.once('error', r));
+  // The thread is private to the broker: reached here only to kill it, as a crash in it would.
+  const inner = broker as unknown as { impl: { shards: { thread: import('node:worker_threads').Worker }[] } };
+  await inner.impl.shards[1].thread.terminate();
+  const err = await failed;
+  assert.match(err.message, /^shard 1 died \(exited with code 1\): the requests it held and queued are lost/);
+  await broker.close();
+});

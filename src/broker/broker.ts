@@ -1,6 +1,7 @@
 // A running broker. `shards: 1` (the default) is the plain broker: one thread, no extra hop. `shards: N` runs the
 // protocol cores on N worker threads behind the main thread's ROUTER socket (see docs/architecture.md).
 
+import { EventEmitter } from 'node:events';
 import type { CoreSnapshot, CoreStats } from '../core/broker-core.js';
 import { resolveOptions, type BrokerOptions } from './options.js';
 import type { AggregateOutput } from './stats-report.js';
@@ -20,14 +21,25 @@ interface BrokerImpl {
   aggregateStats(): Promise<AggregateOutput>;
 }
 
-export class Broker {
+/** Events a Broker emits. */
+export interface BrokerEvents {
+  /**
+   * The broker cannot go on as it is: with `shards` above 1, a shard thread died, and the requests it held and
+   * queued died with it. Close the broker (the other shards drain) and start a new one. As with any EventEmitter,
+   * an 'error' nobody listens to ends the process.
+   */
+  error: [err: Error];
+}
+
+export class Broker extends EventEmitter<BrokerEvents> {
   readonly opts: BrokerOptions;
   private readonly impl: BrokerImpl;
   private closing: Promise<void> | null = null;
 
   constructor(opts: Partial<BrokerOptions> = {}) {
+    super();
     this.opts = resolveOptions(opts);
-    this.impl = this.opts.shards === 1 ? new SingleBroker(this.opts) : new ShardedBroker(this.opts);
+    this.impl = this.opts.shards === 1 ? new SingleBroker(this.opts) : new ShardedBroker(this.opts, (err) => this.emit('error', err));
   }
 
   /** The endpoints actually bound (wildcard ports resolved). */

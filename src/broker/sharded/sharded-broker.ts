@@ -72,7 +72,14 @@ export class ShardedBroker implements MmiSource {
   private closedFlag = false;
   private readonly loopDelay = new LoopDelay();
 
-  constructor(private readonly opts: BrokerOptions) {
+  /** close() has begun: a shard thread ending now is expected. */
+  private stopping = false;
+
+  constructor(
+    private readonly opts: BrokerOptions,
+    /** A shard thread died: its services' queues and held requests are gone, so the broker cannot go on as it is. */
+    private readonly onFatal: (err: Error) => void,
+  ) {
     this.listeners = new Listeners(opts);
     // Stats aggregation runs here (inline or in the pool); validation runs in the shards.
     this.offload = new Offload(opts.offload === 'all' || opts.offload === 'stats' ? 'stats' : 'none', parseValidateFlags(opts.validate), opts.offloadThreads);
@@ -105,8 +112,11 @@ export class ShardedBroker implements MmiSource {
         });
         thread.once('error', reject);
       });
-      thread.on('error', (err) => log('warn', 'shard thread failed', { shard: i, err: String(err) }));
-      thread.on('exit', () => closed());
+      thread.on('error', (err) => this.died(i, String(err)));
+      thread.on('exit', (code) => {
+        closed();
+        this.died(i, `exited with code ${code}`);
+      });
       await ready;
       void state.io.start(
         (serial, frames) => this.toPeer(i, serial, frames),
@@ -125,6 +135,7 @@ export class ShardedBroker implements MmiSource {
     });
     await this.listeners.bind();
     await this.statsService.start();
+    this.started = true;
   }
 
   private onShardMessage(i: number, m: FromShard): void {
@@ -145,6 +156,19 @@ export class ShardedBroker implements MmiSource {
     } else if (m.type === 'log') {
       this.opts.log(m.level, m.msg, m.fields);
     }
+  }
+
+  /** Said once, for the first shard found dead outside close(). */
+  private deadShard = false;
+  private started = false;
+
+  private died(i: number, why: string): void {
+    // Before start() is done, a failing shard fails start() itself.
+    if (!this.started || this.stopping || this.deadShard) return;
+    this.deadShard = true;
+    const err = new Error(`shard ${i} died (${why}): the requests it held and queued are lost and its services cannot be served`);
+    this.opts.log('warn', err.message, { shard: i });
+    this.onFatal(err);
   }
 
   private post(i: number, m: ToShard): void {
@@ -306,6 +330,7 @@ export class ShardedBroker implements MmiSource {
   }
 
   async close(): Promise<void> {
+    this.stopping = true;
     await this.statsService.close();
     this.loopDelay.close();
     for (let i = 0; i < this.shards.length; i++) this.post(i, { type: 'close' });
