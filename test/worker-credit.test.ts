@@ -3,7 +3,7 @@
 // the worker echoes back. First the core's rules (what a credited worker is sent, how replies are matched, what
 // happens when it dies, times out or the broker shuts down), then the bytes on the wire from a raw ZMTP peer, then
 // the Worker library against brokers that grant credit and brokers that do not.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { Peer, nextSerial } from '../src/core/peer.js';
 import { B, CLIENT, CLIENT2, E, W_A, W_B, core, disc1, partial2, ready1, ready2, reply1, req1, req2, show, take } from './support/core-frames.js';
@@ -14,6 +14,7 @@ import { Worker } from '../src/client/worker.js';
 import { Client } from '../src/client/client.js';
 import { curveKeyPair } from 'zeromq';
 import type { BrokerOptions } from '../src/broker/options.js';
+import type { Broker } from '../src/broker/broker.js';
 
 /** A connection that was granted this much credit (the transport sets it from the handshake). */
 function credited(credit: number): Peer {
@@ -179,8 +180,9 @@ const portOf = (endpoint: string) => Number(endpoint.slice(endpoint.lastIndexOf(
 /** REQUESTs a raw worker got (MDP/0.1 from a ROUTER to a DEALER: '', MDPW01, 0x02, address, '', body). */
 const requestsAt = (w: RawZmtp) => w.messages().filter((m) => m.length >= 6 && m[2][0] === 2);
 
-test('on the wire: the broker offers its cap in READY; a worker offering credit gets a burst at once, tagged, and its tags echoed route replies', async (t) => {
-  const { broker, endpoint } = await startBroker({ transport: 'zmtp', shards: 1, workerCredit: 8 });
+/** A broker with this --worker-credit, a raw worker that offers credit 3 and a raw client, all closed after `t`. */
+async function rawPair(t: TestContext, workerCredit: number): Promise<{ broker: Broker; w: RawZmtp; client: RawZmtp }> {
+  const { broker, endpoint } = await startBroker({ transport: 'zmtp', shards: 1, workerCredit });
   t.after(() => broker.close());
   const w = await RawZmtp.open(portOf(endpoint), { 'X-MDP-Credit': '3' });
   const client = await RawZmtp.open(portOf(endpoint));
@@ -188,6 +190,11 @@ test('on the wire: the broker offers its cap in READY; a worker offering credit 
     w.sock.destroy();
     client.sock.destroy();
   });
+  return { broker, w, client };
+}
+
+test('on the wire: the broker offers its cap in READY; a worker offering credit gets a burst at once, tagged, and its tags echoed route replies', async (t) => {
+  const { broker, w, client } = await rawPair(t, 8);
   assert.equal(readyProperties(w).get('x-mdp-credit'), '8');
   w.send(['', 'MDPW01', '\x01', 'svc']);
   assert.ok(await until(() => broker.snapshot().workers === 1));
@@ -212,14 +219,7 @@ test('on the wire: the broker offers its cap in READY; a worker offering credit 
 });
 
 test('on the wire: --worker-credit 1 offers nothing, and a worker offering credit is served one request at a time, untagged', async (t) => {
-  const { broker, endpoint } = await startBroker({ transport: 'zmtp', shards: 1, workerCredit: 1 });
-  t.after(() => broker.close());
-  const w = await RawZmtp.open(portOf(endpoint), { 'X-MDP-Credit': '3' });
-  const client = await RawZmtp.open(portOf(endpoint));
-  t.after(() => {
-    w.sock.destroy();
-    client.sock.destroy();
-  });
+  const { broker, w, client } = await rawPair(t, 1);
   assert.equal(readyProperties(w).has('x-mdp-credit'), false);
   w.send(['', 'MDPW01', '\x01', 'svc']);
   assert.ok(await until(() => broker.snapshot().workers === 1));
