@@ -78,10 +78,14 @@ test('a reply naming another client for a slot is dropped and counted; one for a
   assert.deepEqual(show(take(c)), show([disc1(W_A)]), 'DISCONNECT for a reply to a free slot');
   assert.equal(c.stats.unexpected, 1);
   assert.equal(c.snapshot().queued, 1, 'the request it held is queued again');
-  // A tag shorter than two bytes names no slot.
+  // An address of the tag alone names a slot but no client: dropped, counted. One shorter than a tag names no slot.
   const q = registerCredited(c, 2, W_B);
-  assert.deepEqual(show(take(c)), show([request1(W_B, CLIENT, 0, 'x')]));
-  c.handle(reply1(W_B, B([7]), 'short'), 4, q);
+  c.handle(req1(CLIENT2, 'svc', 'y'), 4);
+  assert.deepEqual(show(take(c)), show([request1(W_B, CLIENT, 0, 'x'), request1(W_B, CLIENT2, 1, 'y')]));
+  c.handle(reply1(W_B, B([0, 0]), 'no client'), 5, q);
+  assert.deepEqual(take(c), []);
+  assert.equal(c.stats.malformed, 2);
+  c.handle(reply1(W_B, B([7]), 'short'), 6, q);
   assert.deepEqual(show(take(c)), show([disc1(W_B)]));
   assert.equal(c.stats.unexpected, 2);
 });
@@ -110,12 +114,13 @@ test('busy timeout counts from each held request\'s own progress: a PARTIAL keep
   c.handle(req2(CLIENT, 'svc', 'one'), 0);
   c.handle(req2(CLIENT, 'svc', 'two'), 300);
   take(c);
-  c.handle(partial2(W_A, tagged(CLIENT, 0), 'progress'), 400, p);
+  // Progress on the later one (slot 1) does not keep the earlier one (slot 0) alive.
+  c.handle(partial2(W_A, tagged(CLIENT, 1), 'progress'), 400, p);
   take(c);
-  c.tick(799);
-  assert.deepEqual(take(c), [], 'slot 1 dispatched at 300 is 499 ms old');
-  c.tick(800);
-  assert.deepEqual(show(take(c)), show([[W_A, B('MDPW02'), B([6])]]), 'slot 1 reached 500 ms: the worker is expired');
+  c.tick(499);
+  assert.deepEqual(take(c), [], 'slot 0 dispatched at 0 is 499 ms old');
+  c.tick(500);
+  assert.deepEqual(show(take(c)), show([[W_A, B('MDPW02'), B([6])]]), 'slot 0 reached 500 ms: the worker is expired');
   assert.equal(c.stats.workersExpired, 1);
   assert.equal(c.stats.requeued, 2);
 });

@@ -759,15 +759,13 @@ export class BrokerCore implements MmiSource {
     this.sendDisconnect(peer, id, m.version, m.delimited);
   }
 
-  /** A held request ended: its slot is free, and a worker that was full can take work again. */
+  /**
+   * A held request ended: its slot is free, and a worker that was full can take work again. One still in the idle
+   * list (a credited worker with room) stays there; at shutdown none is (beginShutdown took them all out).
+   */
   private workerFreed(w: Worker, slot: number, now: number): void {
     w.held.remove(slot);
-    if (w.idleIn === null) return this.workerIdle(w, now);
-    // Still idle (a credited worker with room): it was let go at shutdown only once its last reply is in.
-    if (this.stopping && w.held.size === 0) {
-      this.sendDisconnect(w.peer, w.id, w.version, w.delimited);
-      this.deleteWorker(w, now);
-    }
+    if (w.idleIn === null) this.workerIdle(w, now);
   }
 
   private workerIdle(w: Worker, now: number): void {
@@ -812,7 +810,7 @@ export class BrokerCore implements MmiSource {
         svc.queue.unshift(r);
       }
     }
-    if (svc.queue.size > 0) this.dispatch(svc, now);
+    this.dispatch(svc, now);
     this.maybeForget(svc);
   }
 

@@ -43,7 +43,6 @@ export class HeldRequests<R extends HeldRequest> {
   /** The earliest progressAt among the held requests (Infinity when none). */
   oldest(): number {
     let t = Infinity;
-    if (this.size === 0) return t;
     for (const r of this.slots) if (r !== null && r.progressAt < t) t = r.progressAt;
     return t;
   }
