@@ -489,5 +489,4 @@ class Session {
       await this.link.close(CLOSE_WAIT_MS);
     }
   }
-
 }

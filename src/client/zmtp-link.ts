@@ -17,7 +17,7 @@ import type { CurveClientMechanism } from '../zmtp/mechanism.js';
 import { EndpointError, MdpError } from './errors.js';
 import { MDPC01, MDPC02, MDPW01, MDPW02 } from '../protocol/codec.js';
 import type { BrokerLink, LinkHandler, LinkOptions } from './broker-link.js';
-import { CREDIT_PROPERTY, parseCredit } from '../protocol/extensions.js';
+import { creditOffer, grantedCredit } from '../protocol/extensions.js';
 
 /** Largest frame and message taken from a broker, and what may wait unwritten before reading stops (per link). */
 const MAX_FRAME_BYTES = 256 * 1024 * 1024;
@@ -66,7 +66,7 @@ export class ZmtpLink implements BrokerLink, ConnectionOwner {
       // Protocol headers arrive in every message: delivered as shared Buffers, not a new view each.
       intern: HEADERS,
     };
-    if ((opts.credit ?? 1) > 1) this.connOpts.properties = { [CREDIT_PROPERTY]: String(opts.credit) };
+    this.connOpts.properties = creditOffer(opts.credit);
     const curve = opts.curve;
     if (curve !== undefined) {
       this.connOpts.curveClient = {
@@ -153,9 +153,8 @@ export class ZmtpLink implements BrokerLink, ConnectionOwner {
 
   onReady(conn: ZmtpConnection, _type: string, _identity: Buffer, properties: ReadonlyMap<string, Buffer>): CloseReason | null {
     this.up = true;
-    // The broker's cap on credit, if it grants any; ours was our offer.
-    const offered = this.opts.credit ?? 1;
-    const credit = offered > 1 ? Math.max(1, Math.min(offered, parseCredit(properties.get(CREDIT_PROPERTY.toLowerCase())))) : 1;
+    // Ours was our offer; the broker's READY carries its cap, if it grants any.
+    const credit = grantedCredit(this.opts.credit, properties);
     this.delay = this.minDelay;
     const backlog = this.backlog;
     this.backlog = [];

@@ -187,8 +187,6 @@ class Worker implements IdleNode {
   idleNext: IdleNode | null = null;
   idleIn: IdleList<IdleNode> | null = null;
   readonly held: HeldRequests<Request>;
-  /** Its REQUESTs' client address frames end with the slot tag (credit above 1). */
-  readonly tagged: boolean;
   constructor(
     readonly id: Buffer,
     readonly peer: Peer,
@@ -200,7 +198,11 @@ class Worker implements IdleNode {
     credit: number,
   ) {
     this.held = new HeldRequests(credit);
-    this.tagged = credit > 1;
+  }
+
+  /** Its REQUESTs' client address frames end with the slot tag (credit above 1). */
+  get tagged(): boolean {
+    return this.held.credit > 1;
   }
 }
 
@@ -661,11 +663,12 @@ export class BrokerCore implements MmiSource {
       case WCmd.Partial:
       case WCmd.Final: {
         // A credited worker's address ends with the slot its request was held in; it must name a held request.
-        const tag = w.tagged ? m.client.length - CREDIT_TAG_BYTES : m.client.length;
-        const slot = w.tagged ? (tag >= 0 ? m.client.readUInt16BE(tag) : -1) : 0;
+        const tagged = w.tagged;
+        const tag = m.client.length - CREDIT_TAG_BYTES;
+        const slot = tagged ? (tag >= 0 ? m.client.readUInt16BE(tag) : -1) : 0;
         const r = slot >= 0 ? w.held.at(slot) : null;
         if (r === null) return this.rejectWorker(w, now, 'reply while holding no request');
-        if (!bytesEqual(m.client.subarray(0, tag), r.frames[0])) {
+        if (!bytesEqual(tagged ? m.client.subarray(0, tag) : m.client, r.frames[0])) {
           this.stats.malformed++;
           this.log('debug', 'reply with wrong client address dropped', { service: w.service.name });
           return;

@@ -22,6 +22,9 @@ export const EXT_REQUEST_ID = 'request-id';
  */
 export const CREDIT_PROPERTY = 'X-MDP-Credit';
 
+/** CREDIT_PROPERTY as parsed READY metadata names it (RFC 37 names are case-insensitive). */
+const PROPERTY_KEY = CREDIT_PROPERTY.toLowerCase();
+
 /** Bytes of the slot tag at the end of a credited worker's client address frame (big-endian slot number). */
 export const CREDIT_TAG_BYTES = 2;
 
@@ -38,4 +41,18 @@ export function parseCredit(value: Buffer | undefined): number {
     n = n * 10 + d;
   }
   return n >= 1 && n <= MAX_CREDIT ? n : 0;
+}
+
+/** Our READY's properties offering `credit` (above 1), or none. */
+export function creditOffer(credit: number | undefined): Record<string, string> | undefined {
+  return credit !== undefined && credit > 1 ? { [CREDIT_PROPERTY]: String(credit) } : undefined;
+}
+
+/**
+ * The credit a connection has once both READYs are in: the smaller of ours and the peer's figure, or 1 (MDP's one
+ * request at a time) when either side offered none. `properties`: the peer's READY, names lower-cased.
+ */
+export function grantedCredit(ours: number | undefined, properties: ReadonlyMap<string, Buffer>): number {
+  if (ours === undefined || ours <= 1) return 1;
+  return Math.max(1, Math.min(ours, parseCredit(properties.get(PROPERTY_KEY))));
 }

@@ -20,7 +20,7 @@ import type { RawKeyPair } from './curve.js';
 import { connectionOnSocket } from './net-stream.js';
 import { ZmtpConnection, type CloseReason, type ConnectionOwner, type ConnectionOptions } from './connection.js';
 import { ROUTER_PEERS } from './wire.js';
-import { CREDIT_PROPERTY, parseCredit } from '../protocol/extensions.js';
+import { creditOffer, grantedCredit } from '../protocol/extensions.js';
 import { formatEndpoint, listenOptions, parseEndpoint } from './endpoint.js';
 
 export interface ZmtpRouterOptions {
@@ -108,7 +108,7 @@ export class ZmtpRouter implements ConnectionOwner {
   ) {
     this.connOpts = {
       socketType: 'ROUTER', peers: ROUTER_PEERS, maxFrameBytes: opts.maxFrameBytes, maxFrames: opts.maxFrames, intern: opts.intern,
-      properties: (opts.credit ?? 0) > 1 ? { [CREDIT_PROPERTY]: String(opts.credit) } : undefined,
+      properties: creditOffer(opts.credit),
       maxQueuedBytes: opts.maxQueuedBytes, maxMessageBytes: opts.maxMessageBytes,
     };
     const curve = opts.curve;
@@ -221,8 +221,7 @@ export class ZmtpRouter implements ConnectionOwner {
     conn.id = id;
     conn.key = keyOf(id);
     conn.peer = new Peer(nextSerial(), key !== null && rightsOf !== undefined ? rightsOf(key) : null);
-    const cap = this.opts.credit ?? 0;
-    if (cap > 1) conn.peer.credit = Math.max(1, Math.min(cap, parseCredit(properties.get(CREDIT_PROPERTY.toLowerCase()))));
+    conn.peer.credit = grantedCredit(this.opts.credit, properties);
     this.byId.set(conn.key, conn);
     this.bySerial.set(conn.peer.serial, conn);
     this.counters.handshakes++;
