@@ -330,7 +330,9 @@ test('older ZMTP is refused at once: a 2.0 peer sees only our first 11 octets an
     assert.ok(await within(p.closed, 1000), 'closed at once, not at the handshake timeout');
   }
   assert.equal(await statReaches(broker, 'zmtp_old-version', 2), 2);
-  assert.equal(warnings.filter((w) => /ZMTP 2\.0/.test(w)).length, 1, `one line naming the version: ${warnings.join(' | ')}`);
+  // Each shard thread keeps its own once-a-minute gate (--shards: the two connections may land on two threads).
+  const lines = warnings.filter((w) => /ZMTP 2\.0/.test(w)).length;
+  assert.ok(lines >= 1 && lines <= Math.min(2, broker.opts.shards), `one line naming the version (per shard): ${warnings.join(' | ')}`);
   // ZMTP 1.0: a frame (length 1, flags 0: an empty identity); octet 0 is not 0xFF.
   const old = new RawZmtp(port);
   await new Promise<void>((r) => old.sock.once('connect', () => r()));

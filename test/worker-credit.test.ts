@@ -269,7 +269,7 @@ const CASES: { name: string; opts: Partial<BrokerOptions>; concurrency: number; 
   { name: 'a zmtp broker grants credit: one connection', opts: { transport: 'zmtp', shards: 1 }, concurrency: 6, connections: 1 },
   { name: 'a broker granting less (cap 4): the rest as plain sessions', opts: { transport: 'zmtp', shards: 1, workerCredit: 4 }, concurrency: 6, connections: 3 },
   { name: 'a libzmq-transport broker grants none: one connection per handler', opts: { transport: 'libzmq' }, concurrency: 6, connections: 6 },
-  { name: 'a sharded broker grants none: one connection per handler', opts: { transport: 'zmtp', shards: 2 }, concurrency: 6, connections: 6 },
+  { name: 'a sharded broker grants credit too (the shard its connection lands on): one connection', opts: { transport: 'zmtp', shards: 2 }, concurrency: 6, connections: 1 },
 ];
 
 for (const c of CASES) {

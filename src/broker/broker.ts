@@ -1,5 +1,5 @@
-// A running broker. `shards: 1` (the default) is the plain broker: one thread, no extra hop. `shards: N` runs the
-// protocol cores on N worker threads behind the main thread's ROUTER socket (see docs/architecture.md).
+// A running broker. `shards: 1` (the default) is the plain broker: one thread. `shards: N` runs N worker threads,
+// each a whole broker for the connections it accepts on the shared listening socket (see docs/architecture.md).
 
 import { EventEmitter } from 'node:events';
 import type { CoreSnapshot, CoreStats } from '../core/broker-core.js';
@@ -7,12 +7,15 @@ import { resolveOptions, type BrokerOptions } from './options.js';
 import type { AggregateOutput } from './stats-report.js';
 import { SingleBroker } from './single-broker.js';
 import { ShardedBroker } from './sharded/sharded-broker.js';
-import type { Listeners } from './listeners.js';
+import { chooseTransport } from './listeners.js';
 
 /** What the plain and the sharded broker both provide (they need not import this: it is checked structurally). */
 interface BrokerImpl {
-  /** The listening sockets: endpoints, access-group endpoints, CURVE refusals. */
-  readonly listeners: Listeners;
+  readonly endpoints: string[];
+  readonly groupEndpoints: string[][];
+  readonly transport: 'zmtp' | 'libzmq';
+  /** Connections refused by the CURVE allow-list so far. */
+  readonly denied: number;
   readonly metricsPort: number | null;
   start(): Promise<void>;
   close(): Promise<void>;
@@ -39,22 +42,27 @@ export class Broker extends EventEmitter<BrokerEvents> {
   constructor(opts: Partial<BrokerOptions> = {}) {
     super();
     this.opts = resolveOptions(opts);
+    if (this.opts.shards > 1 && chooseTransport(this.opts).transport === 'libzmq') {
+      // Shards accept on one listening socket of their own; a libzmq socket cannot be shared between threads.
+      this.opts.log('warn', '--shards needs the zmtp transport; these options are served by libzmq, on one thread', { shards: this.opts.shards });
+      this.opts.shards = 1;
+    }
     this.impl = this.opts.shards === 1 ? new SingleBroker(this.opts) : new ShardedBroker(this.opts, (err) => this.emit('error', err));
   }
 
   /** The endpoints actually bound (wildcard ports resolved). */
   get endpoints(): string[] {
-    return this.impl.listeners.endpoints;
+    return this.impl.endpoints;
   }
 
   /** The transport serving the endpoints (zmtp unless CURVE, an inproc:// endpoint or the options ask for libzmq). */
   get transport(): 'zmtp' | 'libzmq' {
-    return this.impl.listeners.transport;
+    return this.impl.transport;
   }
 
   /** Per access group, the worker endpoints actually bound. */
   get groupEndpoints(): string[][] {
-    return this.impl.listeners.groupEndpoints;
+    return this.impl.groupEndpoints;
   }
 
   /** The metrics port actually bound, when metricsPort is set. */
@@ -73,7 +81,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   /** Connections refused by the CURVE allow-list so far. */
   get curveDenied(): number {
-    return this.impl.listeners.denied;
+    return this.impl.denied;
   }
 
   /** The broker's counters (with shards: summed, as last reported). */

@@ -1,8 +1,9 @@
 // One protocol core and what drives it: the frame stream it reads and writes, the --validate admission pump, the
 // clock ticks and the graceful drain. The plain broker runs one on the main thread over its ROUTER sockets; each
-// shard runs one on its own thread over its pipe to the main thread. Nothing else differs between the two.
+// shard thread runs one over the connections it serves, with its neighbours (the other shards' cores).
 
 import { BrokerCore, type LogFn } from '../core/broker-core.js';
+import type { Neighbours } from '../core/neighbours.js';
 import { accessPolicy } from './security.js';
 import { AdmissionPump } from './admission.js';
 import { MemoryReturn } from './memory-return.js';
@@ -27,16 +28,16 @@ export class CoreHost {
     io: FrameIO,
     private readonly offload: Offload,
     private readonly log: LogFn,
+    neighbours: Neighbours | null = null,
   ) {
     const rules = parseValidateFlags(opts.validate);
     const validates = rules.length > 0 ? (name: string) => appliesTo(rules, name) : null;
     // With --shards N each shard's core holds its share of the byte budgets.
     const share = Math.max(1, opts.shards);
     const budgets = { maxHeldBytes: Math.floor(opts.maxHeldBytes / share), maxClientBytes: Math.floor(opts.maxClientBytes / share) };
-    // What each CURVE key may do (zmtp transport): each connection's Peer carries its key's rights. A shard's pipe
-    // does not; the sharded broker's main thread checks every request and READY before routing (sharded-broker.ts).
+    // What each CURVE key may do (zmtp transport): each connection's Peer carries its key's rights, on any thread.
     const requireRights = io.requireRights ?? false;
-    this.core = new BrokerCore({ ...opts, ...budgets, requireRights, validates, mayRegister: accessPolicy(opts.workerGroups) }, log);
+    this.core = new BrokerCore({ ...opts, ...budgets, requireRights, validates, mayRegister: accessPolicy(opts.workerGroups), neighbours }, log);
     const now = () => this.now();
     this.transport = new RouterTransport(io, this.core, now, (err) => log('warn', 'socket error', { err: String(err) }));
     this.admission = new AdmissionPump(this.core, offload, now, () => this.transport.flush());

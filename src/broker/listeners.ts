@@ -8,6 +8,7 @@ import { zeromq, zmtpHeartbeat } from '../sockets/zeromq.js';
 import { PeerSockets } from './peer-sockets.js';
 import { zmqIO, type FrameIO } from './frame-io.js';
 import { ZmtpIO } from './zmtp-io.js';
+import type { Placement, ZmtpRouter } from '../zmtp/router.js';
 import { parseEndpoint } from '../zmtp/endpoint.js';
 import { z85Decode } from '../zmtp/z85.js';
 import { MDPC01, MDPC02, MDPW01, MDPW02 } from '../protocol/codec.js';
@@ -46,7 +47,7 @@ export class Listeners {
   private readonly groups: Router[] = [];
   private readonly domains: string[] = [];
 
-  constructor(private readonly opts: BrokerOptions) {
+  constructor(private readonly opts: BrokerOptions, placement?: Placement) {
     const choice = chooseTransport(opts);
     this.transport = choice.transport;
     if (choice.why !== null) opts.log('info', `transport: libzmq (${choice.why})`);
@@ -66,8 +67,8 @@ export class Listeners {
         handshakeTimeout: opts.handshakeTimeout,
         // The core never writes to a frame, so MDP's header frames can arrive as shared constants.
         intern: [MDPC01, MDPC02, MDPW01, MDPW02],
-        // Shards learn of a worker connection by its serial alone (shard-io.ts): credit is offered by one core only.
-        credit: opts.shards === 1 ? opts.workerCredit : 0,
+        credit: opts.workerCredit,
+        placement,
         curve: opts.curveKeys === null ? undefined : {
           keys: { publicKey: rawKey(opts.curveKeys.publicKey), secretKey: rawKey(opts.curveKeys.secretKey) },
           allow: hexSet(opts.allowKeys),
@@ -118,6 +119,11 @@ export class Listeners {
     const out: Record<string, number> = { connections: this.zmtp.router.connections, unwrittenBytes: this.zmtp.router.unwrittenBytes() };
     for (const [k, v] of Object.entries(this.zmtp.router.counters)) out[`zmtp_${k}`] = v;
     return out;
+  }
+
+  /** The zmtp transport's router (null on libzmq). */
+  get router(): ZmtpRouter | null {
+    return this.zmtp?.router ?? null;
   }
 
   /** Registers the ZAP domains, puts CURVE options on, binds every endpoint. */

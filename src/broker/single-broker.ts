@@ -34,6 +34,22 @@ export class SingleBroker {
     core.statsReplies.refresh = () => this.statsService.freshNow();
   }
 
+  get endpoints(): string[] {
+    return this.listeners.endpoints;
+  }
+
+  get groupEndpoints(): string[][] {
+    return this.listeners.groupEndpoints;
+  }
+
+  get transport(): 'zmtp' | 'libzmq' {
+    return this.listeners.transport;
+  }
+
+  get denied(): number {
+    return this.listeners.denied;
+  }
+
   get metricsPort(): number | null {
     return this.statsService.metricsPort;
   }

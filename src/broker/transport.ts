@@ -13,7 +13,7 @@ export class RouterTransport implements FrameSink {
   afterHandle: (() => void) | null = null;
 
   constructor(
-    /** The broker's ROUTER socket(s), or a shard's pipe to the main thread. */
+    /** The broker's ROUTER socket(s) (a shard's: with its neighbours' clients). */
     private readonly io: FrameIO,
     private readonly core: BrokerCore,
     private readonly now: () => number,
@@ -27,6 +27,12 @@ export class RouterTransport implements FrameSink {
   message(frames: Buffer[], peer: Peer): void {
     this.core.handle(frames, this.now(), peer);
     if (this.afterHandle !== null) this.afterHandle();
+    this.flush();
+  }
+
+  /** A request another shard moved here (--shards), from `client` (which stands for its client). */
+  moved(frames: Buffer[], client: Peer): void {
+    this.core.handleMoved(frames, this.now(), client);
     this.flush();
   }
 

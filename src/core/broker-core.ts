@@ -13,6 +13,7 @@ import { CREDIT_TAG_BYTES } from '../protocol/extensions.js';
 import { errorBody, errorCounts, isErrorMark, type ErrorCode } from '../protocol/errors.js';
 import { groupOf } from './peer-id.js';
 import { NO_RIGHTS, type Peer } from './peer.js';
+import type { Neighbours, SharedService } from './neighbours.js';
 import { WarnGate } from './warn-gate.js';
 import { StatsReplies, isMmi, isMmiStats, mmiBody, type MmiSource } from './mmi.js';
 import { StatsRecorder, snapshotHistogram, type ServiceStats, type StatsSnapshot } from './stats.js';
@@ -50,6 +51,8 @@ export interface CoreOptions {
    * came without (a transport that could not resolve its key) may do nothing. Fail closed.
    */
   requireRights: boolean;
+  /** --shards N: the other threads' cores, to move requests to and from (null: this core is the whole broker). */
+  neighbours: Neighbours | null;
 }
 
 export const DEFAULT_CORE_OPTIONS: CoreOptions = {
@@ -66,6 +69,7 @@ export const DEFAULT_CORE_OPTIONS: CoreOptions = {
   validates: null,
   mayRegister: null,
   requireRights: false,
+  neighbours: null,
 };
 
 
@@ -134,6 +138,8 @@ class Service {
   workers = 0;
   /** Requests of this service waiting for a validation verdict: the service is not forgotten meanwhile. */
   awaitingVerdict = 0;
+  /** Its place on the board the shard threads share (null: one thread, or the board is full). */
+  shared: SharedService | null = null;
   constructor(
     readonly name: string,
     /** Interned copy of the name frame, reused on every reply. */
@@ -142,6 +148,9 @@ class Service {
     readonly needsCheck: boolean,
   ) {}
 }
+
+/** mmi.stats questions held at once for fresh figures (--shards); past this, the last report answers at once. */
+const MAX_STATS_HELD = 1000;
 
 /** A frame in a read chunk this much bigger than the whole request (and past Node's 8 KiB pool slabs) pins it. */
 const PINNING_CHUNK = 16 * 1024;
@@ -216,6 +225,8 @@ function taggedAddress(client: Buffer, slot: number): Buffer {
 
 export interface CoreStats {
   requests: number;
+  /** Of those, sent on to another thread's core (--shards): it counts their replies and errors. */
+  moved: number;
   replies: number;
   partials: number;
   mmi: number;
@@ -246,7 +257,7 @@ export interface CoreStats {
 
 export function emptyStats(): CoreStats {
   return {
-    requests: 0, replies: 0, partials: 0, mmi: 0, malformed: 0, unexpected: 0, requeued: 0,
+    requests: 0, moved: 0, replies: 0, partials: 0, mmi: 0, malformed: 0, unexpected: 0, requeued: 0,
     workersRegistered: 0, workersExpired: 0, workersDisconnected: 0, workersUnreachable: 0, workersGone: 0, clientsGone: 0,
     droppedClientGone: 0, droppedReplies: 0, undeliverable: 0, repliesDroppedFull: 0, accessDenied: 0, workersDenied: 0, clientsDenied: 0,
     errors: errorCounts(),
@@ -292,6 +303,8 @@ export class BrokerCore implements MmiSource {
   readonly recorder = new StatsRecorder();
   /** mmi.stats answers: the whole broker, and per service; installed by the shell after each aggregation. */
   readonly statsReplies = new StatsReplies();
+  /** mmi.stats questions waiting for figures that include them (statsReplies.deferred). */
+  private readonly statsHeld: { frames: Buffer[]; peer: Peer; m: ClientRequest }[] = [];
 
   constructor(opts: Partial<CoreOptions> = {}, private readonly log: LogFn = () => {}) {
     this.opts = { ...DEFAULT_CORE_OPTIONS, ...opts, limits: { ...DEFAULT_LIMITS, ...opts.limits } };
@@ -311,6 +324,46 @@ export class BrokerCore implements MmiSource {
       else this.log('debug', 'malformed message dropped', fields);
       if (m.request) this.replyError(peer, frames, m.request.headerAt, m.request.version, m.request.service, 'invalid', m.reason);
     }
+  }
+
+  /**
+   * A request another thread's core moved here (--shards): `client` stands for its client. It was counted, checked
+   * against the client's rights and validated there; here it is queued, served and answered like any other.
+   */
+  handleMoved(frames: Buffer[], now: number, client: Peer): void {
+    if (client.gone) return;
+    const m = parseInbound(frames, this.opts.limits);
+    if (m.kind !== Kind.ClientRequest || isMmi(m.service)) {
+      this.stats.malformed++;
+      return;
+    }
+    this.onRequest(frames, client, m, now, true);
+  }
+
+  /**
+   * Another thread has idle workers for this service (--shards): up to `n` of the requests queued here move there,
+   * oldest first. Their bytes leave this core's budgets.
+   */
+  give(name: string, n: number, to: number, now: number): void {
+    const svc = this.services.get(name);
+    const neighbours = this.opts.neighbours;
+    if (svc === undefined || neighbours === null || this.stopping) return;
+    for (let k = 0; k < n && svc.queue.size > 0; ) {
+      const r = svc.queue.shift() as Request;
+      if (r.deadline <= now) {
+        this.expire(r);
+        continue;
+      }
+      this.release(r);
+      if (r.client.gone) {
+        this.stats.droppedClientGone++;
+        continue;
+      }
+      this.moveTo(to, r.frames, r.client);
+      k++;
+    }
+    this.share(svc);
+    this.maybeForget(svc);
   }
 
   /** Clock tick: heartbeats, dead workers, expired requests. Call at least every heartbeatInterval / 2. */
@@ -343,6 +396,11 @@ export class BrokerCore implements MmiSource {
           this.expire(r);
           return true;
         });
+      }
+      if (svc.shared !== null) {
+        this.share(svc);
+        // Requests stranded on a thread whose workers left are asked for here at least once a tick.
+        if (svc.workers > 0) this.opts.neighbours?.want(svc.shared, svc.idle.size, svc.workers);
       }
       this.maybeForget(svc);
     }
@@ -420,6 +478,18 @@ export class BrokerCore implements MmiSource {
     }
   }
 
+  /** mmi.stats questions held now (statsReplies.deferred). */
+  get statsWaiting(): number {
+    return this.statsHeld.length;
+  }
+
+  /** Answers the first `n` held mmi.stats questions from the report installed now (it includes them). */
+  answerStats(n: number): void {
+    for (const { frames, peer, m } of this.statsHeld.splice(0, n)) {
+      if (!peer.gone) this.reply(peer, frames, m.headerAt, m.version, C2.FINAL, m.service, mmiBody(m.service, frames[m.bodyAt], this), 0);
+    }
+  }
+
   /** Raw stats for aggregation: counters and copies of the histogram counts. Once per stats interval. */
   statsSnapshot(wallNow: number, uptimeMs: number): StatsSnapshot {
     const services: StatsSnapshot['services'] = [];
@@ -463,16 +533,24 @@ export class BrokerCore implements MmiSource {
     return names;
   }
 
-  /** MmiSource: name frames of the services with at least one worker. */
+  /** MmiSource: name frames of the services with at least one worker (on any thread). */
   served(): Buffer[] {
     const frames: Buffer[] = [];
-    for (const svc of this.services.values()) if (svc.workers > 0) frames.push(svc.frame);
+    const names = new Set<string>();
+    for (const svc of this.services.values()) {
+      if (svc.workers > 0) {
+        frames.push(svc.frame);
+        names.add(svc.name);
+      }
+    }
+    const elsewhere = this.opts.neighbours?.served() ?? [];
+    for (const f of elsewhere) if (!names.has(f.toString('latin1'))) frames.push(f);
     return frames;
   }
 
-  /** MmiSource: workers registered for a service. */
+  /** MmiSource: workers registered for a service (on any thread). */
   workersFor(name: string): number {
-    return this.services.get(name)?.workers ?? 0;
+    return (this.services.get(name)?.workers ?? 0) + (this.opts.neighbours?.workers(name) ?? 0);
   }
 
   private warnable(peer: Peer, now: number): boolean {
@@ -481,9 +559,9 @@ export class BrokerCore implements MmiSource {
 
   // ---- clients ----
 
-  private onRequest(frames: Buffer[], peer: Peer, m: ClientRequest, now: number): void {
-    this.stats.requests++;
-    if (this.opts.requireRights) {
+  private onRequest(frames: Buffer[], peer: Peer, m: ClientRequest, now: number, moved = false): void {
+    if (!moved) this.stats.requests++;
+    if (this.opts.requireRights && !moved) {
       const rights = peer.rights;
       const why = rights === null ? NO_RIGHTS : rights.mayRequest(m.service);
       if (why !== null) {
@@ -498,7 +576,17 @@ export class BrokerCore implements MmiSource {
     const name = m.service.toString('latin1');
     let svc = this.services.get(name);
     if (svc === undefined) svc = this.newService(name, m.service);
-    svc.stats.requests++;
+    if (!moved) {
+      svc.stats.requests++;
+      // No idle worker here: one on another thread takes it now (and one here waits for nothing queued first).
+      if (svc.shared !== null && svc.idle.size === 0 && (svc.queue.size === 0 || svc.workers === 0) && !svc.needsCheck && this.awaitingVerdict === 0) {
+        const to = (this.opts.neighbours as Neighbours).target(svc.shared, svc.workers);
+        if (to >= 0) {
+          this.moveTo(to, frames, peer);
+          return this.maybeForget(svc);
+        }
+      }
+    }
     let bytes = 0;
     for (let i = 0; i < frames.length; i++) bytes += frames[i].length;
     const mine = peer.heldBytes;
@@ -519,7 +607,7 @@ export class BrokerCore implements MmiSource {
       this.flow.push([peer, true]);
     }
     // Everything waits behind a request under validation, so no client's requests are reordered.
-    if (svc.needsCheck || this.awaitingVerdict > 0) {
+    if (!moved && (svc.needsCheck || this.awaitingVerdict > 0)) {
       // Requests awaiting a verdict count against their service's queue limit.
       const held = svc.queue.size + svc.awaitingVerdict;
       if (held >= this.opts.maxQueue) return this.failRequest(r, 'overloaded', `queue for ${name} holds ${held} requests`);
@@ -554,14 +642,34 @@ export class BrokerCore implements MmiSource {
 
   private newService(name: string, frame: Buffer): Service {
     const svc = new Service(name, Buffer.from(frame), this.recorder.service(name), this.opts.validates?.(name) ?? false);
+    svc.shared = this.opts.neighbours?.open(name) ?? null;
     this.services.set(name, svc);
     return svc;
+  }
+
+  /** A client's request goes to another thread's core, which answers it. */
+  private moveTo(to: number, frames: Buffer[], client: Peer): void {
+    this.stats.moved++;
+    client.spread = true;
+    (this.opts.neighbours as Neighbours).move(to, frames, client);
+  }
+
+  /** The service's counts, for the other threads (--shards). */
+  private share(svc: Service): void {
+    if (svc.shared !== null) (this.opts.neighbours as Neighbours).publish(svc.shared, svc.idle.size, svc.queue.size, svc.workers);
   }
 
   private onMmi(frames: Buffer[], peer: Peer, m: ClientRequest): void {
     this.stats.mmi++;
     // mmi.stats: the figures must include what happened up to this question.
-    if (isMmiStats(m.service)) this.statsReplies.fresh();
+    if (isMmiStats(m.service)) {
+      this.statsReplies.fresh();
+      // --shards: the figures come from every thread, a turn or more later; past MAX_STATS_HELD, the last report.
+      if (this.statsReplies.deferred && this.statsHeld.length < MAX_STATS_HELD) {
+        this.statsHeld.push({ frames, peer, m });
+        return;
+      }
+    }
     this.reply(peer, frames, m.headerAt, m.version, C2.FINAL, m.service, mmiBody(m.service, frames[m.bodyAt], this), 0);
   }
 
@@ -593,6 +701,10 @@ export class BrokerCore implements MmiSource {
       msg.push(w.version === 1 ? MDPW01 : MDPW02, cmd(W1.REQUEST), w.tagged ? taggedAddress(f[0], slot) : f[0], EMPTY);
       for (let i = r.bodyAt; i < f.length; i++) msg.push(f[i]);
       this.send(w.peer, msg);
+    }
+    if (svc.shared !== null) {
+      this.share(svc);
+      if (svc.idle.size > 0 && !this.stopping) (this.opts.neighbours as Neighbours).want(svc.shared, svc.idle.size, svc.workers);
     }
   }
 
@@ -820,6 +932,8 @@ export class BrokerCore implements MmiSource {
   private maybeForget(svc: Service): void {
     if (svc.workers === 0 && svc.queue.size === 0 && svc.awaitingVerdict === 0 && this.services.get(svc.name) === svc) {
       this.services.delete(svc.name);
+      if (svc.shared !== null) (this.opts.neighbours as Neighbours).close(svc.shared);
+      svc.shared = null;
     }
   }
 

@@ -60,6 +60,11 @@ export class StatsReplies {
   private perService = new Map<string, Buffer>();
   /** Set by the host: aggregates now and installs the result (it may keep a recent one, to bound its cost). */
   refresh: (() => void) | null = null;
+  /**
+   * Set by a shard's host: the figures come from every thread, so `refresh` only asks for them and the core holds
+   * each question until the host calls answerStats().
+   */
+  deferred = false;
 
   /** Makes the installed report current for a question asked now. */
   fresh(): void {

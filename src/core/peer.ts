@@ -31,10 +31,17 @@ export class Peer {
   lastWarned = -Infinity;
   /** Requests a worker on this connection may hold at once: above 1 only when both ends offered worker credit. */
   credit = 1;
+  /**
+   * --shards: -1 for a connection of this thread; for a client on another thread, that thread's index (this Peer
+   * stands for it there, and `serial` is its serial on that thread).
+   */
+  home = -1;
+  /** Some of its requests were moved to other threads (they are told when it leaves). */
+  spread = false;
 
   constructor(
-    /** Unique for the life of the process: never reused, unlike a routing id. */
-    readonly serial: number,
+    /** Unique among this thread's connections for the life of the process, never reused (unlike a routing id). */
+  readonly serial: number,
     /** Its CURVE key's rights; null on a connection without a key (then only a core with no policy serves it). */
     readonly rights: Rights | null = null,
   ) {}

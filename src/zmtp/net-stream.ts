@@ -12,5 +12,7 @@ export function connectionOnSocket(sock: Socket, owner: ConnectionOwner, opts: C
   sock.on('drain', () => conn.drained());
   sock.on('error', () => conn.errored());
   sock.on('close', () => conn.ended());
+  // An accepted socket is paused when its router places connections (--shards): reading starts here.
+  sock.resume();
   return conn;
 }

@@ -12,7 +12,7 @@
 // TTL its own PING asked for. libzmq answers PING from its I/O thread, so a peer whose application is blocked in a
 // long handler stays connected.
 
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { connect, createServer, type ListenOptions, type Server, type Socket } from 'node:net';
 import { unlinkSync, statSync } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
 import { Peer, nextSerial, type Rights } from '../core/peer.js';
@@ -51,6 +51,7 @@ export interface ZmtpRouterOptions {
    * READY; a peer that asks for credit gets the smaller of its figure and this on its Peer. 0 or 1: none offered.
    */
   credit?: number;
+  placement?: Placement;
 }
 
 export interface ZmtpRouterEvents {
@@ -59,6 +60,14 @@ export interface ZmtpRouterEvents {
   peerClosed(peer: Peer): void;
   /** A connection was closed for a reason worth a log line (not a plain peer close). */
   closed?(reason: CloseReason, conn: ZmtpConnection): void;
+}
+
+/** Where accepted connections are served (--shards: one of several threads accepting on the same socket). */
+export interface Placement {
+  /** Return true to hand the connection to another thread (its socket, not yet read from, is then not ours). */
+  placed(sock: Socket): boolean;
+  /** A connection served here ended (handshake done or not). */
+  released(): void;
 }
 
 /** The longest Identity a peer may announce (RFC 37: 255 octets; the first may not be zero). */
@@ -136,22 +145,54 @@ export class ZmtpRouter implements ConnectionOwner {
     if (ep === null) throw new Error(`${endpoint}: the zmtp transport serves tcp://HOST:PORT and ipc://PATH endpoints`);
     if (this.closing) throw new Error('router is closed');
     if (ep.kind === 'ipc' && !ep.path.startsWith('\0')) await removeStaleSocket(ep.path);
-    if (this.timer === null) {
-      this.period = Math.max(5, Math.min(1000, (this.opts.heartbeatInterval || this.opts.handshakeTimeout) / 2));
-      this.timer = setInterval(() => this.tick(performance.now()), this.period);
+    this.startTimer();
+    const server = await this.listen(listenOptions(ep));
+    this.servers.push({ server, path: ep.kind === 'ipc' && !ep.path.startsWith('\0') ? ep.path : null });
+    const addr = server.address();
+    return formatEndpoint(ep, typeof addr === 'object' && addr !== null ? addr.port : 0);
+  }
+
+  /** Accepts on a listening descriptor another router bound (--shards); this router owns `fd` (a dup) from now. */
+  async adopt(fd: number): Promise<void> {
+    if (this.closing) throw new Error('router is closed');
+    this.startTimer();
+    this.servers.push({ server: await this.listen({ fd }), path: null });
+  }
+
+  /** The listening descriptors of the endpoints bound here, in bind order. */
+  listeningDescriptors(): number[] {
+    return this.servers.map(({ server }) => (server as unknown as { _handle: { fd: number } })._handle.fd);
+  }
+
+  /** Serves a connection another thread accepted (--shards): a socket on a descriptor it handed over. */
+  serve(sock: Socket): void {
+    if (this.closing) {
+      sock.destroy();
+      return;
     }
-    const server = createServer((sock) => this.accept(sock));
+    this.startTimer();
+    this.counters.accepted++;
+    this.all.add(connectionOnSocket(sock, this, this.connOpts, performance.now()));
+  }
+
+  private startTimer(): void {
+    if (this.timer !== null) return;
+    this.period = Math.max(5, Math.min(1000, (this.opts.heartbeatInterval || this.opts.handshakeTimeout) / 2));
+    this.timer = setInterval(() => this.tick(performance.now()), this.period);
+  }
+
+  private async listen(where: ListenOptions | { fd: number }): Promise<Server> {
+    // With a placement hook, a connection is not read until it is known to stay on this thread.
+    const server = createServer({ pauseOnConnect: this.opts.placement !== undefined }, (sock) => this.accept(sock));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(listenOptions(ep), () => {
+      server.listen(where as ListenOptions, () => {
         server.off('error', reject);
         resolve();
       });
     });
     server.on('error', () => undefined);
-    this.servers.push({ server, path: ep.kind === 'ipc' && !ep.path.startsWith('\0') ? ep.path : null });
-    const addr = server.address();
-    return formatEndpoint(ep, typeof addr === 'object' && addr !== null ? addr.port : 0);
+    return server;
   }
 
   /** Queues [routing id, ...frames] for the connection `peer` names; written when the event loop turns. */
@@ -233,7 +274,7 @@ export class ZmtpRouter implements ConnectionOwner {
   }
 
   onClose(conn: ZmtpConnection, reason: CloseReason, unsent: number): void {
-    this.all.delete(conn as ZmtpConnection<Socket>);
+    if (this.all.delete(conn as ZmtpConnection<Socket>)) this.opts.placement?.released();
     this.counters[reason] = (this.counters[reason] ?? 0) + 1;
     // Messages accepted by send() but not yet written when the peer went: counted, never silent. (The core has
     // already re-queued what a gone worker held; what a gone client was owed has nobody left to take it.)
@@ -271,6 +312,10 @@ export class ZmtpRouter implements ConnectionOwner {
   private accept(sock: Socket): void {
     if (this.closing) {
       sock.destroy();
+      return;
+    }
+    if (this.opts.placement?.placed(sock) === true) {
+      this.counters['handed-off'] = (this.counters['handed-off'] ?? 0) + 1;
       return;
     }
     this.counters.accepted++;

@@ -1,10 +1,9 @@
-// Control messages between the main thread and shard threads (worker_threads postMessage). Frames, and the end of
-// each connection, travel in batches on a MessageChannel of their own (shard-io.ts); only these rare messages use
-// the thread's port.
+// Control messages between the main thread and the shard threads (worker_threads postMessage). What the shards say
+// to each other (requests, replies, work asked for, connections handed over) travels on their own ports in batches
+// (exchange.ts); only these rare messages use the thread's port.
 
 import type { CoreSnapshot, CoreStats, LogLevel } from '../../core/broker-core.js';
 import type { BrokerOptions } from '../options.js';
-import type { SendFailure } from '../../core/broker-core.js';
 import type { StatsSnapshot } from '../../core/stats.js';
 import type { MessagePort } from 'node:worker_threads';
 
@@ -13,26 +12,39 @@ export type ShardOptions = Omit<BrokerOptions, 'log'>;
 
 export interface ShardInit {
   index: number;
-  /** The frame pipe's shard end (transferred). */
-  port: MessagePort;
   opts: ShardOptions;
+  /** The counters every thread shares (board.ts). */
+  board: SharedArrayBuffer;
+  /** A port to every other shard, by index (null at its own). */
+  ports: (MessagePort | null)[];
 }
 
 export type ToShard =
-  /** A send to the connection with this serial failed (its end travels on the pipe, in order with its messages). */
-  | { type: 'sendFailed'; serial: number; why: SendFailure }
+  /** Shard 0: bind the endpoints. */
+  | { type: 'bind' }
+  /** The other shards: accept on these listening descriptors too (each takes its own duplicate). */
+  | { type: 'adopt'; fds: number[] }
   | { type: 'stats'; seq: number }
+  /** The mmi.stats answers from the last aggregation. */
+  | { type: 'statsReplies'; overall: string; perService: Record<string, string> }
+  /** Stop taking work, let busy workers finish, fail what is left (the exchange keeps running). */
+  | { type: 'drain' }
+  /** Every shard has drained: close the connections and end. */
   | { type: 'close' };
 
 export type FromShard =
   | { type: 'ready' }
-  /** departed: serials of connections whose worker the shard forgot (the next READY on them is routed afresh). */
-  | { type: 'report'; snapshot: CoreSnapshot; stats: CoreStats; served: string[]; departed: number[] }
+  | { type: 'bound'; endpoints: string[]; fds: number[] }
+  | { type: 'adopted' }
+  | { type: 'report'; snapshot: CoreSnapshot; stats: CoreStats; served: string[]; denied: number; connections: number }
   | { type: 'stats'; seq: number; snapshot: StatsSnapshot }
   | { type: 'log'; level: LogLevel; msg: string; fields?: Record<string, unknown> }
+  /** An mmi.stats question is held here: aggregate (a collection that starts now reaches it). */
+  | { type: 'statsWanted' }
+  | { type: 'drained' }
   | { type: 'closed' };
 
 export const LEVELS: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2 };
 
-/** How often a shard reports its counters and routing changes to the main thread. */
+/** How often a shard reports its counters to the main thread. */
 export const REPORT_MS = 50;
