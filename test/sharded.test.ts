@@ -106,3 +106,38 @@ test('--shards 2: a shard thread that dies is an `error` on the Broker that name
   assert.match(err.message, /^shard 1 died \(exited with code 1\): its connections, and the requests it held and queued, are lost/);
   await broker.close();
 });
+
+/** Connections each shard serves, as last reported (the shards are private to the broker: reached here to look). */
+function perShard(broker: Broker): number[] {
+  return (broker as unknown as { impl: { shards: { connections: number }[] } }).impl.shards.map((s) => s.connections);
+}
+
+test('--shards 2: a client and a worker on different shards: every request crosses to the worker\'s shard and its reply comes back, byte for byte', async (t) => {
+  const { broker, peer } = await sharded(t);
+  // Connections go to the shard serving the fewest: opened one after the other, these two land on different shards.
+  const w = peer();
+  await w.send(['', 'MDPW01', [1], 'far']);
+  assert.ok(await until(() => broker.snapshot().workers === 1));
+  const c = peer();
+  await c.send(['', 'MDPC01', 'mmi.service', 'far']);
+  assert.deepEqual(show(await c.recv()), ['', 'MDPC01', 'mmi.service', '200']);
+  assert.ok(await until(() => perShard(broker).join() === '1,1'), `one connection on each shard: ${perShard(broker)}`);
+  for (let i = 0; i < 20; i++) {
+    await c.send(['', 'MDPC01', 'far', `q${i}`, Buffer.alloc(3, i)]);
+    const req = await w.recvSkippingHeartbeats();
+    assert.ok(req);
+    assert.deepEqual(show(req).slice(0, 3), ['', 'MDPW01', '\x02']);
+    assert.deepEqual(show(req).slice(4), ['', `q${i}`, String.fromCharCode(i, i, i)]);
+    await w.send(['', 'MDPW01', [3], req[3], '', `r${i}`]);
+    assert.deepEqual(show(await c.recv()), ['', 'MDPC01', 'far', `r${i}`]);
+  }
+  assert.ok(await until(() => broker.stats().moved === 20 && broker.stats().replies === 20), JSON.stringify(broker.stats()));
+});
+
+test('--shards 2: a burst of 60 connections is served half by each shard', async (t) => {
+  const { broker, peer } = await sharded(t);
+  const peers = Array.from({ length: 60 }, () => peer());
+  await Promise.all(peers.map((p, i) => p.send(['', 'MDPW01', [1], `s${i}`])));
+  assert.ok(await until(() => broker.snapshot().workers === 60, 5000));
+  assert.ok(await until(() => perShard(broker).every((n) => n === 30)), `per shard: ${perShard(broker)}`);
+});

@@ -21,6 +21,8 @@ interface ShardState {
   snapshot: CoreSnapshot;
   stats: CoreStats | null;
   denied: number;
+  /** Connections it serves, as last reported. */
+  connections: number;
   exited: Promise<void>;
   /** The next control reply of this type resolves the waiter. */
   waiters: Map<FromShard['type'], (m: FromShard) => void>;
@@ -82,7 +84,7 @@ export class ShardedBroker {
       const transfer = ports[i].filter((p): p is MessagePort => p !== null);
       const thread = new Thread(new URL('./shard-thread.js', import.meta.url), { workerData: init, transferList: transfer });
       const exited = new Promise<void>((r) => thread.once('exit', () => r()));
-      const state: ShardState = { thread, snapshot: EMPTY_SNAPSHOT, stats: null, denied: 0, exited, waiters: new Map() };
+      const state: ShardState = { thread, snapshot: EMPTY_SNAPSHOT, stats: null, denied: 0, connections: 0, exited, waiters: new Map() };
       this.shards.push(state);
       ready.push(this.next(i, 'ready'));
       thread.on('message', (m: FromShard) => this.onShardMessage(i, m));
@@ -125,6 +127,7 @@ export class ShardedBroker {
       s.snapshot = m.snapshot;
       s.stats = m.stats;
       s.denied = m.denied;
+      s.connections = m.connections;
     } else if (m.type === 'stats') {
       const w = this.statsWaiters.get(m.seq);
       if (!w) return;
