@@ -45,8 +45,9 @@ Usage: mdbroker [options]
                              utf8[@SERVICE], json[@SERVICE], max-body=N[@SERVICE], module=PATH
   --offload MODE             none, stats, validation or all: what runs in the worker-thread pool (default ${d.offload})
   --offload-threads N        threads in that pool (default ${d.offloadThreads})
-  --shards N                 protocol cores on N worker threads behind one ROUTER (default ${d.shards})
-  --worker-credit N          zmtp, one shard: requests one worker connection may hold at once when the worker
+  --shards N                 N worker threads, each a whole broker for the connections it accepts on the same
+                             endpoints; requests cross threads only where the workers are (default ${d.shards})
+  --worker-credit N          zmtp: requests one worker connection may hold at once when the worker
                              offers credit (README, What the broker speaks); 1 = MDP's one at a time (default ${d.workerCredit})
   --curve-secret-key FILE    turn on CURVE encryption with this key pair (see 'mdbroker keygen')
   --allow-clients FILE       with CURVE: public keys allowed to connect as clients (one per line)
