@@ -46,8 +46,9 @@ export class Board {
     return Atomics.load(this.cells, t);
   }
 
-  addConnections(t: number, n: number): void {
-    Atomics.add(this.cells, t, n);
+  /** Adds to a thread's count; returns the count after. */
+  addConnections(t: number, n: number): number {
+    return Atomics.add(this.cells, t, n) + n;
   }
 
   /** The thread serving the fewest connections (this one on a tie). */

@@ -39,19 +39,18 @@ const spread = new Spread(board, exchange);
 /** Accepted connections go to the shard serving the fewest, as a duplicate of their descriptor. */
 const placement: Placement = {
   placed(sock) {
+    // Counted here first, then compared: two shards accepting at once both see the other's count.
+    const mine = board.addConnections(me, 1);
     const to = board.leastLoaded();
     const fd = (sock as unknown as { _handle: { fd?: number } | null })._handle?.fd;
-    if (to === me || board.connections(me) <= board.connections(to) || typeof fd !== 'number' || fd < 0) {
-      board.addConnections(me, 1);
-      return false;
-    }
+    if (to === me || mine <= board.connections(to) + 1 || typeof fd !== 'number' || fd < 0) return false;
     let copy: number;
     try {
       copy = dupDescriptor(fd);
     } catch {
-      board.addConnections(me, 1);
       return false;
     }
+    board.addConnections(me, -1);
     board.addConnections(to, 1);
     sock.destroy();
     exchange.put(to, Rec.Handoff, 0, copy, null);

@@ -65,6 +65,17 @@ export class ShardedBroker {
   }
 
   async start(): Promise<void> {
+    try {
+      await this.startShards();
+    } catch (err) {
+      // A shard that could not start (an endpoint in use, say) fails start(); the others must not linger.
+      this.stopping = true;
+      await Promise.all(this.shards.map((s) => s.thread.terminate()));
+      throw err;
+    }
+  }
+
+  private async startShards(): Promise<void> {
     const shardOpts: Partial<BrokerOptions> = { ...this.opts };
     delete shardOpts.log;
     const n = this.opts.shards;
