@@ -6,6 +6,8 @@ import assert from 'node:assert/strict';
 import { MessageChannel } from 'node:worker_threads';
 import { Exchange, Rec } from '../src/broker/sharded/exchange.js';
 import { Board, BOARD_SLOTS, boardBytes } from '../src/broker/sharded/board.js';
+import { MAX_MOVING_BYTES, Spread } from '../src/broker/sharded/spread.js';
+import { Peer } from '../src/core/peer.js';
 
 type Seen = [Rec, number, number, number, string[]];
 
@@ -92,4 +94,31 @@ test('board: past BOARD_SLOTS services a shard keeps new ones to itself (open is
   const a = new Board(new SharedArrayBuffer(boardBytes(1)), 0, 1);
   for (let i = 0; i < BOARD_SLOTS; i++) assert.ok(a.open(`s${i}`));
   assert.equal(a.open('one-too-many'), null);
+});
+
+test('spread: requests go to a shard with an idle worker until 64 MiB moved there is not yet taken in (a stalled shard gets no more)', (t) => {
+  const { port1, port2 } = new MessageChannel();
+  t.after(() => {
+    port1.close();
+    port2.close();
+  });
+  const sab = new SharedArrayBuffer(boardBytes(2));
+  const here = new Board(sab, 0, 2);
+  const there = new Board(sab, 1, 2);
+  const spread = new Spread(here, new Exchange(0, [null, port1]));
+  const theirs = there.open('echo');
+  assert.ok(theirs);
+  there.publish(theirs, 4, 0, 4);
+  here.told(1, Buffer.from('echo'), theirs.slot);
+  const mine = spread.open('echo');
+  assert.ok(mine);
+  assert.equal(spread.target(mine, 1), 1, 'the other shard has an idle worker and nothing queued');
+  const client = new Peer(9);
+  spread.move(1, [Buffer.from('id'), Buffer.alloc(MAX_MOVING_BYTES)], client);
+  assert.equal(spread.target(mine, 1), -1, 'held here while the other shard has not taken in what it was sent');
+  there.take(0, 2 + MAX_MOVING_BYTES);
+  assert.equal(spread.target(mine, 1), 1, 'and again once it has');
+  there.publish(theirs, 0, 3, 4);
+  assert.equal(spread.target(mine, 1), -1, 'no idle worker there: kept here (this shard has workers)');
+  assert.equal(spread.target(mine, 0), 1, 'this shard has no worker: to the shard with workers, busy or not');
 });

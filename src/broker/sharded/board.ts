@@ -15,7 +15,7 @@ export const BOARD_SLOTS = 16384;
 const CELLS = 3;
 
 export function boardBytes(threads: number): number {
-  return 4 * (threads + threads * BOARD_SLOTS * CELLS);
+  return 4 * (threads + threads * BOARD_SLOTS * CELLS + threads * threads);
 }
 
 /** A service's entry: its slot on this thread's board, and its slot on each other thread's (-1: none there). */
@@ -63,6 +63,18 @@ export class Board {
       }
     }
     return best;
+  }
+
+  // ---- moved requests ----
+
+  /** Bytes of moved requests thread `to` has taken in from thread `from` (uint32 arithmetic: it wraps). */
+  taken(from: number, to: number): number {
+    return Atomics.load(this.cells, this.threads + this.threads * BOARD_SLOTS * CELLS + from * this.threads + to);
+  }
+
+  /** This thread took in `bytes` of requests moved here by `from`. */
+  take(from: number, bytes: number): void {
+    Atomics.add(this.cells, this.threads + this.threads * BOARD_SLOTS * CELLS + from * this.threads + this.index, bytes);
   }
 
   // ---- services ----

@@ -124,6 +124,9 @@ let allEnded: (() => void) | null = null;
 exchange.start((kind, from, thread, n, frames) => {
   switch (kind) {
     case Rec.Request: {
+      let bytes = 0;
+      for (let i = 0; i < frames.length; i++) bytes += frames[i].length;
+      board.take(from, bytes);
       const client = thread === me ? inner.peer(n) : proxy(thread, n);
       if (client !== null) transport.moved(frames, client);
       return;

@@ -8,7 +8,15 @@ import type { Peer } from '../../core/peer.js';
 import type { Board, BoardEntry } from './board.js';
 import { Rec, type Exchange } from './exchange.js';
 
+/**
+ * Bytes of requests moved to one thread and not yet taken in by it. A thread that stops reading its port (stalled)
+ * gets no more until it catches up: its share of the work waits in the queues here, under their budgets.
+ */
+export const MAX_MOVING_BYTES = 64 * 1024 * 1024;
+
 export class Spread implements Neighbours {
+  /** Bytes moved to each thread so far (uint32 arithmetic, as the board's count of what it took). */
+  private readonly sent: Int32Array;
   /** Where the search for a thread with an idle worker starts, turning, so moved work spreads over them. */
   private start = 0;
   /** This turn's requests for work: per thread, per service name, how many. */
@@ -21,6 +29,12 @@ export class Spread implements Neighbours {
     private readonly exchange: Exchange,
   ) {
     this.pulls = Array.from({ length: board.threads }, () => new Map());
+    this.sent = new Int32Array(board.threads);
+  }
+
+  /** Bytes moved to `t` that it has not taken in yet. */
+  private moving(t: number): number {
+    return (this.sent[t] - this.board.taken(this.board.index, t)) | 0;
   }
 
   open(name: string): BoardEntry | null {
@@ -46,7 +60,7 @@ export class Spread implements Neighbours {
     let mostWorkers = 0;
     for (let k = 0; k < n; k++) {
       const t = (this.start + k) % n;
-      if (t === me || s.remote[t] < 0) continue;
+      if (t === me || s.remote[t] < 0 || this.moving(t) >= MAX_MOVING_BYTES) continue;
       if (b.idle(s, t) > 0 && b.queued(s, t) === 0) {
         this.start = t + 1;
         return t;
@@ -91,6 +105,9 @@ export class Spread implements Neighbours {
 
   move(to: number, frames: Buffer[], client: Peer): void {
     const home = client.home < 0 ? this.board.index : client.home;
+    let bytes = 0;
+    for (let i = 0; i < frames.length; i++) bytes += frames[i].length;
+    this.sent[to] = (this.sent[to] + bytes) | 0;
     this.exchange.put(to, Rec.Request, home, client.serial, frames);
   }
 
