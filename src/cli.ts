@@ -47,6 +47,9 @@ Usage: mdbroker [options]
   --offload-threads N        threads in that pool (default ${d.offloadThreads})
   --shards N                 N worker threads, each a whole broker for the connections it accepts on the same
                              endpoints; requests cross threads only where the workers are (default ${d.shards})
+  --titanic DIR              serve RFC 9's titanic.request/reply/close from a durable store in DIR (one thread)
+  --titanic-max-bytes N      bytes the store may hold; past it titanic.request answers 500 (default ${d.titanicMaxBytes})
+  --titanic-retention MS     delete stored requests and replies older than this (default ${d.titanicRetention})
   --worker-credit N          zmtp: requests one worker connection may hold at once when the worker
                              offers credit (README, What the broker speaks); 1 = MDP's one at a time (default ${d.workerCredit})
   --curve-secret-key FILE    turn on CURVE encryption with this key pair (see 'mdbroker keygen')
@@ -76,6 +79,9 @@ const spec = {
   'max-queued-bytes': { type: 'string' },
   'max-client-bytes': { type: 'string' },
   'worker-credit': { type: 'string' },
+  titanic: { type: 'string' },
+  'titanic-max-bytes': { type: 'string' },
+  'titanic-retention': { type: 'string' },
   'max-frames': { type: 'string' },
   'max-frame-bytes': { type: 'string' },
   'max-service-name': { type: 'string' },
@@ -198,6 +204,9 @@ function main(argv: string[]): void {
       offloadThreads: int(values, 'offload-threads', d.offloadThreads),
       shards: int(values, 'shards', d.shards),
       workerCredit: int(values, 'worker-credit', d.workerCredit),
+      titanic: (values.titanic as string | undefined) ?? d.titanic,
+      titanicMaxBytes: int(values, 'titanic-max-bytes', d.titanicMaxBytes),
+      titanicRetention: int(values, 'titanic-retention', d.titanicRetention),
       ...curveOptions(values),
       logLevel: level === 'debug' ? 'debug' : level === 'info' ? 'info' : 'warn',
       log,

@@ -22,13 +22,15 @@ export class CoreHost {
   private timer: NodeJS.Timeout | null = null;
   private readonly t0 = performance.now();
   private readonly memory = new MemoryReturn();
+  /** Runs on every clock tick after the core's (--titanic: retries and retention). */
+  onTick: ((now: number) => void) | null = null;
 
   constructor(
     private readonly opts: HostOptions,
     io: FrameIO,
     private readonly offload: Offload,
     private readonly log: LogFn,
-    neighbours: Neighbours | null = null,
+    extras: { neighbours?: Neighbours; shellServices?: (service: Buffer) => boolean } = {},
   ) {
     const rules = parseValidateFlags(opts.validate);
     const validates = rules.length > 0 ? (name: string) => appliesTo(rules, name) : null;
@@ -37,7 +39,7 @@ export class CoreHost {
     const budgets = { maxHeldBytes: Math.floor(opts.maxHeldBytes / share), maxClientBytes: Math.floor(opts.maxClientBytes / share) };
     // What each CURVE key may do (zmtp transport): each connection's Peer carries its key's rights, on any thread.
     const requireRights = io.requireRights ?? false;
-    this.core = new BrokerCore({ ...opts, ...budgets, requireRights, validates, mayRegister: accessPolicy(opts.workerGroups), neighbours }, log);
+    this.core = new BrokerCore({ ...opts, ...budgets, requireRights, validates, mayRegister: accessPolicy(opts.workerGroups), neighbours: extras.neighbours ?? null, shellServices: extras.shellServices ?? null }, log);
     const now = () => this.now();
     this.transport = new RouterTransport(io, this.core, now, (err) => log('warn', 'socket error', { err: String(err) }));
     this.admission = new AdmissionPump(this.core, offload, now, () => this.transport.flush());
@@ -60,6 +62,7 @@ export class CoreHost {
     const tick = () => {
       const now = this.now();
       this.core.tick(now);
+      this.onTick?.(now);
       this.transport.flush();
       const did = this.memory.tick(now, this.core.heldBytes);
       if (did !== null) {

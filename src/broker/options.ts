@@ -45,6 +45,12 @@ export interface BrokerOptions extends Omit<CoreOptions, 'limits' | 'validates'>
    * (protocol/extensions.ts); 1 offers none (MDP's one request at a time).
    */
   workerCredit: number;
+  /** --titanic DIR: serve RFC 9's titanic.* services from a durable store in DIR (null: off). */
+  titanic: string | null;
+  /** Bytes the Titanic store may hold. */
+  titanicMaxBytes: number;
+  /** Titanic requests and replies older than this are deleted (ms). */
+  titanicRetention: number;
   /** CURVE: the broker's key pair turns encryption on; null = plain TCP. */
   curveKeys: KeyPair | null;
   /** With CURVE, the public keys that may connect (clients and workers); null = any key. */
@@ -81,6 +87,9 @@ export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
   metricsHost: '127.0.0.1',
   shards: 1,
   workerCredit: 256,
+  titanic: null,
+  titanicMaxBytes: 1024 * 1024 * 1024,
+  titanicRetention: 7 * 24 * 3600 * 1000,
   curveKeys: null,
   allowKeys: null,
   clientKeys: null,
@@ -95,6 +104,10 @@ export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
 export function resolveOptions(opts: Partial<BrokerOptions>): BrokerOptions {
   const o: BrokerOptions = { ...DEFAULT_BROKER_OPTIONS, ...opts, limits: { ...DEFAULT_LIMITS, ...opts.limits } };
   if (!Number.isInteger(o.shards) || o.shards < 1) throw new ConfigError('shards', `shards must be a positive integer, got ${o.shards}`);
+  if (o.titanic !== null && o.titanic.startsWith('postgres')) throw new ConfigError('titanic', 'a PostgreSQL store for --titanic is not built yet; give a directory');
+  if (o.titanic !== null && o.shards > 1) throw new ConfigError('titanic', '--titanic runs on one thread for now; use --shards 1');
+  if (!Number.isInteger(o.titanicMaxBytes) || o.titanicMaxBytes < 1) throw new ConfigError('titanic-max-bytes', `titanic-max-bytes must be a positive integer, got ${o.titanicMaxBytes}`);
+  if (!Number.isInteger(o.titanicRetention) || o.titanicRetention < 1) throw new ConfigError('titanic-retention', `titanic-retention must be a positive integer of ms, got ${o.titanicRetention}`);
   if (!Number.isInteger(o.workerCredit) || o.workerCredit < 1 || o.workerCredit > MAX_CREDIT) {
     throw new ConfigError('worker-credit', `worker credit must be an integer from 1 to ${MAX_CREDIT}, got ${o.workerCredit}`);
   }

@@ -9,23 +9,51 @@ import { LoopDelay } from './loop-delay.js';
 import { StatsService, mmiStatsReplies } from './stats-service.js';
 import type { AggregateOutput } from './stats-report.js';
 import type { BrokerOptions } from './options.js';
+import { Titanic, isTitanicFrame } from '../titanic/titanic.js';
+import { StoreError } from '../titanic/store.js';
+import { ConfigError } from './config-error.js';
+
+/** The Titanic service on its store; a store that cannot be opened is a configuration error that says why. */
+function openTitanic(opts: BrokerOptions): Titanic {
+  try {
+    return new Titanic({ dir: opts.titanic as string, maxBytes: opts.titanicMaxBytes, retentionMs: opts.titanicRetention, maxServiceName: opts.limits.maxServiceName }, opts.log);
+  } catch (err) {
+    if (err instanceof StoreError) throw new ConfigError('titanic', err.message);
+    throw err;
+  }
+}
 
 export class SingleBroker {
   readonly listeners: Listeners;
   private readonly host: CoreHost;
   private readonly statsService: StatsService;
   private readonly loopDelay = new LoopDelay();
+  /** --titanic: RFC 9's services on a durable store. */
+  private readonly titanic: Titanic | null;
 
   constructor(opts: BrokerOptions) {
     // One pool (if any) for both stats aggregation and validation.
     const offload = new Offload(opts.offload, parseValidateFlags(opts.validate), opts.offloadThreads);
     this.listeners = new Listeners(opts);
-    this.host = new CoreHost(opts, this.listeners.io, offload, opts.log);
+    const titanic = opts.titanic === null ? null : openTitanic(opts);
+    this.titanic = titanic;
+    const io = titanic === null ? this.listeners.io : titanic.wrap(this.listeners.io);
+    this.host = new CoreHost(opts, io, offload, opts.log, titanic === null ? {} : { shellServices: isTitanicFrame });
     const core = this.host.core;
+    if (titanic !== null) {
+      const transport = this.host.transport;
+      const before = transport.afterHandle;
+      transport.afterHandle = before === null ? () => titanic.take() : () => {
+        before();
+        titanic.take();
+      };
+      this.host.onTick = (now) => titanic.tick(now);
+    }
     const collect = () => {
       const snap = core.statsSnapshot(Date.now(), this.host.now());
       this.loopDelay.take(snap.global);
       Object.assign(snap.global, this.listeners.counters());
+      if (this.titanic !== null) Object.assign(snap.global, this.titanic.counters());
       this.listeners.addDenials(snap);
       return [snap];
     };
@@ -57,6 +85,7 @@ export class SingleBroker {
   async start(): Promise<void> {
     // Reading starts before the endpoints are bound, so no peer's first message finds nobody listening.
     await this.host.start();
+    this.titanic?.attach(this.host.core, () => this.host.transport.flush(), () => this.host.now());
     await this.listeners.bind();
     await this.statsService.start();
   }
@@ -77,6 +106,7 @@ export class SingleBroker {
     await this.statsService.close();
     this.loopDelay.close();
     await this.host.drain();
+    await this.titanic?.close();
     await this.host.close();
     await this.listeners.close();
   }

@@ -53,6 +53,21 @@ export interface CoreOptions {
   requireRights: boolean;
   /** --shards N: the other threads' cores, to move requests to and from (null: this core is the whole broker). */
   neighbours: Neighbours | null;
+  /**
+   * Services the shell answers itself (--titanic: titanic.*): their requests go to `asked`, after the client's
+   * rights are checked, and the shell answers each with answerAsked() when it can (a durable write, say).
+   */
+  shellServices: ((service: Buffer) => boolean) | null;
+}
+
+/** A request for a service the shell answers (CoreOptions.shellServices). */
+export interface Asked {
+  readonly frames: Buffer[];
+  readonly peer: Peer;
+  readonly headerAt: number;
+  readonly bodyAt: number;
+  readonly version: Version;
+  readonly service: Buffer;
 }
 
 export const DEFAULT_CORE_OPTIONS: CoreOptions = {
@@ -70,6 +85,7 @@ export const DEFAULT_CORE_OPTIONS: CoreOptions = {
   mayRegister: null,
   requireRights: false,
   neighbours: null,
+  shellServices: null,
 };
 
 
@@ -478,6 +494,15 @@ export class BrokerCore implements MmiSource {
     }
   }
 
+  /** Requests for the services the shell answers (shellServices), in arrival order; the shell drains it. */
+  readonly asked: Asked[] = [];
+
+  /** The shell's answer to a request it took from `asked`: its body frames, sent as a FINAL reply. */
+  answerAsked(a: Asked, body: Buffer[]): void {
+    if (a.peer.gone) return;
+    this.reply(a.peer, a.frames, a.headerAt, a.version, C2.FINAL, a.service, body, 0);
+  }
+
   /** mmi.stats questions held now (statsReplies.deferred). */
   get statsWaiting(): number {
     return this.statsHeld.length;
@@ -572,6 +597,10 @@ export class BrokerCore implements MmiSource {
       }
     }
     if (isMmi(m.service)) return this.onMmi(frames, peer, m);
+    if (this.opts.shellServices !== null && !moved && this.opts.shellServices(m.service)) {
+      this.asked.push({ frames, peer, headerAt: m.headerAt, bodyAt: m.bodyAt, version: m.version, service: m.service });
+      return;
+    }
     if (this.stopping) return this.replyError(peer, frames, m.headerAt, m.version, m.service, 'shutdown', 'broker is shutting down');
     const name = m.service.toString('latin1');
     let svc = this.services.get(name);

@@ -112,7 +112,7 @@ const io: FrameIO = {
 
 // Stats aggregation happens on the main thread; a shard's pool, if any, is for validation only.
 const offload = new Offload(o.offload === 'all' || o.offload === 'validation' ? 'validation' : 'none', parseValidateFlags(o.validate), o.offloadThreads);
-const host = new CoreHost(o, io, offload, log, spread);
+const host = new CoreHost(o, io, offload, log, { neighbours: spread });
 const core = host.core;
 const transport = host.transport;
 const loopDelay = new LoopDelay();
