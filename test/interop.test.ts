@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startBroker, until } from './helpers.js';
+import { spawnBroker } from './support/spawn-broker.js';
 import { Client } from '../src/client/client.js';
 import { Worker } from '../src/client/worker.js';
 import { curveKeyPair } from 'zeromq';
@@ -163,4 +164,24 @@ test('pyzmq: a DEALER that announces a departed client\'s Identity gets none of 
   assert.equal(await exited, 0, output());
   assert.match(output(), /nothing for the thief/);
   assert.ok(await until(() => broker.stats().droppedReplies >= 1), 'the reply was dropped and counted');
+});
+
+const TSP = fileURLToPath(new URL('../../test/interop/tsp_checker.py', import.meta.url));
+
+test('a strict RFC 9 checker (pyzmq): 300 requests stored, the broker SIGKILLed and restarted on its store, every reply fetched and closed', { skip: NO_PYZMQ || (Number(process.env.MDBROKER_TEST_SHARDS ?? 1) > 1 ? '--titanic runs on one thread for now' : false) }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'mdb-tsp-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const flags = ['--stats-interval', '0', '--heartbeat-interval', '500', '--titanic', join(dir, 'store')];
+  const first = await spawnBroker(['--bind', 'tcp://127.0.0.1:*', ...flags]);
+  t.after(() => first.child.kill('SIGKILL'));
+  const uuids = join(dir, 'uuids');
+  const stored = runPython(t, [TSP, 'store', first.endpoint, '300', uuids]);
+  assert.equal(await stored.exited, 0, stored.output());
+  first.child.kill('SIGKILL');
+  await new Promise((r) => first.child.once('exit', r));
+  const second = await spawnBroker(['--bind', first.endpoint, ...flags]);
+  t.after(() => second.child.kill('SIGKILL'));
+  const finished = runPython(t, [TSP, 'finish', second.endpoint, uuids]);
+  assert.equal(await finished.exited, 0, finished.output());
+  assert.match(finished.output(), /tsp: ok \(300 replies/);
 });
