@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from '../src/client/client.js';
 import { Worker } from '../src/client/worker.js';
+import { TitanicError } from '../src/client/titanic-calls.js';
 import { startBroker } from './helpers.js';
 import { spawnBroker } from './support/spawn-broker.js';
 
@@ -107,4 +108,28 @@ test('titanic: a store directory held by a live broker is refused at startup wit
   const first = await spawnBroker(['--bind', 'tcp://127.0.0.1:*', '--stats-interval', '0', '--titanic', dir]);
   t.after(() => first.child.kill('SIGKILL'));
   await assert.rejects(startBroker({ shards: 1, titanic: dir }), /in use by another broker \(pid \d+\)/);
+});
+
+test('titanic from the Client: submit, result (pending, then the reply), close(uuid), durable(); 400 and 500 as TitanicError', { skip: Number(process.env.MDBROKER_TEST_SHARDS ?? 1) > 1 ? '--titanic runs on one thread for now' : false }, async (t) => {
+  const dir = storeDir(t);
+  const { broker, endpoint } = await startBroker({ ...HB, shards: 1, titanic: dir, titanicMaxBytes: 4096 });
+  const c = new Client({ endpoints: endpoint, timeout: 5000 });
+  t.after(async () => {
+    c.close();
+    await broker.close();
+  });
+  const uuid = await c.submit('echo', ['a', 'b']);
+  assert.match(uuid, /^[0-9a-f]{32}$/);
+  assert.equal(await c.result(uuid), null, 'pending, asked once');
+  const w = new Worker({ endpoint, service: 'echo', ...HB, handler: (b) => b.map((f) => `${f.toString()}!`) });
+  t.after(() => w.close());
+  assert.deepEqual((await c.result(uuid, { wait: 5000 }))?.map(String), ['a!', 'b!']);
+  await c.close(uuid);
+  await assert.rejects(c.result(uuid), (err: unknown) => err instanceof TitanicError && err.status === 400);
+  assert.deepEqual((await c.durable('echo', 'one call')).map(String), ['one call!']);
+  await assert.rejects(c.submit('echo', 'x'.repeat(8000)), (err: unknown) => err instanceof TitanicError && err.status === 500 && /budget/.test(err.reason));
+  const ac = new AbortController();
+  const waiting = c.result(await c.submit('nobody', 'x'), { wait: 60000, signal: ac.signal });
+  setTimeout(() => ac.abort(), 100);
+  await assert.rejects(waiting, (err: unknown) => err instanceof Error && err.name === 'AbortError');
 });

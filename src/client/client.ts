@@ -28,6 +28,7 @@ import { isErrorReply } from '../protocol/errors.js';
 import { EXT_REQUEST_ID, MMI_EXTENSIONS } from '../protocol/extensions.js';
 import { AbortError, ClosedError, EndpointError, MdpError, RefusedError, TimeoutError, UnavailableError, UnreachableError, decodeError } from './errors.js';
 import { toFrames, type Frame } from './sender.js';
+import { titanicClose, titanicDurable, titanicResult, titanicSubmit, type TitanicWaitOptions } from './titanic-calls.js';
 import type { CurveClientKeys, DealerOptions } from '../sockets/dealer.js';
 import { zmtpHeartbeat } from '../sockets/zeromq.js';
 import { endpointProblem } from '../sockets/endpoint.js';
@@ -228,9 +229,9 @@ export class Client extends EventEmitter<ClientEvents> {
   /** Sends a request and resolves with the reply body frames; rejects with BrokerError, TimeoutError, RefusedError or AbortError. */
   request(service: string, body?: Frame | readonly Frame[], opts: RequestOptions = {}): Promise<Buffer[]> {
     if (this.checksServices() && !service.startsWith('mmi.')) {
-      return this.checkServed(service).then(() => new Promise((resolve, reject) => this.submit(service, body, opts, resolve, reject, null)));
+      return this.checkServed(service).then(() => new Promise((resolve, reject) => this.launch(service, body, opts, resolve, reject, null)));
     }
-    return new Promise((resolve, reject) => this.submit(service, body, opts, resolve, reject, null));
+    return new Promise((resolve, reject) => this.launch(service, body, opts, resolve, reject, null));
   }
 
   /** failFast is on and means something (one endpoint). */
@@ -322,7 +323,7 @@ export class Client extends EventEmitter<ClientEvents> {
       wake = null;
       w?.();
     };
-    const p = this.submit(
+    const p = this.launch(
       service, body, opts,
       (final) => { chunks.push({ body: final, final: true }); done = true; notify(); },
       (err) => { failure = err; done = true; notify(); },
@@ -354,8 +355,34 @@ export class Client extends EventEmitter<ClientEvents> {
     return this.draining;
   }
 
-  /** Fails every pending request with ClosedError and closes the sockets. */
-  close(): void {
+  /**
+   * Titanic (RFC 9; a broker with --titanic): stores the request durably and resolves with its UUID. Rejects with
+   * TitanicError (status 400: the broker refused it as malformed; 500: not stored, try again later).
+   */
+  submit(service: string, body?: Frame | readonly Frame[], opts: RequestOptions = {}): Promise<string> {
+    return titanicSubmit(this, service, toFrames(body), opts);
+  }
+
+  /**
+   * Titanic: the reply of a stored request. Resolves with its body frames, or null while it is pending when `wait`
+   * (ms, default 0: ask once) has passed; polls meanwhile. Rejects with TitanicError 400 for a UUID the broker does
+   * not hold, and with AbortError when `signal` aborts.
+   */
+  result(uuid: string, opts: TitanicWaitOptions = {}): Promise<Buffer[] | null> {
+    return titanicResult(this, uuid, opts);
+  }
+
+  /** Titanic: submit, wait for the reply (up to `wait` ms, default: no limit), close; resolves with the reply. */
+  durable(service: string, body?: Frame | readonly Frame[], opts: TitanicWaitOptions = {}): Promise<Buffer[]> {
+    return titanicDurable(this, service, toFrames(body), opts);
+  }
+
+  /** Fails every pending request with ClosedError and closes the sockets. With a UUID: Titanic's close instead. */
+  close(): void;
+  /** Titanic: deletes a stored request and its reply (resolves whether or not the broker held it). */
+  close(uuid: string): Promise<void>;
+  close(uuid?: string): void | Promise<void> {
+    if (uuid !== undefined) return titanicClose(this, uuid);
     if (this.closed) return;
     this.closed = true;
     if (this.unstallTimer !== null) clearTimeout(this.unstallTimer);
@@ -366,7 +393,7 @@ export class Client extends EventEmitter<ClientEvents> {
     this.drained?.();
   }
 
-  private submit(
+  private launch(
     service: string,
     body: Frame | readonly Frame[] | undefined,
     opts: RequestOptions,

@@ -2,6 +2,7 @@
 // dependencies (no piscina, pino, prom-client or hdr-histogram-js).
 export { Client, type ClientOptions, type RequestOptions, type StreamChunk } from './client.js';
 export { Worker, type WorkerOptions, type Handler, type RequestContext } from './worker.js';
+export { TitanicError, type TitanicWaitOptions } from './titanic-calls.js';
 export { BrokerError, TimeoutError, ClosedError, AbortError, RefusedError, EndpointError, UnreachableError, UnavailableError, MdpError } from './errors.js';
 export { ERROR_MARK, ERROR_CODES, type ErrorCode } from '../protocol/errors.js';
 export type { Version } from '../protocol/codec.js';
