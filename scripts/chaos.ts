@@ -40,10 +40,10 @@ const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url));
 const WORKER = fileURLToPath(new URL('./chaos-worker.js', import.meta.url));
 
 const { values: argv } = parseArgs({
-  options: { brokers: { type: 'string', default: '1' }, shards: { type: 'string', default: '1' }, help: { type: 'boolean', short: 'h' } },
+  options: { brokers: { type: 'string', default: '1' }, shards: { type: 'string', default: '1' }, titanic: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
 });
 if (argv.help) {
-  process.stdout.write('npm run test:chaos [-- --brokers 2] [--shards N]\n  CHAOS_SECONDS (default 40), CHAOS_MIN_REQUESTS (default 20000)\n');
+  process.stdout.write('npm run test:chaos [-- --brokers 2] [--shards N] [--titanic]\n  CHAOS_SECONDS (default 40), CHAOS_MIN_REQUESTS (default 20000); --titanic: CHAOS_TITANIC_REQUESTS (default 10000)\n');
   process.exit(0);
 }
 const SHARDS = Number(argv.shards);
@@ -253,7 +253,15 @@ async function main(): Promise<number> {
   return ok ? 0 : 1;
 }
 
-main().then(
+// --titanic: durable requests through broker SIGKILLs (titanic-chaos.ts); otherwise the load above.
+const run = argv.titanic === true ? import('./titanic-chaos.js').then(async (m) => {
+  try {
+    return await m.titanicChaos();
+  } finally {
+    m.killAll();
+  }
+}) : main();
+run.then(
   (code) => {
     cleanup();
     process.exit(code);
