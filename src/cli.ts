@@ -50,6 +50,8 @@ Usage: mdbroker [options]
   --titanic DIR              serve RFC 9's titanic.request/reply/close from a durable store in DIR (one thread)
   --titanic-max-bytes N      bytes the store may hold; past it titanic.request answers 500 (default ${d.titanicMaxBytes})
   --titanic-retention MS     delete stored requests and replies older than this (default ${d.titanicRetention})
+  --titanic-hold MS          titanic.reply for a pending request waits this long for the reply before it says
+                             300, and answers 200 the moment the reply is stored; 0 = at once (default ${d.titanicHold})
   --worker-credit N          zmtp: requests one worker connection may hold at once when the worker
                              offers credit (README, What the broker speaks); 1 = MDP's one at a time (default ${d.workerCredit})
   --curve-secret-key FILE    turn on CURVE encryption with this key pair (see 'mdbroker keygen')
@@ -82,6 +84,7 @@ const spec = {
   titanic: { type: 'string' },
   'titanic-max-bytes': { type: 'string' },
   'titanic-retention': { type: 'string' },
+  'titanic-hold': { type: 'string' },
   'max-frames': { type: 'string' },
   'max-frame-bytes': { type: 'string' },
   'max-service-name': { type: 'string' },
@@ -207,6 +210,7 @@ function main(argv: string[]): void {
       titanic: (values.titanic as string | undefined) ?? d.titanic,
       titanicMaxBytes: int(values, 'titanic-max-bytes', d.titanicMaxBytes),
       titanicRetention: int(values, 'titanic-retention', d.titanicRetention),
+      titanicHold: int(values, 'titanic-hold', d.titanicHold, 0),
       ...curveOptions(values),
       logLevel: level === 'debug' ? 'debug' : level === 'info' ? 'info' : 'warn',
       log,

@@ -133,3 +133,24 @@ test('titanic from the Client: submit, result (pending, then the reply), close(u
   setTimeout(() => ac.abort(), 100);
   await assert.rejects(waiting, (err: unknown) => err instanceof Error && err.name === 'AbortError');
 });
+
+test('titanic --titanic-hold: a pending titanic.reply is answered 200 the moment the reply is stored, or 300 when the hold ends', { skip: Number(process.env.MDBROKER_TEST_SHARDS ?? 1) > 1 ? '--titanic runs on one thread for now' : false }, async (t) => {
+  const dir = storeDir(t);
+  const { broker, endpoint } = await startBroker({ ...HB, shards: 1, titanic: dir, titanicHold: 1000 });
+  const c = new Client({ endpoints: endpoint, timeout: 5000 });
+  t.after(async () => {
+    c.close();
+    await broker.close();
+  });
+  const uuid = str(await c.request('titanic.request', ['echo', 'held']))[1];
+  let started = Date.now();
+  assert.deepEqual(str(await c.request('titanic.reply', uuid)), ['300']);
+  const waited = Date.now() - started;
+  assert.ok(waited >= 950 && waited < 3000, `300 after the hold (${waited} ms)`);
+  started = Date.now();
+  const asked = c.request('titanic.reply', uuid);
+  const w = new Worker({ endpoint, service: 'echo', ...HB, handler: (b) => b });
+  t.after(() => w.close());
+  assert.deepEqual(str(await asked), ['200', 'held'], 'the held question gets the reply');
+  assert.ok(Date.now() - started < 3000);
+});

@@ -51,6 +51,8 @@ export interface BrokerOptions extends Omit<CoreOptions, 'limits' | 'validates'>
   titanicMaxBytes: number;
   /** Titanic requests and replies older than this are deleted (ms). */
   titanicRetention: number;
+  /** titanic.reply for a pending request waits up to this long for the reply before it answers 300 (ms; 0: at once). */
+  titanicHold: number;
   /** CURVE: the broker's key pair turns encryption on; null = plain TCP. */
   curveKeys: KeyPair | null;
   /** With CURVE, the public keys that may connect (clients and workers); null = any key. */
@@ -90,6 +92,7 @@ export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
   titanic: null,
   titanicMaxBytes: 1024 * 1024 * 1024,
   titanicRetention: 7 * 24 * 3600 * 1000,
+  titanicHold: 0,
   curveKeys: null,
   allowKeys: null,
   clientKeys: null,
@@ -107,6 +110,7 @@ export function resolveOptions(opts: Partial<BrokerOptions>): BrokerOptions {
   if (o.titanic !== null && o.titanic.startsWith('postgres')) throw new ConfigError('titanic', 'a PostgreSQL store for --titanic is not built yet; give a directory');
   if (o.titanic !== null && o.shards > 1) throw new ConfigError('titanic', '--titanic runs on one thread for now; use --shards 1');
   if (!Number.isInteger(o.titanicMaxBytes) || o.titanicMaxBytes < 1) throw new ConfigError('titanic-max-bytes', `titanic-max-bytes must be a positive integer, got ${o.titanicMaxBytes}`);
+  if (!Number.isInteger(o.titanicHold) || o.titanicHold < 0 || o.titanicHold > 60000) throw new ConfigError('titanic-hold', `titanic-hold must be an integer of ms from 0 to 60000, got ${o.titanicHold}`);
   if (!Number.isInteger(o.titanicRetention) || o.titanicRetention < 1) throw new ConfigError('titanic-retention', `titanic-retention must be a positive integer of ms, got ${o.titanicRetention}`);
   if (!Number.isInteger(o.workerCredit) || o.workerCredit < 1 || o.workerCredit > MAX_CREDIT) {
     throw new ConfigError('worker-credit', `worker credit must be an integer from 1 to ${MAX_CREDIT}, got ${o.workerCredit}`);

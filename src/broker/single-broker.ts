@@ -16,7 +16,7 @@ import { ConfigError } from './config-error.js';
 /** The Titanic service on its store; a store that cannot be opened is a configuration error that says why. */
 function openTitanic(opts: BrokerOptions): Titanic {
   try {
-    return new Titanic({ dir: opts.titanic as string, maxBytes: opts.titanicMaxBytes, retentionMs: opts.titanicRetention, maxServiceName: opts.limits.maxServiceName }, opts.log);
+    return new Titanic({ dir: opts.titanic as string, maxBytes: opts.titanicMaxBytes, retentionMs: opts.titanicRetention, holdMs: opts.titanicHold, maxServiceName: opts.limits.maxServiceName }, opts.log);
   } catch (err) {
     if (err instanceof StoreError) throw new ConfigError('titanic', err.message);
     throw err;

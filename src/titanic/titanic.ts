@@ -33,7 +33,12 @@ export interface TitanicOptions {
   maxExecuting?: number;
   /** Pause before a request that got a broker error runs again (ms). */
   retryMs?: number;
+  /** titanic.reply for a pending request waits up to this long for the reply before answering 300 (ms; 0: at once). */
+  holdMs?: number;
 }
+
+/** titanic.reply questions held at once for replies still pending; past this, 300 at once. */
+const MAX_HELD = 10000;
 
 /** Counters for mmi.stats and /metrics. */
 export interface TitanicCounters {
@@ -72,6 +77,10 @@ export class Titanic {
   private lastSweep = -Infinity;
   private readonly writes = new Set<Promise<unknown>>();
   private readonly counts = { stored: 0, answered: 0, expired: 0, refused: 0, retried: 0 };
+  /** titanic.reply questions waiting for their reply, by UUID, each with when it gets its 300. */
+  private readonly held = new Map<string, { a: Asked; until: number }[]>();
+  private heldCount = 0;
+  private holdTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly opts: TitanicOptions,
@@ -131,9 +140,11 @@ export class Titanic {
     if (ask.kind === 'bad') return core.answerAsked(a, answer(400, [], ask.why));
     if (service === TITANIC_REPLY && ask.kind === 'reply') {
       const s = this.store.get(ask.uuid);
+      if (s !== undefined && s.reply === null && this.hold(ask.uuid, a)) return;
       return core.answerAsked(a, s === undefined ? answer(400, [], 'unknown UUID') : s.reply === null ? answer(300) : answer(200, s.reply));
     }
     if (service === TITANIC_CLOSE && ask.kind === 'close') {
+      this.release(ask.uuid);
       return this.write(this.store.remove(ask.uuid), () => core.answerAsked(a, answer(200)), a);
     }
     if (ask.kind !== 'request') return;
@@ -206,6 +217,7 @@ export class Titanic {
     const done = this.store.answer(uuid, body).then(
       (stored) => {
         if (stored) this.counts.answered++;
+        this.release(uuid);
       },
       (err: unknown) => this.log('warn', 'titanic: storing a reply failed; the request will run again after a restart', { uuid, err: String(err) }),
     );
@@ -231,13 +243,69 @@ export class Titanic {
       this.executing.delete(uuid);
       this.waiting = this.waiting.filter((s) => s.uuid !== uuid);
       this.retries = this.retries.filter((r) => r.s.uuid !== uuid);
+      this.release(uuid);
       void this.store.remove(uuid);
+    }
+  }
+
+  /** Holds a titanic.reply for a pending request until its reply is stored or holdMs pass; false: answer now. */
+  private hold(uuid: string, a: Asked): boolean {
+    const ms = this.opts.holdMs ?? 0;
+    if (ms <= 0 || this.stopping || this.heldCount >= MAX_HELD) return false;
+    const list = this.held.get(uuid);
+    const entry = { a, until: performance.now() + ms };
+    if (list === undefined) this.held.set(uuid, [entry]);
+    else list.push(entry);
+    this.heldCount++;
+    // One timer while anything is held, at a tenth of the hold: a 300 comes within 10% of holdMs late at most.
+    this.holdTimer ??= setInterval(() => this.expireHolds(), Math.max(5, Math.floor(ms / 10)));
+    return true;
+  }
+
+  /** Answers every held question for this UUID from the store as it is now (200, or 400 once closed). */
+  private release(uuid: string): void {
+    const list = this.held.get(uuid);
+    if (list === undefined) return;
+    this.held.delete(uuid);
+    this.heldCount -= list.length;
+    const core = this.core as BrokerCore;
+    const s = this.store.get(uuid);
+    const body = s === undefined ? answer(400, [], 'unknown UUID') : s.reply === null ? answer(300) : answer(200, s.reply);
+    for (const { a } of list) core.answerAsked(a, body);
+    this.flush();
+    this.stopHoldTimer();
+  }
+
+  private expireHolds(): void {
+    const now = performance.now();
+    const core = this.core as BrokerCore;
+    let any = false;
+    for (const [uuid, list] of this.held) {
+      const left = list.filter((h) => {
+        if (h.until > now && !this.stopping) return true;
+        core.answerAsked(h.a, answer(300));
+        any = true;
+        return false;
+      });
+      this.heldCount -= list.length - left.length;
+      if (left.length === 0) this.held.delete(uuid);
+      else if (left.length < list.length) this.held.set(uuid, left);
+    }
+    if (any) this.flush();
+    this.stopHoldTimer();
+  }
+
+  private stopHoldTimer(): void {
+    if (this.heldCount === 0 && this.holdTimer !== null) {
+      clearInterval(this.holdTimer);
+      this.holdTimer = null;
     }
   }
 
   /** Stops running requests, waits for the writes in progress, closes the store. */
   async close(): Promise<void> {
     this.stopping = true;
+    this.expireHolds();
     await Promise.allSettled([...this.writes]);
     await this.store.close();
   }
