@@ -2,7 +2,7 @@
 // with the load generator in its own process, and prints one comparison table.
 
 import { parseArgs } from 'node:util';
-import { fork, type ChildProcess } from 'node:child_process';
+import { fork, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -363,6 +363,7 @@ async function main(): Promise<number> {
       const c = JSON.parse(readFileSync(`${CONFIG_DIR}/${f}`, 'utf8')) as ConfigFile;
       process.stdout.write(`${f.replace(/\.json$/, '').padEnd(14)} ${c.runs.length} run(s)  ${c.description ?? ''}\n`);
     }
+    process.stdout.write(`${'titanic'.padEnd(14)} durable requests (--titanic) against NATS JetStream, submit to reply available (bench/titanic.ts)\n`);
     return 0;
   }
   if (values.compare) {
@@ -374,6 +375,12 @@ async function main(): Promise<number> {
     return 0;
   }
   if (positionals.length > 0) throw new Error(`unexpected argument(s): ${positionals.join(' ')} (files are only taken by --compare)`);
+  if (values.config === 'titanic') {
+    // Durable requests against NATS JetStream: their own harness (three processes per system), bench/titanic.ts.
+    const args = [fileURLToPath(new URL('./titanic.js', import.meta.url)), '--rounds', values.repeat === '1' ? '3' : String(values.repeat)];
+    if (values.json !== undefined && values.json !== '-') args.push('--out', values.json);
+    return spawnSync(process.execPath, args, { stdio: 'inherit' }).status ?? 1;
+  }
   quiet = values.json === '-';
   const repeat = Number(values.repeat);
   if (!Number.isInteger(repeat) || repeat < 1) throw new Error(`--repeat must be a positive integer, got '${values.repeat}'`);

@@ -22,7 +22,8 @@ import { Client } from '../src/client/client.js';
 import { Worker } from '../src/client/worker.js';
 import { spawnBroker } from '../test/support/spawn-broker.js';
 
-type System = 'mdbroker' | 'jetstream';
+/** mdbroker-hold: --titanic-hold 500 (a pending titanic.reply answered when the reply is stored). */
+type System = 'mdbroker' | 'mdbroker-hold' | 'jetstream';
 const BODY = Buffer.alloc(100, 0x61);
 const POLL_MS = 2;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -65,13 +66,14 @@ async function startServer(system: System, dir: string): Promise<{ proc: ChildPr
     }
     return { proc, endpoint: `127.0.0.1:${port}` };
   }
-  const b = await spawnBroker(['--bind', 'tcp://127.0.0.1:*', '--stats-interval', '0', '--titanic', dir]);
+  const hold = system === 'mdbroker-hold' ? ['--titanic-hold', '500'] : [];
+  const b = await spawnBroker(['--bind', 'tcp://127.0.0.1:*', '--stats-interval', '0', '--titanic', dir, ...hold]);
   return { proc: b.child, endpoint: b.endpoint };
 }
 
 /** The worker process. */
 async function worker(system: System, endpoint: string): Promise<void> {
-  if (system === 'mdbroker') {
+  if (system !== 'jetstream') {
     new Worker({ endpoint, service: 'echo', handler: (b) => b });
     return;
   }
@@ -97,7 +99,7 @@ async function clientRun(system: System, endpoint: string, requests: number, dep
   let fetch: (key: string) => Promise<boolean>;
   let done: (key: string) => Promise<void>;
   let close: () => Promise<void>;
-  if (system === 'mdbroker') {
+  if (system !== 'jetstream') {
     const c = new Client({ endpoints: endpoint, timeout: 10000 });
     submit = () => c.submit('echo', BODY);
     fetch = async (uuid) => (await c.result(uuid)) !== null;
@@ -175,7 +177,7 @@ async function main(): Promise<void> {
   const { values } = parseArgs({ options: { rounds: { type: 'string', default: '3' }, requests: { type: 'string', default: '5000' }, depth: { type: 'string', default: '64' }, out: { type: 'string' } } });
   const requests = Number(values.requests);
   const depth = Number(values.depth);
-  const systems: System[] = spawnSync('nats-server', ['--version']).status === 0 ? ['mdbroker', 'jetstream'] : ['mdbroker'];
+  const systems: System[] = spawnSync('nats-server', ['--version']).status === 0 ? ['mdbroker', 'mdbroker-hold', 'jetstream'] : ['mdbroker', 'mdbroker-hold'];
   if (systems.length === 1) console.error('nats-server is not installed (apt-get install nats-server): the JetStream rows are skipped');
   const runs: Record<string, Round[]> = Object.fromEntries(systems.map((s) => [s, []]));
   for (let r = 0; r < Number(values.rounds); r++) {
@@ -191,7 +193,7 @@ async function main(): Promise<void> {
   }]));
   const out = {
     what: 'durable requests, submit to reply available, 100 B, server/worker/client in their own processes',
-    durability: { mdbroker: 'fsync per group commit (LMDB, every write of a turn in one synced transaction)', jetstream: 'JetStream default (file storage, no fsync per message)' },
+    durability: { mdbroker: 'fsync per group commit (LMDB, every write of a turn in one synced transaction)', 'mdbroker-hold': 'the same, with --titanic-hold 500', jetstream: 'JetStream default (file storage, no fsync per message)' },
     requests, depth, pollMs: POLL_MS, node: process.version, medians, runs,
   };
   const text = JSON.stringify(out, null, 2);
