@@ -48,7 +48,10 @@ test('10,000 pipelined requests over 4 workers: every one answered exactly once,
   const secs = (performance.now() - t0) / 1000;
   assert.ok(seen.every((n) => n === 1), 'each request answered exactly once');
   assert.ok(await until(() => broker.stats().replies === N), 'broker counted every reply');
-  assert.equal(workers.reduce((a, w) => a + w.served, 0), N);
+  // A request runs twice only when the broker gave its first worker up (a heartbeat expiry after this process's event
+  // loop stalled, as a loaded CI machine can make it: seen once in a --shards 2 pass) and requeued it.
+  const runs = () => workers.reduce((a, w) => a + w.served, 0);
+  assert.ok(await until(() => runs() >= N && runs() - N <= broker.stats().requeued), `${runs()} runs for ${N} requests, ${broker.stats().requeued} requeued`);
   t.diagnostic(`10000 requests in ${secs.toFixed(2)} s = ${Math.round(N / secs)} req/s (broker, client and 4 workers in one process)`);
 });
 
