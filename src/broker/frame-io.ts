@@ -35,6 +35,28 @@ export interface FrameIO {
   close(): Promise<void>;
 }
 
+/**
+ * `io` serving some peers that are none of its connections (a shard's stand-ins for other shards' clients, Titanic's
+ * internal client): what the core sends them goes to `elsewhere`, and they are never paused. `sink` may wrap what
+ * `io` delivers to the core.
+ */
+export function withStandIns(
+  io: FrameIO,
+  isStandIn: (peer: Peer) => boolean,
+  elsewhere: (msg: Buffer[], peer: Peer) => void,
+  sink: (s: FrameSink) => FrameSink = (s) => s,
+): FrameIO {
+  return {
+    start: (s) => io.start(sink(s)),
+    send: (msg, peer, tag) => (isStandIn(peer) ? elsewhere(msg, peer) : io.send(msg, peer, tag)),
+    peer: (serial) => io.peer(serial),
+    pause: (peer) => (isStandIn(peer) ? undefined : io.pause?.(peer)),
+    resume: (peer) => (isStandIn(peer) ? undefined : io.resume?.(peer)),
+    requireRights: io.requireRights,
+    close: () => io.close(),
+  };
+}
+
 /** What a failed libzmq send means for the core: the peer is gone, its pipe is full, or (null) neither. */
 export function sendFailure(err: unknown): SendFailure | null {
   const code = errorCode(err);

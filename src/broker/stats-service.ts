@@ -14,9 +14,6 @@ export interface StatsServiceOptions {
   log: LogFn;
 }
 
-/** mmi.stats questions held for one fresh aggregation (sharded broker); beyond this many, the latest report answers. */
-const MAX_WAITING = 1000;
-
 /** What freshNow() may spend on aggregations in a burst (ms); it earns it back at a tenth of the clock. */
 const NOW_BUDGET_MS = 100;
 
@@ -100,25 +97,6 @@ export class StatsService {
     const done = performance.now();
     this.budgetMs -= done - t;
     this.budgetAt = done;
-  }
-
-  private waiting: (() => void)[] = [];
-
-  /**
-   * The sharded broker's mmi.stats (its figures come from other threads, so a turn later): calls answer() once an
-   * aggregation that started after this call is installed. Questions asked meanwhile share it; past 1,000 waiting
-   * the installed report answers at once; a failed aggregation answers with the last report.
-   */
-  whenFresh(answer: () => void): void {
-    if (this.waiting.length >= MAX_WAITING) return answer();
-    this.waiting.push(answer);
-    if (this.waiting.length > 1) return;
-    const flush = () => {
-      const w = this.waiting;
-      this.waiting = [];
-      for (const a of w) a();
-    };
-    this.fresh().then(flush, flush);
   }
 
   /** An aggregation that starts after this call (mmi.stats answers must include what came before the question). */

@@ -41,7 +41,7 @@ export class Peer {
 
   constructor(
     /** Unique among this thread's connections for the life of the process, never reused (unlike a routing id). */
-  readonly serial: number,
+    readonly serial: number,
     /** Its CURVE key's rights; null on a connection without a key (then only a core with no policy serves it). */
     readonly rights: Rights | null = null,
   ) {}

@@ -108,7 +108,8 @@ export class TitanicStore {
   private readonly db: RootDatabase<Buffer, string>;
   /** Bytes of the records held now (as encoded). */
   bytes = 0;
-  private readonly sizes = new Map<string, number>();
+  /** Each record's size and when its request was stored (retention scans this, not the disk). */
+  private readonly records = new Map<string, { bytes: number; storedAt: number }>();
   private closed = false;
 
   private constructor(
@@ -118,7 +119,7 @@ export class TitanicStore {
   ) {
     this.db = open<Buffer, string>({ path: join(dir, 'titanic.lmdb'), encoding: 'binary', compression: false, overlappingSync: false });
     for (const { key, value } of this.db.getRange()) {
-      this.sizes.set(key, value.length);
+      this.records.set(key, { bytes: value.length, storedAt: value.readDoubleLE(2) });
       this.bytes += value.length;
     }
   }
@@ -145,11 +146,6 @@ export class TitanicStore {
     }
   }
 
-  /** Whether a request of this many body and service bytes fits the budget now. */
-  fits(service: Buffer, body: readonly Buffer[]): boolean {
-    return this.bytes + encode(0, service, body, null).length <= this.opts.maxBytes;
-  }
-
   /**
    * Stores a new request durably: resolves once it is on disk. Throws StoreError at once, writing nothing, when it
    * would take the store past its byte budget.
@@ -159,7 +155,7 @@ export class TitanicStore {
     if (this.bytes + value.length > this.opts.maxBytes) {
       throw new StoreError(`the store holds ${this.bytes} bytes; this request (${value.length}) would pass its budget of ${this.opts.maxBytes}`);
     }
-    this.account(uuid, value.length);
+    this.account(uuid, value.length, now);
     await this.db.put(uuid, value);
   }
 
@@ -168,7 +164,7 @@ export class TitanicStore {
     const s = this.get(uuid);
     if (s === undefined) return false;
     const value = encode(s.storedAt, s.service, s.body, reply);
-    this.account(uuid, value.length);
+    this.account(uuid, value.length, s.storedAt);
     await this.db.put(uuid, value);
     return true;
   }
@@ -180,10 +176,10 @@ export class TitanicStore {
 
   /** Deletes a request and its reply, durably; resolves true whether or not it was there (idempotent). */
   async remove(uuid: string): Promise<boolean> {
-    const had = this.sizes.get(uuid);
+    const had = this.records.get(uuid);
     if (had !== undefined) {
-      this.sizes.delete(uuid);
-      this.bytes -= had;
+      this.records.delete(uuid);
+      this.bytes -= had.bytes;
     }
     await this.db.remove(uuid);
     return true;
@@ -199,13 +195,13 @@ export class TitanicStore {
   /** UUIDs of the requests stored before `before` (ms since the epoch): past their retention. */
   storedBefore(before: number): string[] {
     const out: string[] = [];
-    for (const { key, value } of this.db.getRange()) if (value.readDoubleLE(2) < before) out.push(key);
+    for (const [uuid, r] of this.records) if (r.storedAt < before) out.push(uuid);
     return out;
   }
 
   /** Records held now. */
   get count(): number {
-    return this.sizes.size;
+    return this.records.size;
   }
 
   async close(): Promise<void> {
@@ -215,8 +211,8 @@ export class TitanicStore {
     if (liveHolder(this.lock) === null) rmSync(this.lock, { force: true });
   }
 
-  private account(uuid: string, size: number): void {
-    this.bytes += size - (this.sizes.get(uuid) ?? 0);
-    this.sizes.set(uuid, size);
+  private account(uuid: string, size: number, storedAt: number): void {
+    this.bytes += size - (this.records.get(uuid)?.bytes ?? 0);
+    this.records.set(uuid, { bytes: size, storedAt });
   }
 }

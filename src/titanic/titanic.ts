@@ -17,7 +17,7 @@ import type { Asked, BrokerCore, LogFn } from '../core/broker-core.js';
 import { Peer } from '../core/peer.js';
 import { EMPTY, MDPC01 } from '../protocol/codec.js';
 import { isErrorMark } from '../protocol/errors.js';
-import type { FrameIO, FrameSink } from '../broker/frame-io.js';
+import { withStandIns, type FrameIO } from '../broker/frame-io.js';
 import { StoreError, TitanicStore, type Stored } from './store.js';
 import { TITANIC_CLOSE, TITANIC_REPLY, answer, isTitanic, parseAsk, type TitanicService } from './tsp.js';
 
@@ -59,6 +59,11 @@ export function isTitanicFrame(service: Buffer): boolean {
   return service.length > TITANIC_PREFIX.length && service.subarray(0, TITANIC_PREFIX.length).equals(TITANIC_PREFIX) && isTitanic(service.toString('latin1'));
 }
 
+/** titanic.reply's answer for a request as the store holds it now: 200 and the reply, 300 pending, 400 unknown. */
+function replyFor(s: Stored | undefined): Buffer[] {
+  return s === undefined ? answer(400, [], 'unknown UUID') : s.reply === null ? answer(300) : answer(200, s.reply);
+}
+
 export class Titanic {
   /** The internal client whose requests are the stored ones. */
   readonly peer = new Peer(-1);
@@ -93,16 +98,7 @@ export class Titanic {
 
   /** The broker's frame stream, with what the core sends our internal client taken here. */
   wrap(io: FrameIO): FrameIO {
-    const own = this.peer;
-    return {
-      start: (sink: FrameSink) => io.start(sink),
-      send: (msg, peer, tag) => (peer === own ? this.onReply(msg) : io.send(msg, peer, tag)),
-      peer: (serial) => io.peer(serial),
-      pause: (peer) => (peer === own ? undefined : io.pause?.(peer)),
-      resume: (peer) => (peer === own ? undefined : io.resume?.(peer)),
-      requireRights: io.requireRights,
-      close: () => io.close(),
-    };
+    return withStandIns(io, (peer) => peer === this.peer, (msg) => this.onReply(msg));
   }
 
   /** Starts serving: every stored request without a reply runs. */
@@ -141,7 +137,7 @@ export class Titanic {
     if (service === TITANIC_REPLY && ask.kind === 'reply') {
       const s = this.store.get(ask.uuid);
       if (s !== undefined && s.reply === null && this.hold(ask.uuid, a)) return;
-      return core.answerAsked(a, s === undefined ? answer(400, [], 'unknown UUID') : s.reply === null ? answer(300) : answer(200, s.reply));
+      return core.answerAsked(a, replyFor(s));
     }
     if (service === TITANIC_CLOSE && ask.kind === 'close') {
       this.release(ask.uuid);
@@ -151,14 +147,8 @@ export class Titanic {
     const uuid = randomBytes(16).toString('hex');
     // Copied: the frames are views of a read chunk, and the request outlives this turn.
     const stored: Stored = { uuid, storedAt: Date.now(), service: Buffer.from(ask.service), body: ask.body.map((f) => Buffer.from(f)), reply: null };
-    let wrote: Promise<void>;
-    try {
-      wrote = this.store.store(uuid, stored.service, stored.body, stored.storedAt);
-    } catch (err) {
-      this.counts.refused++;
-      return core.answerAsked(a, answer(500, [], err instanceof StoreError ? err.message : 'store error'));
-    }
-    this.write(wrote, () => {
+    // Past the byte budget the write rejects at once with a StoreError, nothing written: write() answers 500.
+    this.write(this.store.store(uuid, stored.service, stored.body, stored.storedAt), () => {
       this.counts.stored++;
       core.answerAsked(a, answer(200, [Buffer.from(uuid, 'latin1')]));
       this.waiting.push(stored);
@@ -169,7 +159,7 @@ export class Titanic {
   /** Runs `then` once the write is durable; a failed write answers `500` (the client may retry), never `200`. */
   private write(p: Promise<unknown>, then: () => void, a: Asked): void {
     const core = this.core as BrokerCore;
-    const tracked = p.then(
+    this.track(p.then(
       () => {
         then();
         this.flush();
@@ -180,9 +170,13 @@ export class Titanic {
         core.answerAsked(a, answer(500, [], err instanceof StoreError ? err.message : 'store write failed'));
         this.flush();
       },
-    );
-    this.writes.add(tracked);
-    void tracked.finally(() => this.writes.delete(tracked));
+    ));
+  }
+
+  /** A store write close() waits for. */
+  private track(p: Promise<unknown>): void {
+    this.writes.add(p);
+    void p.finally(() => this.writes.delete(p));
   }
 
   /** Puts waiting requests into the core, up to maxExecuting at once. */
@@ -204,7 +198,8 @@ export class Titanic {
   private onReply(msg: Buffer[]): void {
     const uuid = msg[0].toString('latin1');
     if (!this.executing.delete(uuid)) return;
-    const body = msg.slice(4).map((f) => Buffer.from(f));
+    // Views of the worker's read chunk: store.answer() encodes (copies) them before it first waits.
+    const body = msg.slice(4);
     if (body.length > 0 && isErrorMark(body[0])) {
       // A broker error: not the service's reply. It runs again after a pause (unless closed or expired meanwhile).
       const s = this.store.get(uuid);
@@ -214,15 +209,13 @@ export class Titanic {
       }
       return this.pump();
     }
-    const done = this.store.answer(uuid, body).then(
+    this.track(this.store.answer(uuid, body).then(
       (stored) => {
         if (stored) this.counts.answered++;
         this.release(uuid);
       },
       (err: unknown) => this.log('warn', 'titanic: storing a reply failed; the request will run again after a restart', { uuid, err: String(err) }),
-    );
-    this.writes.add(done);
-    void done.finally(() => this.writes.delete(done));
+    ));
     this.pump();
   }
 
@@ -269,8 +262,7 @@ export class Titanic {
     this.held.delete(uuid);
     this.heldCount -= list.length;
     const core = this.core as BrokerCore;
-    const s = this.store.get(uuid);
-    const body = s === undefined ? answer(400, [], 'unknown UUID') : s.reply === null ? answer(300) : answer(200, s.reply);
+    const body = replyFor(this.store.get(uuid));
     for (const { a } of list) core.answerAsked(a, body);
     this.flush();
     this.stopHoldTimer();

@@ -164,7 +164,7 @@ export class ZmtpRouter implements ConnectionOwner {
     return this.servers.map(({ server }) => (server as unknown as { _handle: { fd: number } })._handle.fd);
   }
 
-  /** Serves a connection another thread accepted (--shards): a socket on a descriptor it handed over. */
+  /** Serves a connection: one accepted here and kept, or one another thread accepted and handed over (--shards). */
   serve(sock: Socket): void {
     if (this.closing) {
       sock.destroy();
@@ -318,8 +318,7 @@ export class ZmtpRouter implements ConnectionOwner {
       this.counters['handed-off'] = (this.counters['handed-off'] ?? 0) + 1;
       return;
     }
-    this.counters.accepted++;
-    this.all.add(connectionOnSocket(sock, this, this.connOpts, performance.now()));
+    this.serve(sock);
   }
 
   private tick(now: number): void {

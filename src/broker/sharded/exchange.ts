@@ -70,11 +70,6 @@ export class Exchange {
     });
   }
 
-  /** The number of threads, this one included. */
-  get count(): number {
-    return this.ports.length;
-  }
-
   put(to: number, kind: Rec, thread: number, n: number, frames: Buffer[] | null): void {
     const box = this.out[to];
     if (box === null || this.closed) return;

@@ -36,7 +36,7 @@ export type FromShard =
   | { type: 'ready' }
   | { type: 'bound'; endpoints: string[]; fds: number[] }
   | { type: 'adopted' }
-  | { type: 'report'; snapshot: CoreSnapshot; stats: CoreStats; served: string[]; denied: number; connections: number }
+  | { type: 'report'; snapshot: CoreSnapshot; stats: CoreStats; denied: number; connections: number }
   | { type: 'stats'; seq: number; snapshot: StatsSnapshot }
   | { type: 'log'; level: LogLevel; msg: string; fields?: Record<string, unknown> }
   /** An mmi.stats question is held here: aggregate (a collection that starts now reaches it). */

@@ -14,7 +14,7 @@ import { Offload } from '../offload.js';
 import { parseValidateFlags } from '../validation.js';
 import { mmiStatsReplies } from '../stats-service.js';
 import type { AggregateOutput } from '../stats-report.js';
-import type { FrameIO, FrameSink } from '../frame-io.js';
+import { withStandIns } from '../frame-io.js';
 import type { Placement, ZmtpRouter } from '../../zmtp/router.js';
 import { Board } from './board.js';
 import { Exchange, Rec } from './exchange.js';
@@ -82,33 +82,21 @@ function proxy(home: number, serial: number): Peer {
 let repliesUnrouted = 0;
 
 /** The core's frame stream: this shard's connections, and through the exchange, the clients of the others. */
-const io: FrameIO = {
-  start(sink: FrameSink) {
-    return inner.start({
-      message: (frames, peer) => sink.message(frames, peer),
-      sendFailed: (peer, why, tag) => sink.sendFailed(peer, why, tag),
-      peerClosed: (peer) => {
-        // Shards that were handed its requests drop them (and their replies) as they would for their own.
-        if (peer.spread) exchange.broadcast(Rec.Gone, me, peer.serial, null);
-        sink.peerClosed(peer);
-      },
-      error: (err) => sink.error(err),
-    });
-  },
-  send(msg, peer, tag) {
-    if (peer.home >= 0) exchange.put(peer.home, Rec.Reply, me, peer.serial, msg);
-    else inner.send(msg, peer, tag);
-  },
-  peer: (serial) => inner.peer(serial),
-  pause(peer) {
-    if (peer.home < 0) inner.pause?.(peer);
-  },
-  resume(peer) {
-    if (peer.home < 0) inner.resume?.(peer);
-  },
-  requireRights: inner.requireRights,
-  close: () => inner.close(),
-};
+const io = withStandIns(
+  inner,
+  (peer) => peer.home >= 0,
+  (msg, peer) => exchange.put(peer.home, Rec.Reply, me, peer.serial, msg),
+  (sink) => ({
+    message: (frames, peer) => sink.message(frames, peer),
+    sendFailed: (peer, why, tag) => sink.sendFailed(peer, why, tag),
+    peerClosed: (peer) => {
+      // Shards that were handed its requests drop them (and their replies) as they would for their own.
+      if (peer.spread) exchange.broadcast(Rec.Gone, me, peer.serial, null);
+      sink.peerClosed(peer);
+    },
+    error: (err) => sink.error(err),
+  }),
+);
 
 // Stats aggregation happens on the main thread; a shard's pool, if any, is for validation only.
 const offload = new Offload(o.offload === 'all' || o.offload === 'validation' ? 'validation' : 'none', parseValidateFlags(o.validate), o.offloadThreads);
@@ -172,7 +160,7 @@ const sweep = setInterval(() => {
 }, 1000);
 
 const report = setInterval(() => {
-  post({ type: 'report', snapshot: core.snapshot(), stats: core.stats, served: core.servedServices(), denied: listeners.denied, connections: router.connections });
+  post({ type: 'report', snapshot: core.snapshot(), stats: core.stats, denied: listeners.denied, connections: router.connections });
 }, REPORT_MS);
 
 // mmi.stats is answered once an aggregation that holds this shard's figures from after the question is installed.
@@ -219,7 +207,7 @@ async function close(): Promise<void> {
   await listeners.close();
   exchange.close();
   loopDelay.close();
-  post({ type: 'report', snapshot: core.snapshot(), stats: core.stats, served: [], denied: listeners.denied, connections: 0 });
+  post({ type: 'report', snapshot: core.snapshot(), stats: core.stats, denied: listeners.denied, connections: 0 });
   post({ type: 'closed' });
   port.close();
 }

@@ -20,7 +20,7 @@ export class Spread implements Neighbours {
   /** Where the search for a thread with an idle worker starts, turning, so moved work spreads over them. */
   private start = 0;
   /** This turn's requests for work: per thread, per service name, how many. */
-  private pulls: Map<string, { frame: Buffer; n: number }>[];
+  private readonly pulls: Map<string, { frame: Buffer; n: number }>[];
   private pullsDue = false;
   private readonly sendPulls = () => this.flushPulls();
 
