@@ -39,6 +39,15 @@ function startWorker(endpoint: string): ChildProcess {
 
 export async function titanicChaos(): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'mdb-titanic-chaos-'));
+  try {
+    return await run(dir);
+  } finally {
+    // The store goes too when the run fails (the caller then kills what is left).
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function run(dir: string): Promise<number> {
   const store = join(dir, 'store');
   const flags = ['--heartbeat-interval', String(HB), '--busy-timeout', '3000', '--stats-interval', '0', '--titanic', store];
   let broker = await spawnBroker(['--bind', 'tcp://127.0.0.1:*', ...flags]);
@@ -111,7 +120,6 @@ export async function titanicChaos(): Promise<number> {
   for (const w of workers) w.kill('SIGTERM');
   broker.child.kill('SIGTERM');
   await new Promise((r) => broker.child.once('exit', r));
-  rmSync(dir, { recursive: true, force: true });
   let twice = 0;
   let extra = 0;
   for (const id of ids) {
