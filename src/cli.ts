@@ -47,7 +47,8 @@ Usage: mdbroker [options]
   --offload-threads N        threads in that pool (default ${d.offloadThreads})
   --shards N                 N worker threads, each a whole broker for the connections it accepts on the same
                              endpoints; requests cross threads only where the workers are (default ${d.shards})
-  --titanic DIR              serve RFC 9's titanic.request/reply/close from a durable store in DIR (one thread)
+  --titanic DIR|URL          serve RFC 9's titanic.request/reply/close from a durable store: a directory (LMDB,
+                             one broker), or postgres://user:pass@host:port/db, shared by any number of brokers
   --titanic-max-bytes N      bytes the store may hold; past it titanic.request answers 500 (default ${d.titanicMaxBytes})
   --titanic-retention MS     delete stored requests and replies older than this (default ${d.titanicRetention})
   --titanic-hold MS          titanic.reply for a pending request waits this long for the reply before it says

@@ -7,7 +7,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TITANIC_CLOSE, TITANIC_REPLY, TITANIC_REQUEST, answer, parseAsk, parseUuid } from '../src/titanic/tsp.js';
-import { StoreError, TitanicStore } from '../src/titanic/store.js';
+import { StoreError, type DurableStore, type Stored } from '../src/titanic/durable-store.js';
+import { LmdbStore } from '../src/titanic/lmdb-store.js';
 
 const B = (s: string) => Buffer.from(s, 'latin1');
 const UUID = '0123456789abcdef0123456789ABCDEF';
@@ -42,42 +43,61 @@ test('TSP: titanic.reply and titanic.close take one UUID frame of 32 hex charact
   assert.deepEqual(answer(400, [], 'not a UUID').map(String), ['400 not a UUID']);
 });
 
-test('store: a request stored, answered, read back and removed; budgets in bytes; pending lists the unanswered, oldest first', async (t) => {
-  const dir = tempDir();
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const s = TitanicStore.open(dir, { maxBytes: 400 });
-  await s.store('a'.repeat(32), B('echo'), [B('one'), Buffer.alloc(3, 0)], 2000);
-  await s.store('b'.repeat(32), B('echo'), [B('two')], 1000);
-  assert.equal(s.count, 2);
-  assert.deepEqual(s.pending().map((p) => p.uuid), ['b'.repeat(32), 'a'.repeat(32)]);
-  assert.equal(await s.answer('a'.repeat(32), [B('ONE')]), true);
-  assert.equal(await s.answer('c'.repeat(32), [B('x')]), false, 'no reply for a request never stored');
-  const a = s.get('a'.repeat(32));
+const rec = (uuid: string, storedAt: number, body: Buffer[], service = 'echo'): Stored => ({ uuid, storedAt, service: B(service), body, reply: null });
+const U = (c: string) => c.repeat(32);
+
+/**
+ * What either store must do, as Titanic uses it: stored requests claimed once, oldest first; the first reply stays;
+ * a request given back runs again only after its pause; the byte budget refuses at once; expiry; idempotent removal.
+ */
+async function contract(s: DurableStore): Promise<void> {
+  const now = Date.now();
+  assert.equal(await s.store(rec(U('a'), 2000, [B('one'), Buffer.alloc(3, 0)]), false), false, 'stored unclaimed');
+  await s.store(rec(U('b'), 1000, [B('two')]), false);
+  assert.deepEqual((await s.claim(10, now, null)).map((p) => p.uuid), [U('b'), U('a')], 'oldest first');
+  assert.deepEqual(await s.claim(10, now, null), [], 'claimed once');
+  assert.equal(await s.answer(U('a'), [B('ONE')]), true);
+  assert.equal(await s.answer(U('a'), [B('AGAIN')]), false, 'the first reply stays');
+  assert.equal(await s.answer(U('c'), [B('x')]), false, 'no reply for a request never stored');
+  const a = await s.lookup(U('a'));
   assert.deepEqual(a?.body.map((f) => f.toString('hex')), [B('one').toString('hex'), '000000']);
   assert.deepEqual(a?.reply?.map(String), ['ONE']);
-  assert.deepEqual(s.pending().map((p) => p.uuid), ['b'.repeat(32)]);
-  const before = s.bytes;
-  await assert.rejects(s.store('d'.repeat(32), B('echo'), [Buffer.alloc(400)], 3000), (err: unknown) => err instanceof StoreError && /budget of 400/.test(err.message));
-  assert.equal(s.bytes, before, 'nothing half-stored');
-  assert.equal(s.get('d'.repeat(32)), undefined);
-  assert.deepEqual(s.storedBefore(1500), ['b'.repeat(32)]);
-  assert.equal(await s.remove('a'.repeat(32)), true);
-  assert.equal(await s.remove('a'.repeat(32)), true, 'idempotent');
-  assert.equal(s.count, 1);
+  assert.equal(a?.service.toString(), 'echo');
+  assert.equal(a?.storedAt, 2000);
+  await s.unclaim(U('b'), now + 60000);
+  assert.deepEqual(await s.claim(10, now, null), [], 'given back: not before its pause');
+  assert.deepEqual((await s.claim(10, now + 60000, null)).map((p) => p.uuid), [U('b')]);
+  await assert.rejects(s.store(rec(U('d'), 3000, [Buffer.alloc(400)]), true), (err: unknown) => err instanceof StoreError && /budget of 400/.test(err.message));
+  assert.equal(await s.lookup(U('d')), undefined, 'nothing half-stored');
+  assert.deepEqual(await s.expire(1500), [U('b')]);
+  assert.equal(await s.lookup(U('b')), undefined);
+  await s.remove(U('a'));
+  await s.remove(U('a'));
+  assert.equal(await s.lookup(U('a')), undefined, 'removed (idempotent)');
+}
+
+test('store (LMDB): the store contract; counts, and the budget counted again from disk at open', async (t) => {
+  const dir = tempDir();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const s = LmdbStore.open(dir, { maxBytes: 400 });
+  await contract(s);
+  await s.store(rec(U('e'), 5000, [B('kept')]), true);
+  assert.deepEqual(s.counts(), { bytes: s.counts().bytes, records: 1, pending: 1 });
+  const bytes = s.counts().bytes;
   await s.close();
-  const again = TitanicStore.open(dir, { maxBytes: 400 });
+  const again = LmdbStore.open(dir, { maxBytes: 400 });
   t.after(() => again.close());
-  assert.equal(again.count, 1);
-  assert.equal(again.bytes, s.bytes, 'the budget is counted again from what is on disk');
+  assert.deepEqual(again.counts(), { bytes, records: 1, pending: 1 }, 'counted again from what is on disk');
+  assert.deepEqual((await again.claim(10, Date.now(), null)).map((p) => p.uuid), [U('e')], 'what had no reply runs after a restart');
 });
 
 test('store: what store() resolved survives kill -9; a live broker\'s lock refuses a second, a dead one\'s is taken over', async (t) => {
   const dir = tempDir();
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const script = `
-    import { TitanicStore } from ${JSON.stringify(new URL('../src/titanic/store.js', import.meta.url).href)};
-    const s = TitanicStore.open(${JSON.stringify(dir)}, { maxBytes: 1 << 30 });
-    await Promise.all(Array.from({ length: 300 }, (_, i) => s.store(i.toString(16).padStart(32, '0'), Buffer.from('echo'), [Buffer.from('body-' + i)], Date.now())));
+    import { LmdbStore } from ${JSON.stringify(new URL('../src/titanic/lmdb-store.js', import.meta.url).href)};
+    const s = LmdbStore.open(${JSON.stringify(dir)}, { maxBytes: 1 << 30 });
+    await Promise.all(Array.from({ length: 300 }, (_, i) => s.store({ uuid: i.toString(16).padStart(32, '0'), service: Buffer.from('echo'), body: [Buffer.from('body-' + i)], storedAt: Date.now(), reply: null }, true)));
     process.stdout.write('stored\\n');
     setInterval(() => {}, 1000);
   `;
@@ -87,10 +107,10 @@ test('store: what store() resolved survives kill -9; a live broker\'s lock refus
     child.stdout.on('data', (d: Buffer) => { if (d.toString().includes('stored')) resolve(); });
     child.once('exit', (code) => reject(new Error(`child exited ${code}`)));
   });
-  assert.throws(() => TitanicStore.open(dir, { maxBytes: 1 << 30 }), (err: unknown) => err instanceof StoreError && new RegExp(`in use by another broker \\(pid ${child.pid}\\)`).test(err.message));
+  assert.throws(() => LmdbStore.open(dir, { maxBytes: 1 << 30 }), (err: unknown) => err instanceof StoreError && new RegExp(`in use by another broker \\(pid ${child.pid}\\)`).test(err.message));
   child.kill('SIGKILL');
   await new Promise((r) => child.once('exit', r));
-  const s = TitanicStore.open(dir, { maxBytes: 1 << 30 });
+  const s = LmdbStore.open(dir, { maxBytes: 1 << 30 });
   t.after(() => s.close());
   assert.equal(s.pending().length, 300);
   assert.deepEqual(s.get((299).toString(16).padStart(32, '0'))?.body.map(String), ['body-299']);
@@ -101,8 +121,8 @@ test('store: a path that is not a directory is a readable error, and nothing is 
   try {
     const file = join(dir, 'plain-file');
     writeFileSync(file, 'not a store');
-    assert.throws(() => TitanicStore.open(file, { maxBytes: 100 }), (err: unknown) => err instanceof StoreError && /plain-file: not a writable directory \((EEXIST|ENOTDIR)\)/.test(err.message));
-    assert.throws(() => TitanicStore.open(join(file, 'below'), { maxBytes: 100 }), /not a writable directory \(ENOTDIR\)/);
+    assert.throws(() => LmdbStore.open(file, { maxBytes: 100 }), (err: unknown) => err instanceof StoreError && /plain-file: not a writable directory \((EEXIST|ENOTDIR)\)/.test(err.message));
+    assert.throws(() => LmdbStore.open(join(file, 'below'), { maxBytes: 100 }), /not a writable directory \(ENOTDIR\)/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

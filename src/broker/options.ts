@@ -45,7 +45,7 @@ export interface BrokerOptions extends Omit<CoreOptions, 'limits' | 'validates'>
    * (protocol/extensions.ts); 1 offers none (MDP's one request at a time).
    */
   workerCredit: number;
-  /** --titanic DIR: serve RFC 9's titanic.* services from a durable store in DIR (null: off). */
+  /** --titanic DIR|URL: serve RFC 9's titanic.* services from a durable store in DIR, or in PostgreSQL at a postgres:// URL (null: off). */
   titanic: string | null;
   /** Bytes the Titanic store may hold. */
   titanicMaxBytes: number;
@@ -107,7 +107,6 @@ export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
 export function resolveOptions(opts: Partial<BrokerOptions>): BrokerOptions {
   const o: BrokerOptions = { ...DEFAULT_BROKER_OPTIONS, ...opts, limits: { ...DEFAULT_LIMITS, ...opts.limits } };
   if (!Number.isInteger(o.shards) || o.shards < 1) throw new ConfigError('shards', `shards must be a positive integer, got ${o.shards}`);
-  if (o.titanic !== null && o.titanic.startsWith('postgres')) throw new ConfigError('titanic', 'a PostgreSQL store for --titanic is not built yet; give a directory');
   if (o.titanic !== null && o.shards > 1) throw new ConfigError('titanic', '--titanic runs on one thread for now; use --shards 1');
   if (!Number.isInteger(o.titanicMaxBytes) || o.titanicMaxBytes < 1) throw new ConfigError('titanic-max-bytes', `titanic-max-bytes must be a positive integer, got ${o.titanicMaxBytes}`);
   if (!Number.isInteger(o.titanicHold) || o.titanicHold < 0 || o.titanicHold > 60000) throw new ConfigError('titanic-hold', `titanic-hold must be an integer of ms from 0 to 60000, got ${o.titanicHold}`);

@@ -10,18 +10,8 @@ import { StatsService, mmiStatsReplies } from './stats-service.js';
 import type { AggregateOutput } from './stats-report.js';
 import type { BrokerOptions } from './options.js';
 import { Titanic, isTitanicFrame } from '../titanic/titanic.js';
-import { StoreError } from '../titanic/store.js';
+import { StoreError } from '../titanic/durable-store.js';
 import { ConfigError } from './config-error.js';
-
-/** The Titanic service on its store; a store that cannot be opened is a configuration error that says why. */
-function openTitanic(opts: BrokerOptions): Titanic {
-  try {
-    return new Titanic({ dir: opts.titanic as string, maxBytes: opts.titanicMaxBytes, retentionMs: opts.titanicRetention, holdMs: opts.titanicHold, maxServiceName: opts.limits.maxServiceName }, opts.log);
-  } catch (err) {
-    if (err instanceof StoreError) throw new ConfigError('titanic', err.message);
-    throw err;
-  }
-}
 
 export class SingleBroker {
   readonly listeners: Listeners;
@@ -35,7 +25,7 @@ export class SingleBroker {
     // One pool (if any) for both stats aggregation and validation.
     const offload = new Offload(opts.offload, parseValidateFlags(opts.validate), opts.offloadThreads);
     this.listeners = new Listeners(opts);
-    const titanic = opts.titanic === null ? null : openTitanic(opts);
+    const titanic = opts.titanic === null ? null : new Titanic({ store: opts.titanic, maxBytes: opts.titanicMaxBytes, retentionMs: opts.titanicRetention, holdMs: opts.titanicHold, maxServiceName: opts.limits.maxServiceName }, opts.log);
     this.titanic = titanic;
     const io = titanic === null ? this.listeners.io : titanic.wrap(this.listeners.io);
     this.host = new CoreHost(opts, io, offload, opts.log, titanic === null ? {} : { shellServices: isTitanicFrame });
@@ -83,6 +73,11 @@ export class SingleBroker {
   }
 
   async start(): Promise<void> {
+    // A store that cannot be opened (a directory not writable or held by another broker, a PostgreSQL not answering)
+    // is a configuration error that says why; nothing else has started yet.
+    await this.titanic?.open().catch((err: unknown) => {
+      throw err instanceof StoreError ? new ConfigError('titanic', err.message) : err;
+    });
     // Reading starts before the endpoints are bound, so no peer's first message finds nobody listening.
     await this.host.start();
     this.titanic?.attach(this.host.core, () => this.host.transport.flush(), () => this.host.now());

@@ -503,6 +503,18 @@ export class BrokerCore implements MmiSource {
     this.reply(a.peer, a.frames, a.headerAt, a.version, C2.FINAL, a.service, body, 0);
   }
 
+  /** Whether a worker for this service is connected here (idle or busy). */
+  hasWorkers(name: string): boolean {
+    return (this.services.get(name)?.workers ?? 0) > 0;
+  }
+
+  /** The services with a worker connected here. */
+  servicesWithWorkers(): string[] {
+    const out: string[] = [];
+    for (const svc of this.services.values()) if (svc.workers > 0) out.push(svc.name);
+    return out;
+  }
+
   /** mmi.stats questions held now (statsReplies.deferred). */
   get statsWaiting(): number {
     return this.statsHeld.length;

@@ -18,11 +18,14 @@ import { Peer } from '../core/peer.js';
 import { EMPTY, MDPC01 } from '../protocol/codec.js';
 import { isErrorMark } from '../protocol/errors.js';
 import { withStandIns, type FrameIO } from '../broker/frame-io.js';
-import { StoreError, TitanicStore, type Stored } from './store.js';
+import { StoreError, type DurableStore, type Stored } from './durable-store.js';
+import { LmdbStore } from './lmdb-store.js';
+import { PgStore } from './pg-store.js';
 import { TITANIC_CLOSE, TITANIC_REPLY, answer, isTitanic, parseAsk, type TitanicService } from './tsp.js';
 
 export interface TitanicOptions {
-  dir: string;
+  /** A directory (the embedded store) or a postgres:// URL (a store several brokers share). */
+  store: string;
   /** Bytes the store may hold (requests and replies). */
   maxBytes: number;
   /** Requests and replies older than this are deleted (ms). */
@@ -47,6 +50,8 @@ export interface TitanicCounters {
   titanicExpired: number;
   titanicRefused: number;
   titanicRetried: number;
+  /** Replies that could not be stored (the request runs again). */
+  titanicFailed: number;
   titanicPending: number;
   titanicExecuting: number;
   titanicBytes: number;
@@ -67,33 +72,41 @@ function replyFor(s: Stored | undefined): Buffer[] {
 export class Titanic {
   /** The internal client whose requests are the stored ones. */
   readonly peer = new Peer(-1);
-  private readonly store: TitanicStore;
+  private store: DurableStore | null = null;
   private core: BrokerCore | null = null;
   private flush: () => void = () => undefined;
   private now: () => number = () => performance.now();
-  /** Stored requests waiting to run (oldest first), and those in the core now. */
+  /** Requests this broker claimed, waiting to run (oldest first), and those in the core now. */
   private waiting: Stored[] = [];
   private readonly executing = new Set<string>();
-  /** Requests that got a broker error, with when they may run again. */
-  private retries: { at: number; s: Stored }[] = [];
+  private claiming = false;
   private readonly maxExecuting: number;
   private readonly retryMs: number;
   private stopping = false;
   private lastSweep = -Infinity;
+  private sweeping = false;
   private readonly writes = new Set<Promise<unknown>>();
-  private readonly counts = { stored: 0, answered: 0, expired: 0, refused: 0, retried: 0 };
+  private readonly counts = { stored: 0, answered: 0, expired: 0, refused: 0, retried: 0, failed: 0 };
   /** titanic.reply questions waiting for their reply, by UUID, each with when it gets its 300. */
   private readonly held = new Map<string, { a: Asked; until: number }[]>();
   private heldCount = 0;
   private holdTimer: NodeJS.Timeout | null = null;
+  private lastWarn = -Infinity;
 
   constructor(
     private readonly opts: TitanicOptions,
     private readonly log: LogFn,
   ) {
-    this.store = TitanicStore.open(opts.dir, { maxBytes: opts.maxBytes });
     this.maxExecuting = opts.maxExecuting ?? 1024;
     this.retryMs = opts.retryMs ?? 1000;
+  }
+
+  /** Opens the store: the embedded one in a directory, or PostgreSQL for a postgres:// URL. Throws a StoreError that says why it cannot. */
+  async open(): Promise<void> {
+    const where = this.opts.store;
+    this.store = /^postgres(ql)?:\/\//.test(where)
+      ? await PgStore.open(where, { maxBytes: this.opts.maxBytes, log: this.log })
+      : LmdbStore.open(where, { maxBytes: this.opts.maxBytes });
   }
 
   /** The broker's frame stream, with what the core sends our internal client taken here. */
@@ -101,22 +114,22 @@ export class Titanic {
     return withStandIns(io, (peer) => peer === this.peer, (msg) => this.onReply(msg));
   }
 
-  /** Starts serving: every stored request without a reply runs. */
+  /** Starts serving: every stored request without a reply (and, on a shared store, unclaimed) runs. */
   attach(core: BrokerCore, flush: () => void, now: () => number): void {
     this.core = core;
     this.flush = flush;
     this.now = now;
-    this.waiting = this.store.pending();
-    if (this.waiting.length > 0) this.log('info', 'titanic: running the stored requests that have no reply', { pending: this.waiting.length, dir: this.opts.dir });
-    this.pump();
+    const pending = this.opened().counts().pending;
+    if (pending > 0) this.log('info', 'titanic: stored requests without a reply run as workers come', { pending, store: this.opened().where });
+    this.fill();
   }
 
   counters(): TitanicCounters {
+    const c = this.store?.counts() ?? { bytes: 0, records: 0, pending: 0 };
     return {
       titanicStored: this.counts.stored, titanicAnswered: this.counts.answered, titanicExpired: this.counts.expired,
-      titanicRefused: this.counts.refused, titanicRetried: this.counts.retried,
-      titanicPending: this.waiting.length + this.retries.length + this.executing.size, titanicExecuting: this.executing.size,
-      titanicBytes: this.store.bytes,
+      titanicRefused: this.counts.refused, titanicRetried: this.counts.retried, titanicFailed: this.counts.failed,
+      titanicPending: c.pending, titanicExecuting: this.executing.size, titanicBytes: c.bytes,
     };
   }
 
@@ -129,19 +142,25 @@ export class Titanic {
     this.flush();
   }
 
+  private opened(): DurableStore {
+    if (this.store === null) throw new Error('titanic: the store is not open');
+    return this.store;
+  }
+
   private serve(a: Asked): void {
     const core = this.core as BrokerCore;
+    const store = this.opened();
     const service = a.service.toString('latin1') as TitanicService;
     const ask = parseAsk(service, a.frames.slice(a.bodyAt), this.opts.maxServiceName);
     if (ask.kind === 'bad') return core.answerAsked(a, answer(400, [], ask.why));
     if (service === TITANIC_REPLY && ask.kind === 'reply') {
-      const s = this.store.get(ask.uuid);
-      if (s !== undefined && s.reply === null && this.hold(ask.uuid, a)) return;
-      return core.answerAsked(a, replyFor(s));
+      return this.read(store.lookup(ask.uuid), (s) => {
+        if (s === undefined || s.reply !== null || !this.hold(ask.uuid, a)) core.answerAsked(a, replyFor(s));
+      }, a);
     }
     if (service === TITANIC_CLOSE && ask.kind === 'close') {
       this.release(ask.uuid);
-      return this.write(this.store.remove(ask.uuid), () => core.answerAsked(a, answer(200)), a);
+      return this.write(store.remove(ask.uuid), () => core.answerAsked(a, answer(200)), a);
     }
     if (ask.kind !== 'request') return;
     // A version 4 UUID as 32 hex digits (RFC 9's form). randomUUID() draws from a cached pool: randomBytes(16) per
@@ -149,36 +168,77 @@ export class Titanic {
     const uuid = randomUUID().replaceAll('-', '');
     // Copied: the frames are views of a read chunk, and the request outlives this turn.
     const stored: Stored = { uuid, storedAt: Date.now(), service: Buffer.from(ask.service), body: ask.body.map((f) => Buffer.from(f)), reply: null };
+    // Run here what a worker here can run; on a shared store, anything else waits for a broker that has one.
+    const claim = !store.shared || core.hasWorkers(stored.service.toString('latin1'));
     // Past the byte budget the write rejects at once with a StoreError, nothing written: write() answers 500.
-    this.write(this.store.store(uuid, stored.service, stored.body, stored.storedAt), () => {
+    this.write(store.store(stored, claim), (claimed) => {
       this.counts.stored++;
       core.answerAsked(a, answer(200, [Buffer.from(uuid, 'latin1')]));
-      this.waiting.push(stored);
-      this.pump();
+      if (claimed) {
+        this.waiting.push(stored);
+        this.pump();
+      }
     }, a);
   }
 
   /** Runs `then` once the write is durable; a failed write answers `500` (the client may retry), never `200`. */
-  private write(p: Promise<unknown>, then: () => void, a: Asked): void {
+  private write<T>(p: Promise<T>, then: (v: T) => void, a: Asked): void {
     const core = this.core as BrokerCore;
     this.track(p.then(
-      () => {
-        then();
+      (v) => {
+        then(v);
         this.flush();
       },
       (err: unknown) => {
         if (err instanceof StoreError) this.counts.refused++;
-        else this.log('warn', 'titanic: store write failed', { err: String(err) });
+        else this.warn('titanic: a store write failed; answered 500', err);
         core.answerAsked(a, answer(500, [], err instanceof StoreError ? err.message : 'store write failed'));
         this.flush();
       },
     ));
   }
 
+  /** Runs `then` with what the store read; a failed read answers `500`. */
+  private read<T>(p: Promise<T>, then: (v: T) => void, a: Asked): void {
+    p.then(
+      (v) => {
+        then(v);
+        this.flush();
+      },
+      (err: unknown) => {
+        this.warn('titanic: a store read failed; answered 500', err);
+        (this.core as BrokerCore).answerAsked(a, answer(500, [], 'store read failed'));
+        this.flush();
+      },
+    );
+  }
+
   /** A store write close() waits for. */
   private track(p: Promise<unknown>): void {
     this.writes.add(p);
     void p.finally(() => this.writes.delete(p));
+  }
+
+  /** Claims more requests while there is room (the embedded store: those found at open, and those given back). */
+  private fill(): void {
+    const core = this.core;
+    const room = this.maxExecuting - this.executing.size - this.waiting.length;
+    if (core === null || this.stopping || this.claiming || room <= 0) return;
+    const store = this.opened();
+    this.claiming = true;
+    const p = store.claim(room, Date.now(), store.shared ? core.servicesWithWorkers() : null).then(
+      (list) => {
+        this.claiming = false;
+        if (list.length === 0) return;
+        for (const s of list) this.waiting.push(s);
+        this.pump();
+      },
+      (err: unknown) => {
+        this.claiming = false;
+        this.warn('titanic: claiming stored requests failed; trying again on the next tick', err);
+      },
+    );
+    this.track(p);
   }
 
   /** Puts waiting requests into the core, up to maxExecuting at once. */
@@ -200,47 +260,56 @@ export class Titanic {
   private onReply(msg: Buffer[]): void {
     const uuid = msg[0].toString('latin1');
     if (!this.executing.delete(uuid)) return;
-    // Views of the worker's read chunk: store.answer() encodes (copies) them before it first waits.
+    const store = this.opened();
+    // Views of the worker's read chunk: the stores encode (copy) them before they first wait.
     const body = msg.slice(4);
     if (body.length > 0 && isErrorMark(body[0])) {
-      // A broker error: not the service's reply. It runs again after a pause (unless closed or expired meanwhile).
-      const s = this.store.get(uuid);
-      if (s !== undefined && s.reply === null) {
-        this.counts.retried++;
-        this.retries.push({ at: this.now() + this.retryMs, s });
-      }
+      // A broker error (no worker in time, overloaded, workers died holding it): not the service's reply. The
+      // request is given back to run again after a pause (here, or on a shared store on any broker).
+      this.counts.retried++;
+      this.track(store.unclaim(uuid, Date.now() + this.retryMs).catch((err: unknown) => this.warn('titanic: giving a request back failed; it runs again when this broker\'s claims are freed', err)));
       return this.pump();
     }
-    this.track(this.store.answer(uuid, body).then(
+    this.track(store.answer(uuid, body).then(
       (stored) => {
         if (stored) this.counts.answered++;
         this.release(uuid);
       },
-      (err: unknown) => this.log('warn', 'titanic: storing a reply failed; the request will run again after a restart', { uuid, err: String(err) }),
+      (err: unknown) => {
+        this.counts.failed++;
+        this.warn('titanic: storing a reply failed; the request runs again', err);
+        return store.unclaim(uuid, Date.now() + this.retryMs).catch(() => undefined);
+      },
     ));
     this.pump();
   }
 
-  /** The broker's clock tick: retries whose pause is over, and (once a second at most) retention. */
+  /** The broker's clock tick: more requests claimed, the store's own upkeep, and (once a second at most) retention. */
   tick(now: number): void {
-    if (this.retries.length > 0) {
-      const due = this.retries.filter((r) => r.at <= now);
-      if (due.length > 0) {
-        this.retries = this.retries.filter((r) => r.at > now);
-        for (const r of due) this.waiting.push(r.s);
-        this.pump();
-      }
-    }
-    if (now - this.lastSweep < 1000) return;
+    const store = this.store;
+    if (store === null || this.core === null || this.stopping) return;
+    store.tick(Date.now());
+    this.fill();
+    if (now - this.lastSweep < 1000 || this.sweeping) return;
     this.lastSweep = now;
-    for (const uuid of this.store.storedBefore(Date.now() - this.opts.retentionMs)) {
-      this.counts.expired++;
-      this.executing.delete(uuid);
-      this.waiting = this.waiting.filter((s) => s.uuid !== uuid);
-      this.retries = this.retries.filter((r) => r.s.uuid !== uuid);
-      this.release(uuid);
-      void this.store.remove(uuid);
-    }
+    this.sweeping = true;
+    this.track(store.expire(Date.now() - this.opts.retentionMs).then(
+      (gone) => {
+        this.sweeping = false;
+        if (gone.length === 0) return;
+        this.counts.expired += gone.length;
+        const set = new Set(gone);
+        this.waiting = this.waiting.filter((s) => !set.has(s.uuid));
+        for (const uuid of gone) {
+          this.executing.delete(uuid);
+          this.release(uuid);
+        }
+      },
+      (err: unknown) => {
+        this.sweeping = false;
+        this.warn('titanic: deleting expired requests failed; trying again in a second', err);
+      },
+    ));
   }
 
   /** Holds a titanic.reply for a pending request until its reply is stored or holdMs pass; false: answer now. */
@@ -252,41 +321,44 @@ export class Titanic {
     if (list === undefined) this.held.set(uuid, [entry]);
     else list.push(entry);
     this.heldCount++;
-    // One timer while anything is held, at a tenth of the hold: a 300 comes within 10% of holdMs late at most.
+    // One timer while anything is held, at a tenth of the hold: an answer comes within 10% of holdMs late at most.
     this.holdTimer ??= setInterval(() => this.expireHolds(), Math.max(5, Math.floor(ms / 10)));
     return true;
   }
 
-  /** Answers every held question for this UUID from the store as it is now (200, or 400 once closed). */
+  /** Answers every held question for this UUID (its reply was stored here, or it was closed or expired). */
   private release(uuid: string): void {
     const list = this.held.get(uuid);
     if (list === undefined) return;
     this.held.delete(uuid);
     this.heldCount -= list.length;
-    const core = this.core as BrokerCore;
-    const body = replyFor(this.store.get(uuid));
-    for (const { a } of list) core.answerAsked(a, body);
-    this.flush();
+    this.stopHoldTimer();
+    this.answerFromStore(uuid, list.map((h) => h.a));
+  }
+
+  /** Held questions whose time is up are answered from the store as it is now (another broker may have answered). */
+  private expireHolds(): void {
+    const now = performance.now();
+    for (const [uuid, list] of this.held) {
+      const due = this.stopping ? list : list.filter((h) => h.until <= now);
+      if (due.length === 0) continue;
+      const left = due === list ? [] : list.filter((h) => h.until > now);
+      if (left.length === 0) this.held.delete(uuid);
+      else this.held.set(uuid, left);
+      this.heldCount -= due.length;
+      this.answerFromStore(uuid, due.map((h) => h.a));
+    }
     this.stopHoldTimer();
   }
 
-  private expireHolds(): void {
-    const now = performance.now();
+  /** titanic.reply's answer from the store as it is now: 200 and the reply, 300, 400; 500 when it cannot be read. */
+  private answerFromStore(uuid: string, asked: Asked[]): void {
     const core = this.core as BrokerCore;
-    let any = false;
-    for (const [uuid, list] of this.held) {
-      const left = list.filter((h) => {
-        if (h.until > now && !this.stopping) return true;
-        core.answerAsked(h.a, answer(300));
-        any = true;
-        return false;
-      });
-      this.heldCount -= list.length - left.length;
-      if (left.length === 0) this.held.delete(uuid);
-      else if (left.length < list.length) this.held.set(uuid, left);
-    }
-    if (any) this.flush();
-    this.stopHoldTimer();
+    const send = (body: Buffer[]) => {
+      for (const a of asked) core.answerAsked(a, body);
+      this.flush();
+    };
+    this.opened().lookup(uuid).then((s) => send(replyFor(s)), () => send(answer(500, [], 'store read failed')));
   }
 
   private stopHoldTimer(): void {
@@ -296,11 +368,20 @@ export class Titanic {
     }
   }
 
-  /** Stops running requests, waits for the writes in progress, closes the store. */
+  /** A warning at most every 10 s (a store that is down fails every request). */
+  private warn(msg: string, err: unknown): void {
+    const now = Date.now();
+    if (now - this.lastWarn < 10000) return;
+    this.lastWarn = now;
+    this.log('warn', msg, { store: this.store?.where, err: String((err as Error)?.message ?? err) });
+  }
+
+  /** Stops running requests, answers what is held, waits for the writes in progress, closes the store. */
   async close(): Promise<void> {
     this.stopping = true;
     this.expireHolds();
-    await Promise.allSettled([...this.writes]);
-    await this.store.close();
+    // Claims may start writes of their own: wait until none is left.
+    while (this.writes.size > 0) await Promise.allSettled([...this.writes]);
+    await this.store?.close();
   }
 }
