@@ -21,9 +21,17 @@ import { parseArgs } from 'node:util';
 import { Client } from '../src/client/client.js';
 import { Worker } from '../src/client/worker.js';
 import { spawnBroker } from '../test/support/spawn-broker.js';
+import { postgresMissing, startPostgres, type PostgresServer } from '../test/support/postgres.js';
 
-/** mdbroker-hold: --titanic-hold 500 (a pending titanic.reply answered when the reply is stored). */
-type System = 'mdbroker' | 'mdbroker-hold' | 'jetstream';
+/** The PostgreSQL server the mdbroker-pg rounds use (one for the run, a fresh database per round). */
+let postgres: PostgresServer | null = null;
+let databases = 0;
+
+/**
+ * mdbroker-hold: --titanic-hold 500 (a pending titanic.reply answered when the reply is stored). mdbroker-pg: the
+ * same on a PostgreSQL store (a server started here from Debian's binaries, fsync on).
+ */
+type System = 'mdbroker' | 'mdbroker-hold' | 'mdbroker-pg' | 'jetstream';
 const BODY = Buffer.alloc(100, 0x61);
 const POLL_MS = 2;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -66,8 +74,18 @@ async function startServer(system: System, dir: string): Promise<{ proc: ChildPr
     }
     return { proc, endpoint: `127.0.0.1:${port}` };
   }
-  const hold = system === 'mdbroker-hold' ? ['--titanic-hold', '500'] : [];
-  const b = await spawnBroker(['--bind', 'tcp://127.0.0.1:*', '--stats-interval', '0', '--titanic', dir, ...hold]);
+  const hold = system === 'mdbroker' ? [] : ['--titanic-hold', '500'];
+  let store = dir;
+  if (system === 'mdbroker-pg') {
+    postgres ??= await startPostgres();
+    const { default: pg } = await import('pg');
+    const c = new pg.Client({ connectionString: postgres.url });
+    await c.connect();
+    await c.query(`CREATE DATABASE bench${++databases}`);
+    await c.end();
+    store = postgres.url.replace(/\/postgres$/, `/bench${databases}`);
+  }
+  const b = await spawnBroker(['--bind', 'tcp://127.0.0.1:*', '--stats-interval', '0', '--titanic', store, ...hold]);
   return { proc: b.child, endpoint: b.endpoint };
 }
 
@@ -92,7 +110,7 @@ async function worker(system: System, endpoint: string): Promise<void> {
 
 interface Round { perSec: number; p50ms: number; p99ms: number; serverCpuUsPerReq: number }
 
-async function clientRun(system: System, endpoint: string, requests: number, warmup: number, depth: number, serverPid: number): Promise<Round> {
+async function clientRun(system: System, endpoint: string, requests: number, warmup: number, depth: number, serverPids: () => number[]): Promise<Round> {
   const lat: number[] = [];
   let next = 0;
   let submit: (id: string) => Promise<string>;
@@ -143,11 +161,12 @@ async function clientRun(system: System, endpoint: string, requests: number, war
   // Not measured: the first requests (JIT compilation, the store's first pages). A 4,000-request round without this
   // measured mdbroker at 2,400-2,900/s; 20,000 requests at 3,700-4,300/s.
   await drive(warmup, false);
-  const cpu0 = cpuMs(serverPid);
+  const pids = serverPids();
+  const cpu0 = pids.reduce((sum, pid) => sum + cpuMs(pid), 0);
   const t0 = performance.now();
   await drive(warmup + requests, true);
   const ms = performance.now() - t0;
-  const cpu = cpuMs(serverPid) - cpu0;
+  const cpu = pids.reduce((sum, pid) => sum + cpuMs(pid), 0) - cpu0;
   await close();
   lat.sort((a, b) => a - b);
   const q = (p: number) => +lat[Math.min(lat.length - 1, Math.floor(lat.length * p))].toFixed(2);
@@ -168,7 +187,9 @@ async function round(system: System, requests: number, warmup: number, depth: nu
   const w = spawn(process.execPath, [SELF, 'worker', system, server.endpoint], { stdio: ['ignore', 'inherit', 'inherit'] });
   try {
     await sleep(500);
-    return await clientRun(system, server.endpoint, requests, warmup, depth, server.proc.pid as number);
+    // mdbroker-pg: the broker's CPU and PostgreSQL's (the postmaster and the sessions the broker opened).
+    const pids = () => [server.proc.pid as number, ...(system === 'mdbroker-pg' ? (postgres as PostgresServer).pids() : [])];
+    return await clientRun(system, server.endpoint, requests, warmup, depth, pids);
   } finally {
     w.kill('SIGKILL');
     server.proc.kill('SIGTERM');
@@ -181,8 +202,11 @@ async function main(): Promise<void> {
   const { values } = parseArgs({ options: { rounds: { type: 'string', default: '3' }, requests: { type: 'string', default: '10000' }, warmup: { type: 'string', default: '2000' }, depth: { type: 'string', default: '64' }, out: { type: 'string' } } });
   const requests = Number(values.requests);
   const depth = Number(values.depth);
-  const systems: System[] = spawnSync('nats-server', ['--version']).status === 0 ? ['mdbroker', 'mdbroker-hold', 'jetstream'] : ['mdbroker', 'mdbroker-hold'];
-  if (systems.length === 1) console.error('nats-server is not installed (apt-get install nats-server): the JetStream rows are skipped');
+  const systems: System[] = ['mdbroker', 'mdbroker-hold'];
+  if (postgresMissing() === null) systems.push('mdbroker-pg');
+  else console.error('PostgreSQL is not installed (apt-get install postgresql): the mdbroker-pg rows are skipped');
+  if (spawnSync('nats-server', ['--version']).status === 0) systems.push('jetstream');
+  else console.error('nats-server is not installed (apt-get install nats-server): the JetStream rows are skipped');
   const runs: Record<string, Round[]> = Object.fromEntries(systems.map((s) => [s, []]));
   for (let r = 0; r < Number(values.rounds); r++) {
     for (const s of systems) {
@@ -197,9 +221,15 @@ async function main(): Promise<void> {
   }]));
   const out = {
     what: 'durable requests, submit to reply available, 100 B, server/worker/client in their own processes',
-    durability: { mdbroker: 'fsync per group commit (LMDB, every write of a turn in one synced transaction)', 'mdbroker-hold': 'the same, with --titanic-hold 500', jetstream: 'JetStream default (file storage, no fsync per message)' },
+    durability: {
+      mdbroker: 'fsync per group commit (LMDB, every write of a turn in one synced transaction)',
+      'mdbroker-hold': 'the same, with --titanic-hold 500',
+      'mdbroker-pg': 'PostgreSQL, fsync and synchronous_commit on (its defaults): each write a commit, concurrent commits flushed together; --titanic-hold 500; server CPU is the broker\'s and PostgreSQL\'s together',
+      jetstream: 'JetStream default (file storage, no fsync per message)',
+    },
     requests, warmup: Number(values.warmup), depth, pollMs: POLL_MS, node: process.version, medians, runs,
   };
+  await postgres?.stop();
   const text = JSON.stringify(out, null, 2);
   if (values.out) writeFileSync(values.out, `${text}\n`);
   console.log(text);

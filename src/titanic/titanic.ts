@@ -80,6 +80,8 @@ export class Titanic {
   private waiting: Stored[] = [];
   private readonly executing = new Set<string>();
   private claiming = false;
+  /** The last claim was full: more may be waiting, so room freed by a reply is filled at once, not on the tick. */
+  private more = false;
   private readonly maxExecuting: number;
   private readonly retryMs: number;
   private stopping = false;
@@ -229,6 +231,7 @@ export class Titanic {
     const p = store.claim(room, Date.now(), store.shared ? core.servicesWithWorkers() : null).then(
       (list) => {
         this.claiming = false;
+        this.more = list.length === room;
         if (list.length === 0) return;
         for (const s of list) this.waiting.push(s);
         this.pump();
@@ -282,6 +285,9 @@ export class Titanic {
       },
     ));
     this.pump();
+    // A backlog (a restart with many stored) runs at the workers' pace, not a claim's worth per tick; claimed in
+    // batches of at least half of maxExecuting.
+    if (this.more && this.executing.size + this.waiting.length <= this.maxExecuting / 2) this.fill();
   }
 
   /** The broker's clock tick: more requests claimed, the store's own upkeep, and (once a second at most) retention. */

@@ -18,6 +18,8 @@ export interface PostgresServer {
   /** Stops the server at once (immediate shutdown: no checkpoint, every session cut, as a crash) keeping its cluster; start() brings it back on the same port. */
   kill(): Promise<void>;
   start(): Promise<void>;
+  /** The postmaster and its sessions' processes now (for CPU accounting). */
+  pids(): number[];
 }
 
 /** The directory holding Debian's PostgreSQL binaries (the newest version installed), or null. */
@@ -90,6 +92,12 @@ export async function startPostgres(): Promise<PostgresServer> {
     port,
     start,
     kill: () => exit('SIGQUIT'),
+    pids: () => {
+      const main = postmasterPid(data);
+      if (main === null) return [];
+      const kids = spawnSync('pgrep', ['-P', String(main)], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean).map(Number);
+      return [main, ...kids];
+    },
     stop: async () => {
       await exit('SIGINT');
       rmSync(dir, { recursive: true, force: true });
