@@ -9,7 +9,7 @@
 // the request; the client polls the reply stream for its subject every 2 ms, then deletes the reply. JetStream's
 // default sync is not an fsync per message (it syncs every 2 minutes); mdbroker syncs every group commit. The
 // table says which is which.
-//   node dist/bench/titanic.js [--rounds 3] [--requests 10000] [--warmup 2000] [--depth 64] [--out FILE]
+//   node dist/bench/titanic.js [--rounds 3] [--requests 10000] [--warmup 2000] [--depth 64] [--systems a,b] [--out FILE]
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -108,7 +108,8 @@ async function worker(system: System, endpoint: string): Promise<void> {
   }
 }
 
-interface Round { perSec: number; p50ms: number; p99ms: number; serverCpuUsPerReq: number }
+/** serverCpuUsPerReq: the server's processes (mdbroker-pg: the broker and PostgreSQL); brokerCpuUsPerReq: the broker's own. */
+interface Round { perSec: number; p50ms: number; p99ms: number; serverCpuUsPerReq: number; brokerCpuUsPerReq: number }
 
 async function clientRun(system: System, endpoint: string, requests: number, warmup: number, depth: number, serverPids: () => number[]): Promise<Round> {
   const lat: number[] = [];
@@ -163,14 +164,16 @@ async function clientRun(system: System, endpoint: string, requests: number, war
   await drive(warmup, false);
   const pids = serverPids();
   const cpu0 = pids.reduce((sum, pid) => sum + cpuMs(pid), 0);
+  const own0 = cpuMs(pids[0]);
   const t0 = performance.now();
   await drive(warmup + requests, true);
   const ms = performance.now() - t0;
   const cpu = pids.reduce((sum, pid) => sum + cpuMs(pid), 0) - cpu0;
+  const own = cpuMs(pids[0]) - own0;
   await close();
   lat.sort((a, b) => a - b);
   const q = (p: number) => +lat[Math.min(lat.length - 1, Math.floor(lat.length * p))].toFixed(2);
-  return { perSec: Math.round((requests / ms) * 1000), p50ms: q(0.5), p99ms: q(0.99), serverCpuUsPerReq: +((cpu * 1000) / requests).toFixed(1) };
+  return { perSec: Math.round((requests / ms) * 1000), p50ms: q(0.5), p99ms: q(0.99), serverCpuUsPerReq: +((cpu * 1000) / requests).toFixed(1), brokerCpuUsPerReq: +((own * 1000) / requests).toFixed(1) };
 }
 
 async function round(system: System, requests: number, warmup: number, depth: number): Promise<Round> {
@@ -199,7 +202,7 @@ async function round(system: System, requests: number, warmup: number, depth: nu
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { rounds: { type: 'string', default: '3' }, requests: { type: 'string', default: '10000' }, warmup: { type: 'string', default: '2000' }, depth: { type: 'string', default: '64' }, out: { type: 'string' } } });
+  const { values } = parseArgs({ options: { rounds: { type: 'string', default: '3' }, requests: { type: 'string', default: '10000' }, systems: { type: 'string' }, warmup: { type: 'string', default: '2000' }, depth: { type: 'string', default: '64' }, out: { type: 'string' } } });
   const requests = Number(values.requests);
   const depth = Number(values.depth);
   const systems: System[] = ['mdbroker', 'mdbroker-hold'];
@@ -207,17 +210,21 @@ async function main(): Promise<void> {
   else console.error('PostgreSQL is not installed (apt-get install postgresql): the mdbroker-pg rows are skipped');
   if (spawnSync('nats-server', ['--version']).status === 0) systems.push('jetstream');
   else console.error('nats-server is not installed (apt-get install nats-server): the JetStream rows are skipped');
+  if (values.systems !== undefined) {
+    const only = values.systems.split(',');
+    systems.splice(0, systems.length, ...systems.filter((s) => only.includes(s)));
+  }
   const runs: Record<string, Round[]> = Object.fromEntries(systems.map((s) => [s, []]));
   for (let r = 0; r < Number(values.rounds); r++) {
     for (const s of systems) {
       const res = await round(s, requests, Number(values.warmup), depth);
       runs[s].push(res);
-      console.error(`${s} #${r + 1}: ${res.perSec} durable requests/s, p50 ${res.p50ms} ms, p99 ${res.p99ms} ms, server ${res.serverCpuUsPerReq} us/req`);
+      console.error(`${s} #${r + 1}: ${res.perSec} durable requests/s, p50 ${res.p50ms} ms, p99 ${res.p99ms} ms, server ${res.serverCpuUsPerReq} us/req (its main process ${res.brokerCpuUsPerReq})`);
     }
   }
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   const medians = Object.fromEntries(Object.entries(runs).map(([s, rs]) => [s, {
-    perSec: median(rs.map((x) => x.perSec)), p50ms: median(rs.map((x) => x.p50ms)), p99ms: median(rs.map((x) => x.p99ms)), serverCpuUsPerReq: median(rs.map((x) => x.serverCpuUsPerReq)),
+    perSec: median(rs.map((x) => x.perSec)), p50ms: median(rs.map((x) => x.p50ms)), p99ms: median(rs.map((x) => x.p99ms)), serverCpuUsPerReq: median(rs.map((x) => x.serverCpuUsPerReq)), brokerCpuUsPerReq: median(rs.map((x) => x.brokerCpuUsPerReq)),
   }]));
   const out = {
     what: 'durable requests, submit to reply available, 100 B, server/worker/client in their own processes',

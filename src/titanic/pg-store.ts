@@ -1,9 +1,10 @@
 // Titanic's shared store (--titanic postgres://...): any number of brokers keep one set of durable requests in
 // PostgreSQL. Any broker accepts a request, runs it and answers for it.
 //
-// - Durable: every write is one autocommitted statement, so a resolved write is committed and flushed as the server
-//   is configured to (synchronous_commit on by default: the WAL is fsynced). The server flushes the commits of
-//   concurrent sessions together (group commit); the pool keeps several sessions writing at once.
+// - Durable: the writes of one event-loop turn go as one autocommitted statement per kind (group commit), so a
+//   resolved write is committed and flushed as the server is configured to (synchronous_commit on by default: the
+//   WAL is fsynced). The server also flushes the commits of concurrent sessions together; the pool keeps several
+//   sessions writing at once.
 // - One broker runs a request at a time: a broker claims requests by writing its id into them. Claims are taken
 //   with row locks (`FOR UPDATE SKIP LOCKED`): two brokers claiming at once take different rows, and neither waits.
 //   A broker claims a request it accepted itself when it has a worker for the service (no extra round trip), and
@@ -84,6 +85,45 @@ function why(err: unknown): string {
   return e.code !== undefined && e.message !== undefined ? `${e.code}: ${e.message}` : String(e.message ?? err);
 }
 
+interface Insert {
+  uuid: string;
+  storedAt: number;
+  service: string;
+  body: Buffer;
+  bytes: number;
+  by: number | null;
+}
+
+/** Calls of one event-loop turn gathered into one call of `run` (which returns one result per item, in order). */
+class Batch<T, R> {
+  private items: T[] = [];
+  private settle: { resolve: (r: R) => void; reject: (err: unknown) => void }[] = [];
+  private scheduled = false;
+
+  constructor(private readonly run: (items: T[]) => Promise<R[]>) {}
+
+  add(item: T): Promise<R> {
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.flush());
+    }
+    this.items.push(item);
+    return new Promise<R>((resolve, reject) => this.settle.push({ resolve, reject }));
+  }
+
+  private flush(): void {
+    const items = this.items;
+    const settle = this.settle;
+    this.items = [];
+    this.settle = [];
+    this.scheduled = false;
+    this.run(items).then(
+      (rs) => settle.forEach((s, i) => s.resolve(rs[i])),
+      (err: unknown) => settle.forEach((s) => s.reject(err)),
+    );
+  }
+}
+
 export class PgStore implements DurableStore {
   readonly shared = true;
   /** This broker's row in titanic_brokers (0: none now; its session is being re-established). */
@@ -98,6 +138,37 @@ export class PgStore implements DurableStore {
   private added = 0;
   private lastWarn = -Infinity;
   private closed = false;
+  // The writes and reads of one event-loop turn go as one statement each (one round trip, one commit): at 64
+  // requests in flight this measured <TBD> against <TBD> durable requests/s with a statement per request.
+  private readonly inserts = new Batch<Insert, void>(async (rows) => {
+    await this.pool.query(
+      'INSERT INTO titanic_requests (uuid, stored_at, service, body, bytes, claimed_by) SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bytea[], $5::int[], $6::int[])',
+      [rows.map((r) => r.uuid), rows.map((r) => r.storedAt), rows.map((r) => r.service), rows.map((r) => r.body), rows.map((r) => r.bytes), rows.map((r) => r.by)],
+    );
+    return rows.map(() => undefined);
+  });
+  private readonly answers = new Batch<{ uuid: string; packed: Buffer }, boolean>(async (rows) => {
+    const r = await this.pool.query<{ uuid: string }>(
+      `UPDATE titanic_requests t SET reply = v.reply, bytes = t.bytes + v.n, claimed_by = NULL
+       FROM unnest($1::text[], $2::bytea[], $3::int[]) AS v(uuid, reply, n) WHERE t.uuid = v.uuid AND t.reply IS NULL RETURNING t.uuid`,
+      [rows.map((a) => a.uuid), rows.map((a) => a.packed), rows.map((a) => a.packed.length)],
+    );
+    const done = new Set(r.rows.map((row) => row.uuid));
+    // One reply per request: of two for one UUID in a batch, the first is the one stored.
+    return rows.map((a) => done.delete(a.uuid));
+  });
+  private readonly lookups = new Batch<string, Stored | undefined>(async (uuids) => {
+    const r = await this.pool.query<Row>('SELECT uuid, stored_at, service, body, reply FROM titanic_requests WHERE uuid = ANY($1::text[])', [uuids]);
+    const found = new Map(r.rows.map((row) => [row.uuid, row]));
+    return uuids.map((u) => {
+      const row = found.get(u);
+      return row === undefined ? undefined : fromRow(row);
+    });
+  });
+  private readonly removals = new Batch<string, void>(async (uuids) => {
+    await this.pool.query('DELETE FROM titanic_requests WHERE uuid = ANY($1::text[])', [uuids]);
+    return uuids.map(() => undefined);
+  });
 
   private constructor(
     private readonly url: string,
@@ -172,24 +243,23 @@ export class PgStore implements DurableStore {
     }
     this.added += bytes;
     const by = claim && this.me !== 0 ? this.me : null;
-    await this.pool.query('INSERT INTO titanic_requests (uuid, stored_at, service, body, bytes, claimed_by) VALUES ($1, $2, $3, $4, $5, $6)', [r.uuid, r.storedAt, r.service.toString('latin1'), body, bytes, by]);
+    await this.inserts.add({ uuid: r.uuid, storedAt: r.storedAt, service: r.service.toString('latin1'), body, bytes, by });
     return by !== null;
   }
 
   async answer(uuid: string, reply: readonly Buffer[]): Promise<boolean> {
     const packed = packFrames(reply);
-    const r = await this.pool.query('UPDATE titanic_requests SET reply = $2, bytes = bytes + $3, claimed_by = NULL WHERE uuid = $1 AND reply IS NULL', [uuid, packed, packed.length]);
-    if (r.rowCount === 1) this.added += packed.length;
-    return r.rowCount === 1;
+    const answered = await this.answers.add({ uuid, packed });
+    if (answered) this.added += packed.length;
+    return answered;
   }
 
-  async lookup(uuid: string): Promise<Stored | undefined> {
-    const r = await this.pool.query<Row>('SELECT uuid, stored_at, service, body, reply FROM titanic_requests WHERE uuid = $1', [uuid]);
-    return r.rows.length === 0 ? undefined : fromRow(r.rows[0]);
+  lookup(uuid: string): Promise<Stored | undefined> {
+    return this.lookups.add(uuid);
   }
 
-  async remove(uuid: string): Promise<void> {
-    await this.pool.query('DELETE FROM titanic_requests WHERE uuid = $1', [uuid]);
+  remove(uuid: string): Promise<void> {
+    return this.removals.add(uuid);
   }
 
   async claim(max: number, now: number, services: readonly string[] | null): Promise<Stored[]> {

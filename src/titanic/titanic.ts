@@ -273,10 +273,12 @@ export class Titanic {
       this.track(store.unclaim(uuid, Date.now() + this.retryMs).catch((err: unknown) => this.warn('titanic: giving a request back failed; it runs again when this broker\'s claims are freed', err)));
       return this.pump();
     }
+    // Questions held for this reply get it without reading it back; copied, as the views do not outlive this turn.
+    const copy = this.held.has(uuid) ? body.map((f) => Buffer.from(f)) : null;
     this.track(store.answer(uuid, body).then(
       (stored) => {
         if (stored) this.counts.answered++;
-        this.release(uuid);
+        this.release(uuid, stored ? copy : null);
       },
       (err: unknown) => {
         this.counts.failed++;
@@ -332,14 +334,21 @@ export class Titanic {
     return true;
   }
 
-  /** Answers every held question for this UUID (its reply was stored here, or it was closed or expired). */
-  private release(uuid: string): void {
+  /**
+   * Answers every held question for this UUID: with `reply` when it is the one just stored, else from the store
+   * (it was closed or expired, or another reply was stored first).
+   */
+  private release(uuid: string, reply: Buffer[] | null = null): void {
     const list = this.held.get(uuid);
     if (list === undefined) return;
     this.held.delete(uuid);
     this.heldCount -= list.length;
     this.stopHoldTimer();
-    this.answerFromStore(uuid, list.map((h) => h.a));
+    if (reply === null) return this.answerFromStore(uuid, list.map((h) => h.a));
+    const core = this.core as BrokerCore;
+    const body = answer(200, reply);
+    for (const h of list) core.answerAsked(h.a, body);
+    this.flush();
   }
 
   /** Held questions whose time is up are answered from the store as it is now (another broker may have answered). */
