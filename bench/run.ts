@@ -363,7 +363,7 @@ async function main(): Promise<number> {
       const c = JSON.parse(readFileSync(`${CONFIG_DIR}/${f}`, 'utf8')) as ConfigFile;
       process.stdout.write(`${f.replace(/\.json$/, '').padEnd(14)} ${c.runs.length} run(s)  ${c.description ?? ''}\n`);
     }
-    process.stdout.write(`${'titanic'.padEnd(14)} durable requests (--titanic) against NATS JetStream, submit to reply available (bench/titanic.ts)\n`);
+    process.stdout.write(`${'titanic'.padEnd(14)} durable requests (--titanic, LMDB and PostgreSQL) against NATS JetStream, submit to reply available (bench/titanic.ts)\n`);
     return 0;
   }
   if (values.compare) {

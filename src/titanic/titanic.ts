@@ -19,8 +19,6 @@ import { EMPTY, MDPC01 } from '../protocol/codec.js';
 import { isErrorMark } from '../protocol/errors.js';
 import { withStandIns, type FrameIO } from '../broker/frame-io.js';
 import { StoreError, type DurableStore, type Stored } from './durable-store.js';
-import { LmdbStore } from './lmdb-store.js';
-import { PgStore } from './pg-store.js';
 import { TITANIC_CLOSE, TITANIC_REPLY, answer, isTitanic, parseAsk, type TitanicService } from './tsp.js';
 
 export interface TitanicOptions {
@@ -106,9 +104,14 @@ export class Titanic {
   /** Opens the store: the embedded one in a directory, or PostgreSQL for a postgres:// URL. Throws a StoreError that says why it cannot. */
   async open(): Promise<void> {
     const where = this.opts.store;
-    this.store = /^postgres(ql)?:\/\//.test(where)
-      ? await PgStore.open(where, { maxBytes: this.opts.maxBytes, log: this.log })
-      : LmdbStore.open(where, { maxBytes: this.opts.maxBytes });
+    // Loaded here, not at the top: a broker without --titanic loads neither store's package (lmdb has a native part).
+    if (/^postgres(ql)?:\/\//.test(where)) {
+      const { PgStore } = await import('./pg-store.js');
+      this.store = await PgStore.open(where, { maxBytes: this.opts.maxBytes, log: this.log });
+    } else {
+      const { LmdbStore } = await import('./lmdb-store.js');
+      this.store = LmdbStore.open(where, { maxBytes: this.opts.maxBytes });
+    }
   }
 
   /** The broker's frame stream, with what the core sends our internal client taken here. */
