@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startBroker, until } from './helpers.js';
 import { spawnBroker } from './support/spawn-broker.js';
+import { postgresMissing, startPostgres } from './support/postgres.js';
 import { Client } from '../src/client/client.js';
 import { Worker } from '../src/client/worker.js';
 import { curveKeyPair } from 'zeromq';
@@ -180,6 +181,27 @@ test('a strict RFC 9 checker (pyzmq): 300 requests stored, the broker SIGKILLed 
   first.child.kill('SIGKILL');
   await new Promise((r) => first.child.once('exit', r));
   const second = await spawnBroker(['--bind', first.endpoint, ...flags]);
+  t.after(() => second.child.kill('SIGKILL'));
+  const finished = runPython(t, [TSP, 'finish', second.endpoint, uuids]);
+  assert.equal(await finished.exited, 0, finished.output());
+  assert.match(finished.output(), /tsp: ok \(300 replies/);
+});
+
+test('the strict RFC 9 checker on a PostgreSQL store: 300 stored through one broker, it is SIGKILLed, every reply fetched and closed through another', { skip: NO_PYZMQ || (Number(process.env.MDBROKER_TEST_SHARDS ?? 1) > 1 ? '--titanic runs on one thread for now' : false) || (process.env.MDBROKER_REQUIRE_POSTGRES === '1' ? false : (postgresMissing() ?? false)) }, async (t) => {
+  const pg = await startPostgres();
+  t.after(() => pg.stop());
+  const dir = mkdtempSync(join(tmpdir(), 'mdb-tsp-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const flags = ['--bind', 'tcp://127.0.0.1:*', '--stats-interval', '0', '--heartbeat-interval', '500', '--titanic', pg.url];
+  const first = await spawnBroker(flags);
+  t.after(() => first.child.kill('SIGKILL'));
+  const uuids = join(dir, 'uuids');
+  const stored = runPython(t, [TSP, 'store', first.endpoint, '300', uuids]);
+  assert.equal(await stored.exited, 0, stored.output());
+  first.child.kill('SIGKILL');
+  await new Promise((r) => first.child.once('exit', r));
+  // Another broker on the same store (not a restart of the first): it serves what the first one stored.
+  const second = await spawnBroker(flags);
   t.after(() => second.child.kill('SIGKILL'));
   const finished = runPython(t, [TSP, 'finish', second.endpoint, uuids]);
   assert.equal(await finished.exited, 0, finished.output());
