@@ -3,10 +3,13 @@
 
 import { parseArgs } from 'node:util';
 import { existsSync, readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { pino } from 'pino';
 import { Broker } from './broker/broker.js';
 import { DEFAULT_BROKER_OPTIONS, type Transport } from './broker/options.js';
 import { ConfigError } from './broker/config-error.js';
+import { readConfigFile } from './config-file.js';
+import { statusCommand } from './status-command.js';
 import { DEFAULT_LIMITS } from './protocol/codec.js';
 import type { LogFn } from './core/broker-core.js';
 import { OFFLOAD_MODES, type OffloadMode } from './broker/offload.js';
@@ -32,8 +35,8 @@ Usage: mdbroker [options]
   --max-frames N             frames per message (default ${DEFAULT_LIMITS.maxFrames})
   --max-frame-bytes N        bytes per frame (default ${DEFAULT_LIMITS.maxFrameBytes})
   --max-service-name N       bytes per service name (default ${DEFAULT_LIMITS.maxServiceName})
-  --transport NAME           zmtp (ZMTP spoken by the broker itself) or libzmq (the zeromq binding);
-                             CURVE and inproc:// endpoints always use libzmq (default ${d.transport})
+  --transport NAME           zmtp (ZMTP and CURVE spoken by the broker itself) or libzmq (the zeromq binding);
+                             inproc:// endpoints and --access groups always use libzmq (default ${d.transport})
   --peer-queue-bytes N       zmtp: unwritten bytes for one peer past which it is not read and sends to it fail (default ${d.peerQueueBytes})
   --handshake-timeout MS     zmtp: close a connection that has not finished its handshake (default ${d.handshakeTimeout})
   --hwm N                    libzmq: send/receive high-water mark per peer, in messages (default ${d.sendHighWaterMark})
@@ -60,15 +63,21 @@ Usage: mdbroker [options]
   --allow-workers FILE       with CURVE: public keys allowed to connect as workers (one per line)
   --access FILE              with CURVE: services per key ("keys") or worker endpoints per group ("workerGroups"); JSON, see README, Security
 
-  mdbroker keygen NAME [--force]
-                             write a CURVE key pair to NAME.key (secret, mode 0600) and NAME.pub;
-                             an existing pair is replaced only with --force
   --log-level LEVEL          debug, info, warn, error or silent (default info)
+  -c, --config FILE          read these flags from a JSON file ({"bind": ["tcp://*:5555"], "heartbeat-interval":
+                             2500, ...}: keys are the long names above); flags given here override it
   -h, --help                 this text
   -v, --version              the version
 
+  mdbroker status ENDPOINT [--json] [--curve-server-key KEY]
+                             list a running broker's services, workers and queue depths (over MDP; --help for more)
+  mdbroker keygen NAME [--force]
+                             write a CURVE key pair to NAME.key (secret, mode 0600) and NAME.pub;
+                             an existing pair is replaced only with --force
+
 Logs are JSON lines on stdout. SIGINT/SIGTERM: stop taking requests, let busy workers finish
-(--shutdown-grace), tell every worker DISCONNECT, exit 0.
+(--shutdown-grace), tell every worker DISCONNECT, exit 0. SIGHUP: read the allow lists, the access file and
+the config file again (log level too; other settings need a restart), without dropping a connection.
 `;
 
 const spec = {
@@ -105,16 +114,19 @@ const spec = {
   'allow-clients': { type: 'string' },
   'allow-workers': { type: 'string' },
   access: { type: 'string' },
-  'log-level': { type: 'string', default: 'info' },
+  'log-level': { type: 'string' },
+  config: { type: 'string', short: 'c' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean', short: 'v' },
 } as const;
 
-function int(values: Record<string, unknown>, name: string, fallback: number, min = 1): number {
+function int(values: Record<string, unknown>, name: string, fallback: number, min = 1, max = Number.MAX_SAFE_INTEGER): number {
   const raw = values[name];
   if (raw === undefined) return fallback;
   const n = Number(raw);
-  if (!Number.isInteger(n) || n < min) throw new ConfigError(name, `--${name} must be an integer >= ${min}, got '${String(raw)}'`);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new ConfigError(name, `--${name} must be an integer ${max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `from ${min} to ${max}`}, got '${String(raw)}'`);
+  }
   return n;
 }
 
@@ -145,6 +157,12 @@ function offloadMode(raw: unknown): OffloadMode {
 }
 
 function main(argv: string[]): void {
+  if (argv[0] === 'status') {
+    void statusCommand(argv.slice(1), (t) => process.stdout.write(t), (t) => process.stderr.write(t)).then((code) => {
+      process.exitCode = code;
+    });
+    return;
+  }
   if (argv[0] === 'keygen') {
     const force = argv.includes('--force');
     const rest = argv.slice(1).filter((a) => a !== '--force');
@@ -153,7 +171,15 @@ function main(argv: string[]): void {
     const existing = [`${name}.key`, `${name}.pub`].filter((f) => existsSync(f));
     // A key pair that clients and workers already trust is not replaced by accident.
     if (existing.length > 0 && !force) return usage(`${existing.join(' and ')} already exist${existing.length === 1 ? 's' : ''}; add --force to replace the key pair`);
-    const pair = keygen(name);
+    let pair: KeyPair;
+    try {
+      pair = keygen(name);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      process.stderr.write(`mdbroker: cannot write ${name}.key: ${e.code === 'ENOENT' ? `no directory ${JSON.stringify(dirname(name))}` : e.code === 'EACCES' ? 'permission denied' : e.message}\n`);
+      process.exitCode = 1;
+      return;
+    }
     process.stdout.write(`wrote ${name}.key (secret, mode 0600) and ${name}.pub\npublic key: ${pair.publicKey}\n`);
     return;
   }
@@ -171,7 +197,17 @@ function main(argv: string[]): void {
     process.stdout.write(`${pkg.version}\n`);
     return;
   }
-  const level = String(values['log-level']);
+  const commandLine = values;
+  if (typeof values.config === 'string') {
+    // The file first, the command line over it.
+    try {
+      values = { ...readConfigFile(values.config, spec), ...commandLine };
+    } catch (err) {
+      if (err instanceof ConfigError) return usage(err.message);
+      throw err;
+    }
+  }
+  const level = String(values['log-level'] ?? 'info');
   if (!['debug', 'info', 'warn', 'error', 'silent'].includes(level)) return usage(`--log-level must be debug, info, warn, error or silent, got '${level}'`);
   let broker: Broker;
   // Synchronous writes: lines appear in the order they were logged, also right before process.exit.
@@ -201,7 +237,7 @@ function main(argv: string[]): void {
       receiveHighWaterMark: int(values, 'hwm', d.receiveHighWaterMark, 0),
       shutdownGrace: int(values, 'shutdown-grace', d.shutdownGrace, 0),
       statsInterval: int(values, 'stats-interval', d.statsInterval, 0),
-      metricsPort: values['metrics-port'] === undefined ? null : int(values, 'metrics-port', 0, 0),
+      metricsPort: values['metrics-port'] === undefined ? null : int(values, 'metrics-port', 0, 0, 65535),
       metricsHost: (values['metrics-host'] as string | undefined) ?? d.metricsHost,
       validate: (values.validate as string[] | undefined) ?? [],
       offload: offloadMode(values.offload),
@@ -260,9 +296,62 @@ function main(argv: string[]): void {
   });
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  // SIGHUP: read the allow lists, the access file and the config file again, without dropping a connection.
+  let inForce = values;
+  process.on('SIGHUP', () => {
+    if (stopping) return;
+    const next = reloadSettings(commandLine, inForce, broker, logger);
+    if (next !== null) inForce = next;
+  });
 }
 
 /** The log line for a broker that could not start: the real cause, in words. */
+/** Settings SIGHUP applies; every other flag needs a restart. */
+const RELOADABLE = new Set(['allow-clients', 'allow-workers', 'access', 'log-level']);
+
+/**
+ * SIGHUP: the settings read again (config file, then the command line over it) and the CURVE lists applied; the
+ * new settings, or null when something could not be read (the settings in force stay, and the log says why).
+ */
+function reloadSettings(commandLine: Record<string, unknown>, inForce: Record<string, unknown>, broker: Broker, logger: pino.Logger): Record<string, unknown> | null {
+  let next: Record<string, unknown>;
+  let lists: ReturnType<typeof curveOptions>;
+  try {
+    next = typeof commandLine.config === 'string' ? { ...readConfigFile(commandLine.config, spec), ...commandLine } : commandLine;
+    const level = String(next['log-level'] ?? 'info');
+    if (!['debug', 'info', 'warn', 'error', 'silent'].includes(level)) throw new ConfigError('log-level', `log-level must be debug, info, warn, error or silent, got '${level}'`);
+    lists = curveOptions(next);
+  } catch (err) {
+    logger.warn({ err: (err as Error).message }, 'SIGHUP: reload failed; the settings in force stay');
+    return null;
+  }
+  const changed = Object.keys({ ...inForce, ...next }).filter((k) => JSON.stringify(inForce[k]) !== JSON.stringify(next[k]));
+  const restart = changed.filter((k) => !RELOADABLE.has(k));
+  if (restart.length > 0) logger.warn({ settings: restart }, 'SIGHUP: these settings changed and take effect at the next start');
+  const o = broker.opts;
+  const diff = (was: string[] | null, now: string[] | null) => {
+    const a = new Set(was ?? []);
+    const b = new Set(now ?? []);
+    return { added: [...b].filter((k) => !a.has(k)).length, removed: [...a].filter((k) => !b.has(k)).length, any: now === null };
+  };
+  const what = {
+    allowClients: diff(o.clientKeys, lists.clientKeys),
+    allowWorkers: diff(o.workerKeys, lists.workerKeys),
+    keyGrants: JSON.stringify(o.keyGrants) === JSON.stringify(lists.keyGrants) ? 'unchanged' : `${lists.keyGrants.length} grants`,
+  };
+  // Access groups are endpoints of their own: their lists reload, the groups themselves need a restart.
+  const sameGroups = JSON.stringify(o.workerGroups.map((g) => [g.bind, g.services])) === JSON.stringify(lists.workerGroups.map((g) => [g.bind, g.services]));
+  if (!sameGroups) logger.warn({}, 'SIGHUP: the access groups (endpoints or services) changed and take effect at the next start; their allow lists are reloaded where the groups match');
+  broker.reload({
+    allowKeys: lists.allowKeys, clientKeys: lists.clientKeys, workerKeys: lists.workerKeys, keyGrants: lists.keyGrants,
+    workerGroups: sameGroups ? lists.workerGroups : o.workerGroups,
+  });
+  const level = String(next['log-level'] ?? 'info');
+  if (logger.level !== level) logger.level = level;
+  logger.info({ changed: changed.filter((k) => RELOADABLE.has(k)), ...what, logLevel: level }, 'SIGHUP: reloaded');
+  return next;
+}
+
 function startupFailure(err: unknown): string {
   const e = err as { code?: string; message?: string; address?: string; port?: number };
   const where = e.address === undefined ? '' : ` ${e.address}${e.port === undefined ? '' : `:${e.port}`}`;

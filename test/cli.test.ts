@@ -1,7 +1,7 @@
 // The mdbroker command: flags, logs, and a clean stop on SIGTERM/SIGINT that tells workers DISCONNECT.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile, spawnSync, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { createServer, type AddressInfo } from 'node:net';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -34,6 +34,10 @@ test('--help and --version print and exit 0; a bad flag exits 2 with a readable 
   const unknown = run(['--frobnicate']);
   assert.equal(unknown.status, 2);
   assert.match(unknown.stderr, /frobnicate/);
+  const port = run(['--metrics-port', '99999']);
+  assert.equal(port.status, 2, 'a port out of range is a usage error, not a failure to bind');
+  assert.match(port.stderr, /--metrics-port must be an integer from 0 to 65535, got '99999'/);
+  assert.doesNotMatch(help.stdout, /CURVE[^\n]*always use libzmq/, '--help: the zmtp transport speaks CURVE itself');
 });
 
 test('SIGTERM: workers are told DISCONNECT and the broker exits 0', async (t) => {
@@ -106,6 +110,68 @@ test('errors about files name the file and what it is for, in words', () => {
   }
 });
 
+test('--config FILE: the flags as JSON, the command line over them; an unknown key or bad JSON is a usage error naming it', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'mdbroker-config-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'mdbroker.json');
+  writeFileSync(file, JSON.stringify({ bind: ['tcp://127.0.0.1:*'], 'metrics-port': 0, 'stats-interval': 0, 'log-level': 'warn' }));
+  // log-level from the file would hide the listening line: the command line's info wins.
+  const { child, endpoint, lines } = await spawnBroker(['--config', file, '--log-level', 'info']);
+  t.after(() => child.kill('SIGKILL'));
+  assert.match(endpoint, /^tcp:\/\/127\.0\.0\.1:\d+$/);
+  const listening = JSON.parse(lines.find((l) => l.includes('mdbroker listening')) as string) as { metricsPort?: number };
+  assert.ok((listening.metricsPort ?? 0) > 0, 'metrics-port from the file');
+  writeFileSync(file, JSON.stringify({ 'heartbeat-intervall': 100 }));
+  const typo = run(['--config', file]);
+  assert.equal(typo.status, 2);
+  assert.match(typo.stderr, /unknown key "heartbeat-intervall"/);
+  writeFileSync(file, '{ "bind": ');
+  const bad = run(['--config', file]);
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /is not valid JSON/);
+  writeFileSync(file, JSON.stringify({ 'heartbeat-interval': 'soon' }));
+  assert.match(run(['--config', file]).stderr, /--heartbeat-interval must be an integer/);
+  assert.match(run(['--config', join(dir, 'missing.json')]).stderr, /cannot read --config .*missing\.json: ENOENT/);
+});
+
+test('mdbroker status ENDPOINT: services, workers and queue depths over MDP; --json for scripts; a clear error when nothing answers', async (t) => {
+  const { child, endpoint } = await startCli(['--heartbeat-interval', '200', '--stats-interval', '0']);
+  t.after(() => child.kill('SIGKILL'));
+  const { Worker } = await import('../src/client/worker.js');
+  const { Client } = await import('../src/client/client.js');
+  const w = new Worker({ endpoint, service: 'echo', heartbeatInterval: 200, handler: (b) => b });
+  const c = new Client({ endpoints: endpoint });
+  t.after(async () => {
+    c.close();
+    await w.close();
+  });
+  await c.request('echo', 'x');
+  await assert.rejects(c.request('nobody', 'x', { timeout: 100, retries: 0 })); // queued: no worker
+  const status = (args: string[]) => new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    execFile(process.execPath, [CLI, 'status', ...args], { timeout: 10000 }, (err, stdout, stderr) => resolve({ code: err ? (err as { code?: number }).code ?? 1 : 0, stdout, stderr }));
+  });
+  const table = await status([endpoint]);
+  assert.equal(table.code, 0, table.stderr);
+  assert.match(table.stdout, /^tcp:\/\/127\.0\.0\.1:\d+: up \d+s(, \d+ shards)?; 2 services, 1 worker \(1 idle\), 1 queued; [\d.]+ requests\/s/);
+  assert.match(table.stdout, /^SERVICE +WORKERS +IDLE +BUSY +QUEUED +REQUESTS/m);
+  assert.match(table.stdout, /^echo +1 +1 +0 +0 +1 +1 /m);
+  assert.match(table.stdout, /^nobody +0 +0 +0 +1 +1 +0 /m);
+  const json = await status([endpoint, '--json']);
+  assert.equal(json.code, 0, json.stderr);
+  const report = JSON.parse(json.stdout) as { services: Record<string, { workers: number; queued: number }> };
+  assert.deepEqual([report.services.echo.workers, report.services.nobody.queued], [1, 1]);
+  const port = await new Promise<number>((r) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as AddressInfo).port;
+      s.close(() => r(p));
+    });
+  });
+  const none = await status([`tcp://127.0.0.1:${port}`, '--timeout', '500']);
+  assert.equal(none.code, 1);
+  assert.match(none.stderr, /^mdbroker status: no answer from tcp:\/\/127\.0\.0\.1:\d+ within 500 ms: is a broker running there/);
+  assert.equal((await status([])).code, 2);
+});
+
 test('keygen writes a key pair and refuses to overwrite one unless told --force', () => {
   const dir = mkdtempSync(join(tmpdir(), 'mdbroker-keygen-'));
   try {
@@ -120,6 +186,9 @@ test('keygen writes a key pair and refuses to overwrite one unless told --force'
     const forced = run(['keygen', name, '--force']);
     assert.equal(forced.status, 0, forced.stderr);
     assert.notEqual(readFileSync(`${name}.key`, 'utf8'), key);
+    const nowhere = run(['keygen', join(dir, 'missing', 'broker')]);
+    assert.equal(nowhere.status, 1);
+    assert.equal(nowhere.stderr, `mdbroker: cannot write ${join(dir, 'missing', 'broker')}.key: no directory ${JSON.stringify(join(dir, 'missing'))}\n`, 'one line, no stack trace');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -13,7 +13,8 @@ import { Worker } from '../src/client/worker.js';
 import { BrokerError, RefusedError } from '../src/client/errors.js';
 import { readAllowList, readSecretKeyFile } from '../src/broker/security.js';
 import { greeting } from '../src/zmtp/wire.js';
-import { startBroker, until } from './helpers.js';
+import { modeFlags, startBroker, until } from './helpers.js';
+import { spawnBroker } from './support/spawn-broker.js';
 import type { Broker } from '../src/broker/broker.js';
 
 const HB = { heartbeatInterval: 100, heartbeatLiveness: 3 };
@@ -131,6 +132,10 @@ test('mdbroker keygen writes a 0600 secret file and a public file the broker and
   writeFileSync(join(dir, 'allow.txt'), `# clients\n${readFileSync(join(dir, 'broker.pub'), 'utf8')}\n${curveKeyPair().publicKey}\n`);
   assert.equal(readAllowList(join(dir, 'allow.txt')).size, 2);
   assert.ok(readAllowList(join(dir, 'allow.txt')).has(pair.publicKey));
+  // Z85 has '#' in its alphabet: a key that starts with it is a key, not a comment.
+  const hashKey = `#${pair.publicKey.slice(1)}`;
+  writeFileSync(join(dir, 'hash.txt'), `# a comment line\n${hashKey}\n#\n`);
+  assert.deepEqual([...readAllowList(join(dir, 'hash.txt'))], [hashKey]);
   writeFileSync(join(dir, 'bad.txt'), 'not-a-key\n');
   const bad = spawnSync(process.execPath, [CLI, '--curve-secret-key', join(dir, 'broker.key'), '--allow-clients', join(dir, 'bad.txt')], { encoding: 'utf8' });
   assert.equal(bad.status, 2);
@@ -295,4 +300,45 @@ test('--access key grants: refused where they cannot be enforced, and a grant th
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('SIGHUP reloads --allow-clients: a key added is served, connections stay, a bad file keeps the lists in force', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'mdkeys-hup-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const keygen = spawnSync(process.execPath, [CLI, 'keygen', join(dir, 'broker')], { encoding: 'utf8' });
+  assert.equal(keygen.status, 0, keygen.stderr);
+  const serverKey = readSecretKeyFile(join(dir, 'broker.key')).publicKey;
+  const [first, second, workerKeys] = [curveKeyPair(), curveKeyPair(), curveKeyPair()];
+  const clients = join(dir, 'clients.txt');
+  writeFileSync(clients, `${first.publicKey}\n`);
+  writeFileSync(join(dir, 'workers.txt'), `${workerKeys.publicKey}\n`);
+  const b = await spawnBroker(['--bind', 'tcp://127.0.0.1:*', '--stats-interval', '0', '--heartbeat-interval', '100', ...modeFlags(),
+    '--curve-secret-key', join(dir, 'broker.key'), '--allow-clients', clients, '--allow-workers', join(dir, 'workers.txt')]);
+  t.after(() => b.child.kill('SIGKILL'));
+  const worker = new Worker({ endpoint: b.endpoint, service: 'echo', ...HB, handler: (x) => x, curve: { serverKey, ...workerKeys } });
+  const one = new Client({ endpoints: b.endpoint, timeout: 3000, curve: { serverKey, ...first } });
+  const two = new Client({ endpoints: b.endpoint, timeout: 600, retries: 0, curve: { serverKey, ...second } });
+  t.after(async () => {
+    one.close();
+    two.close();
+    await worker.close();
+  });
+  assert.deepEqual((await one.request('echo', 'a')).map(String), ['a']);
+  await assert.rejects(two.request('echo', 'b'), 'not on the list yet: refused at the handshake');
+  const logged = (msg: string) => until(() => b.lines.some((l) => l.includes(msg)), 5000);
+  writeFileSync(clients, `${first.publicKey}\n${second.publicKey}\n`);
+  b.child.kill('SIGHUP');
+  assert.ok(await logged('SIGHUP: reloaded'), b.lines.slice(-3).join('\n'));
+  const line = JSON.parse(b.lines.find((l) => l.includes('SIGHUP: reloaded')) as string) as { allowClients: { added: number; removed: number } };
+  assert.deepEqual([line.allowClients.added, line.allowClients.removed], [1, 0], 'the log says what changed');
+  const three = new Client({ endpoints: b.endpoint, timeout: 3000, curve: { serverKey, ...second } });
+  t.after(() => three.close());
+  assert.deepEqual((await three.request('echo', 'c')).map(String), ['c'], 'the added key is served');
+  assert.deepEqual((await one.request('echo', 'd')).map(String), ['d'], 'the connection made before the reload still works');
+  writeFileSync(clients, 'not-a-key\n');
+  b.child.kill('SIGHUP');
+  assert.ok(await logged('SIGHUP: reload failed; the settings in force stay'));
+  assert.match(b.lines.find((l) => l.includes('reload failed')) as string, /clients\.txt:1: not a 40-character Z85 public key/);
+  assert.deepEqual((await three.request('echo', 'e')).map(String), ['e'], 'still served after a bad file');
+  assert.equal(b.child.exitCode, null, 'SIGHUP does not stop the broker');
 });

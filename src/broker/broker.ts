@@ -3,7 +3,7 @@
 
 import { EventEmitter } from 'node:events';
 import type { CoreSnapshot, CoreStats } from '../core/broker-core.js';
-import { resolveOptions, type BrokerOptions } from './options.js';
+import { resolveOptions, type BrokerOptions, type SecurityLists } from './options.js';
 import type { AggregateOutput } from './stats-report.js';
 import { SingleBroker } from './single-broker.js';
 import { ShardedBroker } from './sharded/sharded-broker.js';
@@ -19,6 +19,7 @@ interface BrokerImpl {
   readonly metricsPort: number | null;
   start(): Promise<void>;
   close(): Promise<void>;
+  reload(lists: SecurityLists): void;
   snapshot(): CoreSnapshot;
   stats(): CoreStats;
   aggregateStats(): Promise<AggregateOutput>;
@@ -92,6 +93,16 @@ export class Broker extends EventEmitter<BrokerEvents> {
   /** Aggregates the stats now and installs the mmi.stats answers. */
   aggregateStats(): Promise<AggregateOutput> {
     return this.impl.aggregateStats();
+  }
+
+  /**
+   * Replaces the CURVE lists (what SIGHUP does with the files read again): no connection is dropped; new handshakes
+   * are checked against `allowKeys`, and every key's next request or READY against the role lists and key grants.
+   * Access groups' endpoints stay as they were started.
+   */
+  reload(lists: SecurityLists): void {
+    Object.assign(this.opts, lists);
+    this.impl.reload(lists);
   }
 
   /** Graceful stop: no new work, busy workers get shutdownGrace ms to reply, every worker is told DISCONNECT. */

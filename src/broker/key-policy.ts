@@ -51,19 +51,28 @@ class ServiceFilter {
   }
 }
 
-/** One key's rights: the Rights a connection with that key carries (shared by that key's connections). */
+/**
+ * One key's rights: the Rights a connection with that key carries (shared by that key's connections). Worked out
+ * again on first use after the lists are replaced (SIGHUP), so a connection that stays sees the new lists.
+ */
 class KeyRights implements Rights {
+  private gen = -1;
+  private client = false;
+  private worker = false;
+  /** Null: any service. */
+  private serve: ServiceFilter | null = null;
+  private request: ServiceFilter | null = null;
+
   constructor(
     private readonly policy: KeyPolicy,
     readonly name: string,
-    private readonly client: boolean,
-    private readonly worker: boolean,
-    /** Null: any service. */
-    private readonly serve: ServiceFilter | null,
-    private readonly request: ServiceFilter | null,
-  ) {}
+    readonly hex: string,
+  ) {
+    this.current();
+  }
 
   mayRequest(service: Buffer): string | null {
+    this.current();
     if (!this.client) return this.policy.deny(this.name, 'requests', 'this CURVE key may not send requests');
     if (this.request === null || isMmi(service)) return null;
     const name = service.toString('latin1');
@@ -71,9 +80,20 @@ class KeyRights implements Rights {
   }
 
   mayServe(service: string): string | null {
+    this.current();
     if (!this.worker) return this.policy.deny(this.name, 'ready', 'key not on --allow-workers');
     if (this.serve === null || this.serve.allows(service)) return null;
     return this.policy.deny(this.name, 'ready', `key not granted ${service} by --access`);
+  }
+
+  private current(): void {
+    if (this.gen === this.policy.generation) return;
+    this.gen = this.policy.generation;
+    const r = this.policy.resolve(this.hex);
+    this.client = r.client;
+    this.worker = r.worker;
+    this.serve = r.serve;
+    this.request = r.request;
   }
 }
 
@@ -82,9 +102,23 @@ export class KeyPolicy {
   private readonly byKey = new Map<string, KeyRights>();
   private readonly grantsByKey = new Map<string, KeyGrant[]>();
   private readonly denied = new Map<string, DeniedCounts>();
+  /** Bumped by replace(): every KeyRights works itself out again on its next use. */
+  generation = 0;
 
-  constructor(private readonly lists: KeyLists) {
-    for (const g of lists.grants) {
+  constructor(private lists: KeyLists) {
+    this.index();
+  }
+
+  /** New lists (SIGHUP): connections keep their place, and their next request or READY is judged by these. */
+  replace(lists: KeyLists): void {
+    this.lists = lists;
+    this.index();
+    this.generation++;
+  }
+
+  private index(): void {
+    this.grantsByKey.clear();
+    for (const g of this.lists.grants) {
       for (const k of g.keys) {
         const gs = this.grantsByKey.get(k);
         if (gs) gs.push(g);
@@ -100,7 +134,7 @@ export class KeyPolicy {
     if (r === undefined) {
       // Without an allow-list any key may connect: keep the cache from growing with them.
       if (this.byKey.size >= 10000) this.byKey.clear();
-      r = this.resolve(hex, key);
+      r = new KeyRights(this, z85Encode(key), hex);
       this.byKey.set(hex, r);
     }
     return r;
@@ -123,13 +157,14 @@ export class KeyPolicy {
     return why;
   }
 
-  private resolve(hex: string, key: Buffer): KeyRights {
+  /** What the lists in force say of one key. */
+  resolve(hex: string): { client: boolean; worker: boolean; serve: ServiceFilter | null; request: ServiceFilter | null } {
     const { clients, workers } = this.lists;
     const grants = this.grantsByKey.get(hex) ?? [];
     const union = (pick: (g: KeyGrant) => string[] | null): ServiceFilter | null => {
       const lists = grants.map(pick).filter((l): l is string[] => l !== null);
       return lists.length === 0 ? null : new ServiceFilter(lists.flat());
     };
-    return new KeyRights(this, z85Encode(key), clients === null || clients.has(hex), workers === null || workers.has(hex), union((g) => g.serve), union((g) => g.request));
+    return { client: clients === null || clients.has(hex), worker: workers === null || workers.has(hex), serve: union((g) => g.serve), request: union((g) => g.request) };
   }
 }

@@ -13,7 +13,7 @@ import { parseEndpoint } from '../zmtp/endpoint.js';
 import { z85Decode } from '../zmtp/z85.js';
 import { MDPC01, MDPC02, MDPW01, MDPW02 } from '../protocol/codec.js';
 import { secureRouter, zap } from './security.js';
-import type { BrokerOptions, Transport } from './options.js';
+import type { BrokerOptions, SecurityLists, Transport } from './options.js';
 import { ConfigError } from './config-error.js';
 import type { StatsSnapshot } from '../core/stats.js';
 
@@ -124,6 +124,27 @@ export class Listeners {
   /** The zmtp transport's router (null on libzmq). */
   get router(): ZmtpRouter | null {
     return this.zmtp?.router ?? null;
+  }
+
+  /**
+   * SIGHUP: the CURVE lists read again. No connection is dropped: who may connect applies to new handshakes, and
+   * each key's rights (role lists, --access key grants) to its next request or READY.
+   */
+  reload(lists: SecurityLists): void {
+    if (this.zmtp !== null) {
+      this.zmtp.reload(hexSet(lists.allowKeys), {
+        clients: hexSet(lists.clientKeys),
+        workers: hexSet(lists.workerKeys),
+        grants: lists.keyGrants.map((g) => ({ ...g, keys: [...(hexSet(g.keys) as Set<string>)] })),
+      });
+      return;
+    }
+    // libzmq: the main socket's ZAP domain first, then one per access group (in --access order).
+    if (this.domains.length === 0) return;
+    zap.setAllowed(this.domains[0], lists.allowKeys);
+    lists.workerGroups.forEach((g, i) => {
+      if (this.domains[i + 1] !== undefined) zap.setAllowed(this.domains[i + 1], g.allowKeys);
+    });
   }
 
   /** Registers the ZAP domains, puts CURVE options on, binds every endpoint. */

@@ -130,3 +130,6 @@ export function resolveOptions(opts: Partial<BrokerOptions>): BrokerOptions {
   if (!TRANSPORTS.includes(o.transport)) throw new ConfigError('transport', `transport must be one of ${TRANSPORTS.join(', ')}, got '${String(o.transport)}'`);
   return o;
 }
+
+/** What SIGHUP reloads: the CURVE lists (files read again). Connections stay; each key's next message sees them. */
+export type SecurityLists = Pick<BrokerOptions, 'allowKeys' | 'clientKeys' | 'workerKeys' | 'keyGrants' | 'workerGroups'>;

@@ -47,9 +47,10 @@ export function readSecretKeyFile(path: string): KeyPair {
 export function readAllowList(path: string): Set<string> {
   const keys = new Set<string>();
   readText(path, 'allow-list').split('\n').forEach((raw, i) => {
-    // Z85 uses '#', so only a line that starts with it is a comment.
+    // Z85 uses '#' (1 key in 85 starts with it): a line that is a whole key is a key; any other line that starts
+    // with '#' is a comment.
     const line = raw.trim();
-    if (!line || line.startsWith('#')) return;
+    if (!line || (line.startsWith('#') && !Z85_KEY.test(line))) return;
     const key = field(line, 'public-key') ?? line;
     if (!Z85_KEY.test(key)) throw new Error(`${path}:${i + 1}: not a 40-character Z85 public key`);
     keys.add(key);
@@ -95,6 +96,12 @@ class ZapHandler {
     this.sock = sock;
     await sock.bind('inproc://zeromq.zap.01');
     void this.loop(sock);
+  }
+
+  /** New allow-list for a domain (SIGHUP): checked at each new handshake; connections made stay. */
+  setAllowed(domain: string, allow: string[] | null): void {
+    const d = this.domains.get(domain);
+    if (d !== undefined) d.allowed = allow === null ? null : new Set(allow);
   }
 
   deniedCount(domain: string): number {

@@ -22,13 +22,12 @@ export class ZmtpIO implements FrameIO {
   private lastWarn = -Infinity;
   private readonly oldHosts = new Map<string, number>();
 
-  /** Set only when CURVE role lists or key grants are in force: each connection's Peer carries its key's Rights. */
+  /** Set whenever CURVE is on (role lists and key grants may come with a reload): each Peer carries its key's Rights. */
   readonly policy: KeyPolicy | null;
   readonly requireRights: boolean;
 
   constructor(opts: ZmtpRouterOptions, private readonly log: LogFn, keys: KeyLists | null = null) {
-    const inForce = keys !== null && opts.curve !== undefined && (keys.clients !== null || keys.workers !== null || keys.grants.length > 0);
-    const policy = inForce ? new KeyPolicy(keys) : null;
+    const policy = opts.curve !== undefined ? new KeyPolicy(keys ?? { clients: null, workers: null, grants: [] }) : null;
     this.policy = policy;
     this.requireRights = policy !== null;
     this.router = new ZmtpRouter({ ...opts, rightsOf: policy === null ? undefined : (key) => policy.rightsOf(key) }, {
@@ -36,6 +35,12 @@ export class ZmtpIO implements FrameIO {
       peerClosed: (peer) => this.sink?.peerClosed(peer),
       closed: (reason, conn) => this.closed(reason, conn),
     });
+  }
+
+  /** CURVE lists read again (SIGHUP): who may connect from now on, and what every key may do from its next message. */
+  reload(allow: ReadonlySet<string> | null, keys: KeyLists): void {
+    this.router.setAllow(allow);
+    this.policy?.replace(keys);
   }
 
   start(sink: FrameSink): Promise<void> {

@@ -68,8 +68,11 @@ function replyFor(s: Stored | undefined): Buffer[] {
 }
 
 export class Titanic {
-  /** The internal client whose requests are the stored ones. */
-  readonly peer = new Peer(-1);
+  /**
+   * The internal client whose requests are the stored ones. Where CURVE rights are in force it may request any
+   * service: the client that stored a request was checked for that service when it asked titanic.request.
+   */
+  readonly peer = new Peer(-1, { name: 'titanic', mayRequest: () => null, mayServe: () => 'titanic is not a worker' });
   private store: DurableStore | null = null;
   private core: BrokerCore | null = null;
   private flush: () => void = () => undefined;
@@ -168,6 +171,10 @@ export class Titanic {
       return this.write(store.remove(ask.uuid), () => core.answerAsked(a, answer(200)), a);
     }
     if (ask.kind !== 'request') return;
+    // The stored request runs with the broker's own rights later (and maybe on another broker): the asking key's
+    // rights for the service inside are checked now.
+    const why = a.peer.rights?.mayRequest(ask.service) ?? null;
+    if (why !== null) return core.answerAsked(a, answer(400, [], why));
     // A version 4 UUID as 32 hex digits (RFC 9's form). randomUUID() draws from a cached pool: randomBytes(16) per
     // request cost ~9 us of the broker's ~300 us per durable request (CPU profile, 4,000 requests).
     const uuid = randomUUID().replaceAll('-', '');

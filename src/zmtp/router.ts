@@ -109,6 +109,7 @@ export class ZmtpRouter implements ConnectionOwner {
   private timer: NodeJS.Timeout | null = null;
   private period = 1000;
   private closing = false;
+  private allow: ReadonlySet<string> | null = null;
   private readonly flushAll = () => this.flushNow();
 
   constructor(
@@ -122,9 +123,14 @@ export class ZmtpRouter implements ConnectionOwner {
     };
     const curve = opts.curve;
     if (curve !== undefined) {
-      const allow = curve.allow;
-      this.connOpts.curve = { keys: curve.keys, authorize: (key) => allow === null || allow.has(key.toString('hex')) };
+      this.allow = curve.allow;
+      this.connOpts.curve = { keys: curve.keys, authorize: (key) => this.allow === null || this.allow.has(key.toString('hex')) };
     }
+  }
+
+  /** CURVE: the keys (hex of the raw keys) that may connect from now on (null: any); connections made stay. */
+  setAllow(allow: ReadonlySet<string> | null): void {
+    this.allow = allow;
   }
 
   /** Bytes queued for every peer and not yet taken by the kernel (each connection's share is bounded). */

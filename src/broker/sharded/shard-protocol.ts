@@ -3,7 +3,7 @@
 // (exchange.ts); only these rare messages use the thread's port.
 
 import type { CoreSnapshot, CoreStats, LogLevel } from '../../core/broker-core.js';
-import type { BrokerOptions } from '../options.js';
+import type { BrokerOptions, SecurityLists } from '../options.js';
 import type { StatsSnapshot } from '../../core/stats.js';
 import type { MessagePort } from 'node:worker_threads';
 
@@ -27,6 +27,8 @@ export type ToShard =
   | { type: 'stats'; seq: number }
   /** The mmi.stats answers from the last aggregation. */
   | { type: 'statsReplies'; overall: string; perService: Record<string, string> }
+  /** SIGHUP: the CURVE lists read again. */
+  | { type: 'reload'; lists: SecurityLists }
   /** Stop taking work, let busy workers finish, fail what is left (the exchange keeps running). */
   | { type: 'drain' }
   /** Every shard has drained: close the connections and end. */

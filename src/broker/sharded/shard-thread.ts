@@ -244,6 +244,9 @@ port.on('message', (m: ToShard) => {
       // Questions asked after the snapshot went out wait for the next aggregation.
       if (core.statsWaiting > 0) core.statsReplies.fresh();
       return;
+    case 'reload':
+      listeners.reload(m.lists);
+      return;
     case 'drain':
       void drain();
       return;

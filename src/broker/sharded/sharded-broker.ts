@@ -12,7 +12,7 @@ import { parseValidateFlags } from '../validation.js';
 import { StatsService } from '../stats-service.js';
 import type { AggregateOutput } from '../stats-report.js';
 import type { StatsSnapshot } from '../../core/stats.js';
-import type { BrokerOptions } from '../options.js';
+import type { BrokerOptions, SecurityLists } from '../options.js';
 import { boardBytes } from './board.js';
 import type { FromShard, ShardInit, ToShard } from './shard-protocol.js';
 
@@ -114,6 +114,7 @@ export class ShardedBroker {
     }
     await Promise.all(adopted);
     await this.statsService.start();
+    this.statsService.health = 'serving';
     this.started = true;
   }
 
@@ -218,9 +219,14 @@ export class ShardedBroker {
     });
   }
 
+  reload(lists: SecurityLists): void {
+    for (let i = 0; i < this.shards.length; i++) this.post(i, { type: 'reload', lists });
+  }
+
   async close(): Promise<void> {
     this.stopping = true;
-    await this.statsService.close();
+    // /healthz says 503 from the first moment of the drain.
+    this.statsService.draining();
     const live = this.shards.map((s, i) => ({ s, i })).filter(({ s }) => s.thread.threadId >= 0);
     const within = <T>(p: Promise<T>, ms: number) => Promise.race([p.catch(() => undefined), new Promise((r) => setTimeout(r, ms).unref())]);
     // Every shard drains while all of them still route: a moved request's reply crosses back to its client's shard.
@@ -229,6 +235,8 @@ export class ShardedBroker {
       this.post(i, { type: 'drain' });
       return d;
     })), this.opts.shutdownGrace + 3000);
+    // The stats come from the shards: the metrics server closes before they do.
+    await this.statsService.close();
     await within(Promise.all(live.map(({ i }) => {
       const c = this.next(i, 'closed');
       this.post(i, { type: 'close' });
