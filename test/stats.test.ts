@@ -2,6 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { get } from 'node:http';
+import { spawnSync } from 'node:child_process';
 import { Client } from '../src/client/client.js';
 import { Worker } from '../src/client/worker.js';
 import { aggregate } from '../src/broker/stats-report.js';
@@ -67,6 +68,55 @@ for (const offload of ['none', 'stats'] as const) {
     assert.deepEqual((await client.request('mmi.stats', 'no-such-service')).map(String), ['404']);
   });
 }
+
+test('/healthz: 200 while serving, 503 from the first moment of a drain (a request still running)', async (t) => {
+  const { broker, endpoint } = await startBroker({ ...HB, metricsPort: 0, statsInterval: 0, shutdownGrace: 3000 });
+  const url = `http://127.0.0.1:${broker.metricsPort}/healthz`;
+  let release: () => void = () => undefined;
+  const worker = new Worker({ endpoint, service: 'slow', ...HB, handler: () => new Promise<string>((r) => (release = () => r('done'))) });
+  const client = new Client({ endpoints: endpoint });
+  t.after(async () => {
+    client.close();
+    await worker.close();
+  });
+  assert.deepEqual(await fetchText(url), { status: 200, body: '{"status":"serving"}\n' });
+  assert.ok(await until(() => broker.snapshot().workers === 1));
+  const reply = client.request('slow', 'x');
+  assert.ok(await until(() => broker.snapshot().busyWorkers === 1));
+  const closed = broker.close();
+  assert.deepEqual(await fetchText(url), { status: 503, body: '{"status":"draining"}\n' }, 'draining: the load balancer stops sending');
+  assert.equal((await fetchText(`http://127.0.0.1:${broker.metricsPort}/metrics`)).status, 200, '/metrics still answers during the drain');
+  release();
+  assert.deepEqual((await reply).map(String), ['done'], 'the request running at the drain is answered');
+  await closed;
+});
+
+test('/metrics: promtool check metrics is clean; every family has a help text that says what it counts; build info', async (t) => {
+  const { broker, endpoint } = await startBroker({ ...HB, metricsPort: 0, statsInterval: 0 });
+  const worker = new Worker({ endpoint, service: 'echo', ...HB, handler: (b) => b });
+  const client = new Client({ endpoints: endpoint });
+  t.after(async () => {
+    client.close();
+    await worker.close();
+    await broker.close();
+  });
+  await Promise.all(Array.from({ length: 10 }, (_, i) => client.request('echo', String(i))));
+  await assert.rejects(client.request('nobody', 'x', { timeout: 50, retries: 0 }));
+  const { body } = await fetchText(`http://127.0.0.1:${broker.metricsPort}/metrics`);
+  // Debian's prometheus package has promtool; CI installs it (MDBROKER_REQUIRE_PROMTOOL=1 makes its absence a failure).
+  const promtool = spawnSync('promtool', ['check', 'metrics'], { input: body, encoding: 'utf8' });
+  if (promtool.error === undefined || process.env.MDBROKER_REQUIRE_PROMTOOL === '1') {
+    assert.equal(promtool.status, 0, `promtool check metrics: ${promtool.stdout}${promtool.stderr}${String(promtool.error ?? '')}`);
+  } else {
+    t.diagnostic('promtool not installed (apt-get install prometheus): only the checks below ran');
+  }
+  assert.match(body, /^mdbroker_build_info\{version="\d+\.\d+\.\d+",node="v\d+\.\d+\.\d+"\} 1$/m);
+  const helps = body.split('\n').filter((l) => l.startsWith('# HELP mdbroker_'));
+  assert.ok(helps.length >= 20, `${helps.length} mdbroker families`);
+  for (const h of helps) assert.match(h, /^# HELP mdbroker_\w+ [A-Z][^\n]{10,}$/, h);
+  assert.ok(!helps.some((h) => /Broker-wide: [a-z]+[A-Z]/.test(h)), 'no raw camelCase stats keys as help');
+  assert.match(body, /^# TYPE mdbroker_event_loop_delay_p99_seconds gauge$/m);
+});
 
 test('mmi.stats answers current figures with --stats-interval 0 and no /metrics scrape', async (t) => {
   const { broker, endpoint } = await startBroker({ ...HB, statsInterval: 0 });

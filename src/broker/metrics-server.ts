@@ -1,28 +1,60 @@
-// --metrics-port: Prometheus text on GET /metrics. The broker's own families are rendered by the stats aggregation
+// --metrics-port: Prometheus text on GET /metrics, and GET /healthz (200 serving, 503 starting or draining). The broker's own families are rendered by the stats aggregation
 // (inline or in the pool); the process families (CPU, memory, event-loop lag, GC: prom-client's default collectors)
 // come from a registry here, on the main thread, where the event loop they describe runs.
 
+import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type * as PromClient from 'prom-client';
+
+/**
+ * prom-client's gauges that end in `_total` (a suffix Prometheus keeps for counters; `promtool check metrics` exits
+ * 3 on them): each is the sum of the labelled family of the same name without `_total`, which stays.
+ */
+const DROPPED = new Set(['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']);
+
+/** The process families without DROPPED. */
+function withoutDropped(text: string): string {
+  return text.split('\n').filter((line) => {
+    const name = line.startsWith('# ') ? line.split(' ')[2] : line.split(/[{ ]/)[0];
+    return !DROPPED.has(name);
+  }).join('\n');
+}
+
+const VERSION = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+/** mdbroker_build_info: which build is running (a constant 1, labelled), as Prometheus exporters conventionally do. */
+const BUILD_INFO = `# HELP mdbroker_build_info The running mdbroker build: its version and the Node.js version it runs on (always 1)
+# TYPE mdbroker_build_info gauge
+mdbroker_build_info{version="${VERSION}",node="${process.version}"} 1
+`;
 
 export class MetricsServer {
   private server: Server | null = null;
   private process: PromClient.Registry | null = null;
 
-  constructor(private readonly render: () => Promise<string>) {}
+  constructor(
+    private readonly render: () => Promise<string>,
+    private readonly health: () => 'starting' | 'serving' | 'draining',
+  ) {}
 
   async listen(port: number, host: string): Promise<number> {
     const prom = (await import('prom-client')) as typeof PromClient;
     this.process = new prom.Registry();
     prom.collectDefaultMetrics({ register: this.process });
     const server = createServer((req, res) => {
+      if (req.method === 'GET' && req.url === '/healthz') {
+        // For load balancers and orchestrators: 200 while the broker serves, 503 while it starts or drains.
+        const status = this.health();
+        res.writeHead(status === 'serving' ? 200 : 503, { 'content-type': 'application/json' }).end(`${JSON.stringify({ status })}\n`);
+        return;
+      }
       if (req.method !== 'GET' || (req.url !== '/metrics' && req.url !== '/')) {
-        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics\n');
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics or /healthz\n');
         return;
       }
       Promise.all([this.render(), (this.process as PromClient.Registry).metrics()]).then(
-        ([own, proc]) => `${own}\n${proc}`,
+        ([own, proc]) => `${BUILD_INFO}${own}\n${withoutDropped(proc)}`,
       ).then(
         (text) => res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }).end(text),
         (err: unknown) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`stats unavailable: ${String(err)}\n`),

@@ -8,7 +8,7 @@ import { Listeners } from './listeners.js';
 import { LoopDelay } from './loop-delay.js';
 import { StatsService, mmiStatsReplies } from './stats-service.js';
 import type { AggregateOutput } from './stats-report.js';
-import type { BrokerOptions } from './options.js';
+import type { BrokerOptions, SecurityLists } from './options.js';
 import { Titanic, isTitanicFrame } from '../titanic/titanic.js';
 import { StoreError } from '../titanic/durable-store.js';
 import { ConfigError } from './config-error.js';
@@ -83,6 +83,11 @@ export class SingleBroker {
     this.titanic?.attach(this.host.core, () => this.host.transport.flush(), () => this.host.now());
     await this.listeners.bind();
     await this.statsService.start();
+    this.statsService.health = 'serving';
+  }
+
+  reload(lists: SecurityLists): void {
+    this.listeners.reload(lists);
   }
 
   snapshot(): CoreSnapshot {
@@ -98,10 +103,12 @@ export class SingleBroker {
   }
 
   async close(): Promise<void> {
-    await this.statsService.close();
-    this.loopDelay.close();
+    // /healthz says 503 from the first moment of the drain; /metrics answers until the core closes.
+    this.statsService.draining();
     await this.host.drain();
     await this.titanic?.close();
+    await this.statsService.close();
+    this.loopDelay.close();
     await this.host.close();
     await this.listeners.close();
   }

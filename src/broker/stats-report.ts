@@ -177,26 +177,70 @@ function build(input: AggregateInput): { out: AggregateOutput; histograms: Map<s
 /** Latency histogram buckets for /metrics, seconds (Prometheus `le`), from 100 us to a minute. */
 const BUCKETS_S = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
-/** Broker-wide keys that /metrics already carries as per-service families (their sums), or as prom-client's own. */
-const COVERED = new Set(['requests', 'replies', 'requeued', 'workers', 'busyWorkers', 'queued', 'loopDelayP99Us', 'loopDelayMaxUs']);
-const GAUGES: Record<string, string> = {
-  services: 'mdbroker_services',
-  connections: 'mdbroker_zmtp_connections',
-  heldBytes: 'mdbroker_held_request_bytes',
-  unwrittenBytes: 'mdbroker_zmtp_unwritten_bytes',
-};
-const ZMTP_COUNTERS: Record<string, string> = {
-  zmtp_accepted: 'mdbroker_zmtp_accepted_total',
-  zmtp_handshakes: 'mdbroker_zmtp_handshakes_total',
-  zmtp_unsent: 'mdbroker_zmtp_unsent_messages_total',
-  zmtp_paused: 'mdbroker_zmtp_read_pauses_total',
-  'zmtp_write-paused': 'mdbroker_zmtp_write_pauses_total',
+/** Broker-wide keys that /metrics already carries as per-service families (their sums). */
+const COVERED = new Set(['requests', 'replies', 'requeued', 'workers', 'busyWorkers', 'queued']);
+
+/** How one broker-wide stats key appears on /metrics: its family, type and help; `scale` turns its unit into the family's. */
+interface Family {
+  name: string;
+  type: 'counter' | 'gauge';
+  help: string;
+  scale?: number;
+}
+
+const counter = (name: string, help: string): Family => ({ name, type: 'counter', help });
+const gauge = (name: string, help: string, scale?: number): Family => ({ name, type: 'gauge', help, scale });
+
+/** Every broker-wide key the broker reports, with what it means (docs/operations.md lists them too). */
+const FAMILIES: Record<string, Family> = {
+  moved: counter('mdbroker_moved_total', 'Requests handed to another shard thread that had an idle worker (--shards)'),
+  partials: counter('mdbroker_partials_total', 'PARTIAL replies (MDP/0.2) relayed to clients'),
+  mmi: counter('mdbroker_mmi_total', 'MMI (mmi.*) requests answered by the broker itself'),
+  malformed: counter('mdbroker_malformed_total', 'Messages dropped because they broke MDP framing'),
+  unexpected: counter('mdbroker_unexpected_total', 'Well-formed messages that made no sense in the peer\'s state (e.g. a reply from a worker not holding that request)'),
+  workersRegistered: counter('mdbroker_workers_registered_total', 'Worker READY registrations accepted'),
+  workersExpired: counter('mdbroker_workers_expired_total', 'Workers dropped after missing heartbeats'),
+  workersDisconnected: counter('mdbroker_workers_disconnected_total', 'Workers that sent DISCONNECT'),
+  workersUnreachable: counter('mdbroker_workers_unreachable_total', 'Workers dropped because a send to them failed'),
+  workersGone: counter('mdbroker_workers_gone_total', 'Workers whose connection closed'),
+  clientsGone: counter('mdbroker_clients_gone_total', 'Clients whose connection closed'),
+  droppedClientGone: counter('mdbroker_dropped_client_gone_total', 'Requests dropped because their client had gone'),
+  droppedReplies: counter('mdbroker_dropped_replies_total', 'Replies dropped: their request was no longer held (expired, retried elsewhere)'),
+  undeliverable: counter('mdbroker_undeliverable_total', 'Replies that could not be sent to their client'),
+  repliesDroppedFull: counter('mdbroker_replies_dropped_full_total', 'Replies dropped because the client\'s send queue was full'),
+  accessDenied: counter('mdbroker_access_denied_total', 'Requests or registrations refused by --access rights'),
+  workersDenied: counter('mdbroker_workers_denied_total', 'Worker registrations refused (CURVE key not allowed for workers)'),
+  clientsDenied: counter('mdbroker_clients_denied_total', 'Client requests refused (CURVE key not allowed for clients)'),
+  services: gauge('mdbroker_services', 'Services known to the broker now'),
+  heldBytes: gauge('mdbroker_held_request_bytes', 'Bytes of requests held now (queued or at a worker)'),
+  connections: gauge('mdbroker_zmtp_connections', 'ZMTP connections open now'),
+  unwrittenBytes: gauge('mdbroker_zmtp_unwritten_bytes', 'Bytes queued for peers that are not reading fast enough'),
+  zmtp_accepted: counter('mdbroker_zmtp_accepted_total', 'TCP/IPC connections accepted'),
+  zmtp_handshakes: counter('mdbroker_zmtp_handshakes_total', 'ZMTP handshakes completed'),
+  zmtp_unsent: counter('mdbroker_zmtp_unsent_messages_total', 'Messages still queued for a connection when it closed'),
+  zmtp_paused: counter('mdbroker_zmtp_read_pauses_total', 'Times reading from a peer was paused for backpressure'),
+  'zmtp_write-paused': counter('mdbroker_zmtp_write_pauses_total', 'Times a peer\'s socket buffer was full'),
+  'zmtp_handed-off': counter('mdbroker_zmtp_handed_off_total', 'Accepted connections handed to a less loaded shard thread (--shards)'),
+  loopDelayP99Us: gauge('mdbroker_event_loop_delay_p99_seconds', 'Event-loop delay p99 since the previous report (the slowest thread with --shards)', 1e-6),
+  loopDelayMaxUs: gauge('mdbroker_event_loop_delay_max_seconds', 'Event-loop delay max since the previous report (the slowest thread with --shards)', 1e-6),
+  titanicStored: counter('mdbroker_titanic_stored_total', 'Titanic requests stored durably (titanic.request answered 200)'),
+  titanicAnswered: counter('mdbroker_titanic_answered_total', 'Titanic replies stored durably'),
+  titanicExpired: counter('mdbroker_titanic_expired_total', 'Titanic requests deleted after --titanic-retention'),
+  titanicRefused: counter('mdbroker_titanic_refused_total', 'titanic.request refused with 500 (past --titanic-max-bytes)'),
+  titanicRetried: counter('mdbroker_titanic_retried_total', 'Stored requests that got a broker error and were given back to run again'),
+  titanicFailed: counter('mdbroker_titanic_failed_total', 'Titanic replies that could not be stored (the request runs again)'),
+  titanicPending: gauge('mdbroker_titanic_pending', 'Stored Titanic requests without a reply'),
+  titanicExecuting: gauge('mdbroker_titanic_executing', 'Stored Titanic requests running on this broker now'),
+  titanicBytes: gauge('mdbroker_titanic_store_bytes', 'Bytes of requests and replies in the Titanic store'),
 };
 
 export interface MetricName {
   name: string;
   labels: Record<string, string>;
   type: 'counter' | 'gauge';
+  help: string;
+  /** What a value of the stats key is multiplied by on /metrics (1 when absent). */
+  scale?: number;
 }
 
 /**
@@ -205,10 +249,11 @@ export interface MetricName {
  */
 export function brokerWideMetric(key: string): MetricName | null {
   if (COVERED.has(key) || key.startsWith('errors_')) return null;
-  if (key in GAUGES) return { name: GAUGES[key], labels: {}, type: 'gauge' };
-  if (key in ZMTP_COUNTERS) return { name: ZMTP_COUNTERS[key], labels: {}, type: 'counter' };
-  if (key.startsWith('zmtp_')) return { name: 'mdbroker_zmtp_closed_total', labels: { reason: key.slice(5) }, type: 'counter' };
-  return { name: `mdbroker_${key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)}_total`, labels: {}, type: 'counter' };
+  const f = FAMILIES[key];
+  if (f !== undefined) return { ...f, labels: {} };
+  if (key.startsWith('zmtp_')) return { name: 'mdbroker_zmtp_closed_total', labels: { reason: key.slice(5) }, type: 'counter', help: 'ZMTP connections closed, by reason' };
+  // A key with no entry above (a new counter): still exposed, under a name made from the key.
+  return { name: `mdbroker_${key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`).replace(/[^a-z0-9_]/g, '_')}_total`, labels: {}, type: 'counter', help: `Broker-wide count: ${key}` };
 }
 
 type HistogramValue = { metricName: string; labels: Record<string, string | number>; value: number };
@@ -283,12 +328,13 @@ async function prometheusText(report: StatsReport, histograms: Map<string, { wai
     if (m === null) continue;
     let f = families.get(m.name);
     if (f === undefined) {
-      const opts = { name: m.name, help: `Broker-wide: ${m.name.includes('zmtp_closed') ? 'ZMTP connections closed, by reason' : k}`, labelNames: Object.keys(m.labels), registers: r };
+      const opts = { name: m.name, help: m.help, labelNames: Object.keys(m.labels), registers: r };
       f = m.type === 'counter' ? new Counter(opts) : new Gauge(opts);
       families.set(m.name, f);
     }
-    if (f instanceof Counter) f.inc(m.labels, v);
-    else f.set(m.labels, v);
+    const value = v * (m.scale ?? 1);
+    if (f instanceof Counter) f.inc(m.labels, value);
+    else f.set(m.labels, value);
   }
   new Gauge({ name: 'mdbroker_uptime_seconds', help: 'Seconds since the broker started', registers: r }).set(report.uptimeMs / 1000);
   return reg.metrics();

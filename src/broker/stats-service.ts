@@ -36,9 +36,13 @@ export class StatsService {
     private readonly collectNow: (() => StatsSnapshot[]) | null = null,
   ) {
     // Every scrape aggregates afresh (coalesced with one already running), so /metrics is never stale.
-    this.metrics = opts.metricsPort === null ? null : new MetricsServer(async () => (await this.aggregate()).prometheus);
+    this.metrics = opts.metricsPort === null ? null : new MetricsServer(async () => (await this.aggregate()).prometheus, () => this.health);
   }
 
+  /** What GET /healthz says: 200 only while serving (after start, before a drain). */
+  health: 'starting' | 'serving' | 'draining' = 'starting';
+
+  /** Serves /metrics and /healthz (503 until serving()), and starts the periodic reports. */
   async start(): Promise<void> {
     if (this.metrics) this.metricsPort = await this.metrics.listen(this.opts.metricsPort as number, this.opts.metricsHost);
     // A first (empty) report so mmi.stats and /metrics answer from the start.
@@ -105,9 +109,15 @@ export class StatsService {
     return running === null ? this.aggregate(false) : running.done.then(() => this.aggregate(false), () => this.aggregate(false));
   }
 
-  async close(): Promise<void> {
+  /** Shutdown begins: /healthz answers 503 (a load balancer stops sending) while /metrics still answers. */
+  draining(): void {
+    this.health = 'draining';
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+  }
+
+  async close(): Promise<void> {
+    this.draining();
     await this.running?.done.catch(() => undefined);
     await this.metrics?.close();
   }

@@ -60,6 +60,6 @@ export function metricValue(text: string, key: string): number | null {
   const m = brokerWideMetric(key);
   if (m === null) throw new Error(`${key} is not a broker-wide metric of its own`);
   const labels = Object.entries(m.labels).map(([k, v]) => `${k}="${v}"`).join(',');
-  const line = new RegExp(`^${m.name}${labels ? `\\{${labels}\\}` : ''} (\\d+)$`, 'm').exec(text);
-  return line ? Number(line[1]) : null;
+  const line = new RegExp(`^${m.name}${labels ? `\\{${labels}\\}` : ''} ([0-9.eE+-]+)$`, 'm').exec(text);
+  return line ? Number(line[1]) / (m.scale ?? 1) : null;
 }
