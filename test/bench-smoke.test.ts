@@ -30,6 +30,7 @@ test('npm run bench -- --config smoke --json: every request answered, the report
   assert.equal(res.broker.answered, res.broker.sent, 'every request sent was answered');
   assert.ok(typeof res.ratio === 'number' && res.ratio > 0);
   assert.ok(res.broker.serverCpuUsPerReq !== null && res.broker.serverPeakRssBytes !== null);
+  assert.ok(typeof res.broker.serverLoopDelayP99Ms === 'number', `the loop p99 column has a value: ${String(res.broker.serverLoopDelayP99Ms)}`);
   assert.ok(report.node && report.libzmq && report.cpu && report.date);
   assert.match(readFileSync(html, 'utf8'), /<svg[\s\S]*smoke/);
 
