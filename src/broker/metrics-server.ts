@@ -1,4 +1,5 @@
-// --metrics-port: Prometheus text on GET /metrics, and GET /healthz (200 serving, 503 starting or draining). The broker's own families are rendered by the stats aggregation
+// --metrics-port: Prometheus text on GET /metrics, GET /healthz (200 serving, 503 starting or draining), and the live
+// status page on GET / (status-page.ts) with the JSON it polls on GET /status.json. The broker's own families are rendered by the stats aggregation
 // (inline or in the pool); the process families (CPU, memory, event-loop lag, GC: prom-client's default collectors)
 // come from a registry here, on the main thread, where the event loop they describe runs.
 
@@ -6,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type * as PromClient from 'prom-client';
+import { STATUS_PAGE, statusAsset } from './status-page.js';
 
 /**
  * prom-client's gauges that end in `_total` (a suffix Prometheus keeps for counters; `promtool check metrics` exits
@@ -21,7 +23,7 @@ function withoutDropped(text: string): string {
   }).join('\n');
 }
 
-const VERSION = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+export const VERSION = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 /** mdbroker_build_info: which build is running (a constant 1, labelled), as Prometheus exporters conventionally do. */
 const BUILD_INFO = `# HELP mdbroker_build_info The running mdbroker build: its version and the Node.js version it runs on (always 1)
@@ -36,6 +38,8 @@ export class MetricsServer {
   constructor(
     private readonly render: () => Promise<string>,
     private readonly health: () => 'starting' | 'serving' | 'draining',
+    /** What the status page polls: the stats report, the threads, the process. */
+    private readonly status: () => Promise<object>,
   ) {}
 
   async listen(port: number, host: string): Promise<number> {
@@ -49,8 +53,28 @@ export class MetricsServer {
         res.writeHead(status === 'serving' ? 200 : 503, { 'content-type': 'application/json' }).end(`${JSON.stringify({ status })}\n`);
         return;
       }
-      if (req.method !== 'GET' || (req.url !== '/metrics' && req.url !== '/')) {
-        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics or /healthz\n');
+      if (req.method === 'GET' && (req.url === '/' || req.url === '/index.html')) {
+        res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(STATUS_PAGE);
+        return;
+      }
+      if (req.method === 'GET' && req.url === '/favicon.ico') {
+        res.writeHead(204).end();
+        return;
+      }
+      if (req.method === 'GET' && req.url === '/status.json') {
+        this.status().then(
+          (body) => res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(JSON.stringify(body)),
+          (err: unknown) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`stats unavailable: ${String(err)}\n`),
+        );
+        return;
+      }
+      const asset = req.method === 'GET' && req.url?.startsWith('/assets/') ? statusAsset(req.url.slice(8)) : null;
+      if (asset !== null) {
+        res.writeHead(200, { 'content-type': asset[0], 'cache-control': 'max-age=3600' }).end(asset[1]);
+        return;
+      }
+      if (req.method !== 'GET' || req.url !== '/metrics') {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try / (status page), /metrics or /healthz\n');
         return;
       }
       Promise.all([this.render(), (this.process as PromClient.Registry).metrics()]).then(

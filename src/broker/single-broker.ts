@@ -50,6 +50,10 @@ export class SingleBroker {
     this.statsService = new StatsService(opts, offload, async () => collect(), (out) => core.statsReplies.set(...mmiStatsReplies(out)), collect);
     // mmi.stats is answered in the turn it is asked, from an aggregation made then (no Promise in the core).
     core.statsReplies.refresh = () => this.statsService.freshNow();
+    this.statsService.threads = () => {
+      const snap = core.snapshot();
+      return [{ thread: 0, connections: this.listeners.counters().connections ?? 0, workers: snap.workers, queued: snap.queued }];
+    };
   }
 
   get endpoints(): string[] {

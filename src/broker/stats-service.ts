@@ -5,7 +5,8 @@ import type { LogFn } from '../core/broker-core.js';
 import type { Offload } from './offload.js';
 import { aggregateNow, type AggregateOutput } from './stats-report.js';
 import type { StatsSnapshot } from '../core/stats.js';
-import { MetricsServer } from './metrics-server.js';
+import { MetricsServer, VERSION } from './metrics-server.js';
+import type { ThreadStatus } from './status-page.js';
 
 export interface StatsServiceOptions {
   statsInterval: number;
@@ -36,7 +37,16 @@ export class StatsService {
     private readonly collectNow: (() => StatsSnapshot[]) | null = null,
   ) {
     // Every scrape aggregates afresh (coalesced with one already running), so /metrics is never stale.
-    this.metrics = opts.metricsPort === null ? null : new MetricsServer(async () => (await this.aggregate()).prometheus, () => this.health);
+    this.metrics = opts.metricsPort === null ? null : new MetricsServer(async () => (await this.aggregate()).prometheus, () => this.health, () => this.status());
+  }
+
+  /** Each thread's connections, workers and queue (the status page); the broker sets it. */
+  threads: () => ThreadStatus[] = () => [];
+
+  /** What the status page polls: a fresh report (no Prometheus text), health, threads, the process. */
+  private async status(): Promise<object> {
+    const out = await this.aggregate(false);
+    return { health: this.health, version: VERSION, rssBytes: process.memoryUsage.rss(), threads: this.threads(), report: out.report };
   }
 
   /** What GET /healthz says: 200 only while serving (after start, before a drain). */

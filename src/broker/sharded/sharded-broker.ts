@@ -53,6 +53,7 @@ export class ShardedBroker {
     // Stats aggregation runs here (inline or in the pool); validation runs in the shards.
     this.offload = new Offload(opts.offload === 'all' || opts.offload === 'stats' ? 'stats' : 'none', parseValidateFlags(opts.validate), opts.offloadThreads);
     this.statsService = new StatsService(opts, this.offload, () => this.collectStats(), (out) => this.install(out));
+    this.statsService.threads = () => this.shards.map((s, i) => ({ thread: i, connections: s.connections, workers: s.snapshot.workers, queued: s.snapshot.queued }));
   }
 
   get metricsPort(): number | null {
