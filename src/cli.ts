@@ -257,10 +257,9 @@ function main(argv: string[]): void {
     throw err;
   }
   let stopping = false;
+  // The broker logs its own "mdbroker listening" line (endpoints, metrics port, version, pid) once it serves.
   const started = broker.start().then(
-    () => {
-      if (!stopping) logger.info({ endpoints: broker.endpoints, transport: broker.transport, workerEndpoints: broker.groupEndpoints.length ? broker.groupEndpoints : undefined, metricsPort: broker.metricsPort ?? undefined, version: pkg.version, pid: process.pid }, 'mdbroker listening');
-    },
+    () => undefined,
     (err: unknown) => {
       logger.error({ err: String(err) }, startupFailure(err));
       process.exit(1);

@@ -8,6 +8,7 @@ import type { AggregateOutput } from './stats-report.js';
 import { SingleBroker } from './single-broker.js';
 import { ShardedBroker } from './sharded/sharded-broker.js';
 import { chooseTransport } from './listeners.js';
+import { VERSION } from './metrics-server.js';
 
 /** What the plain and the sharded broker both provide (they need not import this: it is checked structurally). */
 interface BrokerImpl {
@@ -71,8 +72,14 @@ export class Broker extends EventEmitter<BrokerEvents> {
     return this.impl.metricsPort;
   }
 
-  start(): Promise<void> {
-    return this.impl.start();
+  /** Binds and serves; then logs (info) `mdbroker listening` with what was bound, as the CLI shows it. */
+  async start(): Promise<void> {
+    await this.impl.start();
+    const groups = this.impl.groupEndpoints;
+    this.opts.log('info', 'mdbroker listening', {
+      endpoints: this.impl.endpoints, transport: this.impl.transport, workerEndpoints: groups.length > 0 ? groups : undefined,
+      metricsPort: this.impl.metricsPort ?? undefined, version: VERSION, pid: process.pid,
+    });
   }
 
   /** Registered workers, queued requests and so on (with shards: as last reported, within ~50 ms). */
