@@ -172,6 +172,50 @@ test('mdbroker status ENDPOINT: services, workers and queue depths over MDP; --j
   assert.equal((await status([])).code, 2);
 });
 
+test('SIGHUP under load (config file re-read three times): nothing lost, no connection dropped, the broker keeps serving', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'mdbroker-hup-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'mdbroker.json');
+  writeFileSync(file, JSON.stringify({ 'heartbeat-interval': 200, 'stats-interval': 0, 'log-level': 'info' }));
+  const { child, endpoint, lines } = await startCli(['--config', file]);
+  t.after(() => child.kill('SIGKILL'));
+  const { Worker } = await import('../src/client/worker.js');
+  const { Client } = await import('../src/client/client.js');
+  const workers = [0, 1].map(() => new Worker({ endpoint, service: 'echo', heartbeatInterval: 200, handler: (b) => [`ok:${b[0].toString()}`] }));
+  let reconnects = 0;
+  const c = new Client({ endpoints: endpoint, timeout: 10000 });
+  c.on('disconnected', () => reconnects++);
+  t.after(async () => {
+    c.close();
+    await Promise.all(workers.map((w) => w.close()));
+  });
+  const N = 3000;
+  let sent = 0;
+  const load = Promise.all(Array.from({ length: 32 }, async () => {
+    const got: string[] = [];
+    while (sent < N) {
+      const i = sent++;
+      got.push(`${i}=${(await c.request('echo', String(i)))[0].toString()}`);
+    }
+    return got;
+  }));
+  for (let k = 0; k < 3; k++) {
+    await new Promise((r) => setTimeout(r, 150));
+    // The log level changes each time: a reloadable setting, logged as changed.
+    writeFileSync(file, JSON.stringify({ 'heartbeat-interval': 200, 'stats-interval': 0, 'log-level': k % 2 === 0 ? 'debug' : 'info' }));
+    child.kill('SIGHUP');
+  }
+  const replies = (await load).flat();
+  assert.equal(replies.length, N);
+  assert.ok(replies.every((r) => r === `${r.split('=')[0]}=ok:${r.split('=')[0]}`), 'each request got its own reply');
+  assert.equal(reconnects, 0, 'no connection dropped');
+  const reloads = async () => lines.filter((l) => l.includes('SIGHUP: reloaded')).length;
+  for (let i = 0; i < 50 && (await reloads()) < 3; i++) await new Promise((r) => setTimeout(r, 100));
+  assert.equal(await reloads(), 3, 'every SIGHUP logged');
+  assert.match(lines.find((l) => l.includes('SIGHUP: reloaded')) as string, /"changed":\["log-level"\]/);
+  assert.equal(child.exitCode, null);
+});
+
 test('keygen writes a key pair and refuses to overwrite one unless told --force', () => {
   const dir = mkdtempSync(join(tmpdir(), 'mdbroker-keygen-'));
   try {
