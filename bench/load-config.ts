@@ -9,7 +9,7 @@ export interface LoadSpec {
   window: number;
   /** Services named svc-0 .. svc-(n-1); clients cycle through them. */
   services: number;
-  /** Request body bytes (16 .. 65536); replies echo it. */
+  /** Request body bytes (16 .. 8 MiB); replies echo it. */
   size: number;
   /** closed: as fast as the windows allow. open: a fixed offered rate, latency from the intended send time. */
   mode: 'closed' | 'open';

@@ -54,7 +54,7 @@ function table(head: string[], rows: string[][]): string {
   return [line(head), width.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }
 
-const BASE_COLUMNS = ['config', 'msgs/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'CPU %', 'CPU us/req', 'peak RSS', 'loop p99', 'raw msgs/s', 'vs raw'];
+const BASE_COLUMNS = ['config', 'msgs/s', 'MB/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'CPU %', 'CPU us/req', 'peak RSS', 'loop p99', 'raw msgs/s', 'vs raw'];
 const NATIVE_COLUMNS = ['native msgs/s', 'vs native'];
 const TAIL_COLUMNS = ['errors', 'lost'];
 
@@ -70,7 +70,8 @@ function hasNative(report: BenchReport): boolean {
 export function resultRow(r: ConfigResult, withNative: boolean): string[] {
   const b = r.broker;
   return [
-    r.config.name, int(b.throughput), ms(b.p50), ms(b.p99), ms(b.p999), ms(b.max),
+    // MB/s: request bodies through the broker (the replies carry as much again the other way).
+    r.config.name, int(b.throughput), (b.throughput * r.config.size / 1e6).toFixed(b.throughput * r.config.size >= 1e7 ? 0 : 2), ms(b.p50), ms(b.p99), ms(b.p999), ms(b.max),
     opt(b.serverCpuPct), opt(b.serverCpuUsPerReq, 1), mib(b.serverPeakRssBytes), b.serverLoopDelayP99Ms === null || b.serverLoopDelayP99Ms === undefined ? '-' : ms(b.serverLoopDelayP99Ms * 1000),
     r.raw ? int(r.raw.throughput) : '-', r.ratio === null ? '-' : r.ratio.toFixed(2),
     ...(withNative ? [r.native ? int(r.native.throughput) : '-', r.nativeRatio == null ? '-' : r.nativeRatio.toFixed(2)] : []),

@@ -99,7 +99,8 @@ function validate(r: RunConfig): void {
   const bad = (what: string) => { throw new Error(`config ${r.name}: ${what}`); };
   if (!(r.workers >= 1 && r.workers <= 10000)) bad('workers must be 1..10000');
   if (!(r.clients >= 1 && r.clients <= 10000)) bad('clients must be 1..10000');
-  if (!(r.size >= 16 && r.size <= 65536)) bad('size must be 16..65536');
+  // Up to 8 MiB: under the broker's default --max-frame-bytes (16 MiB), and what the large config runs.
+  if (!(r.size >= 16 && r.size <= 8 * 1024 * 1024)) bad('size must be 16..8388608');
   if (!(r.window >= 1)) bad('window must be >= 1');
   if (!(r.services >= 1)) bad('services must be >= 1');
   if (r.mode !== 'closed' && r.mode !== 'open') bad("mode must be 'closed' or 'open'");

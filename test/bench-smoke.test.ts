@@ -18,7 +18,7 @@ test('npm run bench -- --config smoke --json: every request answered, the report
   const html = join(dir, 'out.html');
   const r = spawnSync(process.execPath, [RUN, '--config', 'smoke', '--json', json, '--html', html], { encoding: 'utf8', timeout: 60000 });
   assert.equal(r.status, 0, r.stderr + r.stdout);
-  assert.match(r.stdout, /config\s+msgs\/s\s+p50 ms\s+p99 ms\s+p99\.9 ms/);
+  assert.match(r.stdout, /config\s+msgs\/s\s+MB\/s\s+p50 ms\s+p99 ms\s+p99\.9 ms/);
   const report = JSON.parse(readFileSync(json, 'utf8')) as BenchReport;
   assert.equal(report.results.length, 1);
   const [res] = report.results;

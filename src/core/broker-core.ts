@@ -181,7 +181,8 @@ function compacted(frames: Buffer[], bytes: number): Buffer[] {
   let pins = false;
   for (let i = 0; i < frames.length; i++) if (frames[i].buffer.byteLength > limit) pins = true;
   if (!pins) return frames;
-  const block = Buffer.allocUnsafe(bytes);
+  // Its own backing store: from Node's pool it would sit in a slab of Buffer.poolSize (64 KiB on Node 24).
+  const block = Buffer.allocUnsafeSlow(bytes);
   const out = new Array<Buffer>(frames.length);
   let at = 0;
   for (let i = 0; i < frames.length; i++) {

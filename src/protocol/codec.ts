@@ -2,11 +2,13 @@
 // Parsing never copies a frame: bodies stay the Buffers zeromq handed us. Headers are compared by length and bytes,
 // which is ~10x cheaper than Buffer.equals (a native call) or toString.
 
+import { unpooled } from './unpooled.js';
+
 export const EMPTY = Buffer.alloc(0);
-export const MDPC01 = Buffer.from('MDPC01');
-export const MDPW01 = Buffer.from('MDPW01');
-export const MDPC02 = Buffer.from('MDPC02');
-export const MDPW02 = Buffer.from('MDPW02');
+export const MDPC01 = unpooled('MDPC01');
+export const MDPW01 = unpooled('MDPW01');
+export const MDPC02 = unpooled('MDPC02');
+export const MDPW02 = unpooled('MDPW02');
 
 /** MDP version a peer speaks: 1 = MDP/0.1, 2 = MDP/0.2. */
 export type Version = 1 | 2;
@@ -17,7 +19,7 @@ export const W2 = { READY: 1, REQUEST: 2, PARTIAL: 3, FINAL: 4, HEARTBEAT: 5, DI
 export const C2 = { REQUEST: 1, PARTIAL: 2, FINAL: 3 } as const;
 
 const BYTE: Buffer[] = [];
-for (let i = 0; i < 8; i++) BYTE.push(Buffer.from([i]));
+for (let i = 0; i < 8; i++) BYTE.push(unpooled([i]));
 /** A shared one-byte frame; never mutate it. */
 export function cmd(n: number): Buffer {
   return BYTE[n];

@@ -8,6 +8,7 @@
 import { FLAG_COMMAND, FLAG_LONG, FLAG_MORE, FLAG_RESERVED, GREETING_BYTES, GREETING_HEAD, checkGreetingHead } from './wire.js';
 import { CURVE_COMMAND, CURVE_MORE, sealedBytes, type CurveSession } from './curve.js';
 import type { CloseReason } from './connection.js';
+import { unpooled } from '../protocol/unpooled.js';
 
 /** Where the decoder's output goes. A false return from command() or message() stops decoding at that point. */
 export interface DecoderSink {
@@ -35,7 +36,7 @@ export interface DecoderLimits {
 }
 
 const EMPTY_FRAME = Buffer.alloc(0);
-const BYTE_FRAMES: Buffer[] = Array.from({ length: 256 }, (_, i) => Buffer.from([i]));
+const BYTE_FRAMES: Buffer[] = Array.from({ length: 256 }, (_, i) => unpooled([i]));
 
 /** A shared Buffer equal to b[at..at+size], or null; for frames of up to 8 bytes. */
 function internedFrame(b: Buffer, at: number, size: number, intern: readonly Buffer[]): Buffer | null {

@@ -88,7 +88,8 @@ function randomId(): Buffer {
     randomFillSync(RANDOM);
     randomAt = 0;
   }
-  const id = Buffer.allocUnsafe(5);
+  // Its own backing store, not a slab of Node's pool (64 KiB on Node 24): see unpooled() in protocol/codec.ts.
+  const id = Buffer.allocUnsafeSlow(5);
   id[0] = 0;
   RANDOM.copy(id, 1, randomAt, randomAt + 4);
   randomAt += 4;

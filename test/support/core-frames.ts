@@ -1,16 +1,19 @@
 // MDP messages as the core receives them (routing id first), a core with the tests' clock settings, and a reader
 // of what it sent: shared by the core's test files.
 import { type CoreOptions } from '../../src/core/broker-core.js';
+import { unpooled } from '../../src/protocol/unpooled.js';
 import { TestCore } from './test-core.js';
 
 type Frame = string | Buffer;
 
-export const B = (s: string | number[]) => (typeof s === 'string' ? Buffer.from(s, 'latin1') : Buffer.from(s));
+// unpooled: as the transports hand frames over (their own backing stores), not slabs of Node's pool (64 KiB on
+// Node 24, which the core would take for read chunks to copy out of).
+export const B = (s: string | number[]) => unpooled(s);
 export const E = B('');
 const F = (f: Frame) => (typeof f === 'string' ? B(f) : f);
 
 /** A routing id as libzmq makes them: 0x00 and a 4-byte number. */
-export const id = (n: number) => Buffer.from([0, 0, 0, 0, n]);
+export const id = (n: number) => unpooled([0, 0, 0, 0, n]);
 export const CLIENT = id(1);
 export const CLIENT2 = id(2);
 export const W_A = id(10);
