@@ -78,12 +78,7 @@ async function startServer(system: System, dir: string): Promise<{ proc: ChildPr
   let store = dir;
   if (system === 'mdbroker-pg') {
     postgres ??= await startPostgres();
-    const { default: pg } = await import('pg');
-    const c = new pg.Client({ connectionString: postgres.url });
-    await c.connect();
-    await c.query(`CREATE DATABASE bench${++databases}`);
-    await c.end();
-    store = postgres.url.replace(/\/postgres$/, `/bench${databases}`);
+    store = await postgres.database(`bench${++databases}`);
   }
   const b = await spawnBroker(['--bind', 'tcp://127.0.0.1:*', '--stats-interval', '0', '--titanic', store, ...hold]);
   return { proc: b.child, endpoint: b.endpoint };

@@ -80,6 +80,9 @@ Logs are JSON lines on stdout. SIGINT/SIGTERM: stop taking requests, let busy wo
 the config file again (log level too; other settings need a restart), without dropping a connection.
 `;
 
+const LOG_LEVELS = ['debug', 'info', 'warn', 'error', 'silent'];
+const LOG_LEVELS_TEXT = 'debug, info, warn, error or silent';
+
 const spec = {
   bind: { type: 'string', multiple: true },
   'heartbeat-interval': { type: 'string' },
@@ -208,7 +211,7 @@ function main(argv: string[]): void {
     }
   }
   const level = String(values['log-level'] ?? 'info');
-  if (!['debug', 'info', 'warn', 'error', 'silent'].includes(level)) return usage(`--log-level must be debug, info, warn, error or silent, got '${level}'`);
+  if (!LOG_LEVELS.includes(level)) return usage(`--log-level must be ${LOG_LEVELS_TEXT}, got '${level}'`);
   let broker: Broker;
   // Synchronous writes: lines appear in the order they were logged, also right before process.exit.
   const logger = pino({ level, base: { name: 'mdbroker' } }, pino.destination({ dest: 1, sync: true }));
@@ -318,7 +321,7 @@ function reloadSettings(commandLine: Record<string, unknown>, inForce: Record<st
   try {
     next = typeof commandLine.config === 'string' ? { ...readConfigFile(commandLine.config, spec), ...commandLine } : commandLine;
     const level = String(next['log-level'] ?? 'info');
-    if (!['debug', 'info', 'warn', 'error', 'silent'].includes(level)) throw new ConfigError('log-level', `log-level must be debug, info, warn, error or silent, got '${level}'`);
+    if (!LOG_LEVELS.includes(level)) throw new ConfigError('log-level', `log-level must be ${LOG_LEVELS_TEXT}, got '${level}'`);
     lists = curveOptions(next);
   } catch (err) {
     logger.warn({ err: (err as Error).message }, 'SIGHUP: reload failed; the settings in force stay');

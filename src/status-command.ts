@@ -4,7 +4,7 @@
 
 import { parseArgs } from 'node:util';
 import { Client } from './client/client.js';
-import { readAllowList, readSecretKeyFile } from './broker/security.js';
+import { Z85_KEY, readAllowList, readSecretKeyFile } from './broker/security.js';
 import { TimeoutError } from './client/errors.js';
 import { zeromq } from './sockets/zeromq.js';
 import type { StatsReport } from './broker/stats-report.js';
@@ -28,7 +28,7 @@ a usage error.
 
 /** A key given as Z85 text or as a file holding one. */
 function serverKey(arg: string): string {
-  if (/^[0-9a-zA-Z.\-:+=^!/*?&<>()[\]{}@%$#]{40}$/.test(arg)) return arg;
+  if (Z85_KEY.test(arg)) return arg;
   const keys = [...readAllowList(arg)];
   if (keys.length !== 1) throw new Error(`${arg} holds ${keys.length} keys; give the broker's one public key`);
   return keys[0];

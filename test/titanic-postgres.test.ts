@@ -5,7 +5,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import pg from 'pg';
 import { Client } from '../src/client/client.js';
 import { Worker } from '../src/client/worker.js';
 import { StoreError, type Stored } from '../src/titanic/durable-store.js';
@@ -37,13 +36,7 @@ after(async () => {
 
 /** A fresh database on the test server: each test's tables are its own. */
 async function database(): Promise<string> {
-  const s = server as PostgresServer;
-  const name = `t${++databases}`;
-  const c = new pg.Client({ connectionString: s.url });
-  await c.connect();
-  await c.query(`CREATE DATABASE ${name}`);
-  await c.end();
-  return s.url.replace(/\/postgres$/, `/${name}`);
+  return (server as PostgresServer).database(`t${++databases}`);
 }
 
 const rec = (uuid: string, storedAt: number, body: string, service = 'echo'): Stored => ({ uuid, storedAt, service: B(service), body: [B(body)], reply: null });

@@ -18,7 +18,8 @@ export interface KeyPair {
   secretKey: string;
 }
 
-const Z85_KEY = /^[0-9a-zA-Z.\-:+=^!/*?&<>()[\]{}@%$#]{40}$/;
+/** A CURVE public key as Z85 text (40 characters). */
+export const Z85_KEY = /^[0-9a-zA-Z.\-:+=^!/*?&<>()[\]{}@%$#]{40}$/;
 
 function field(text: string, name: string): string | null {
   const m = new RegExp(`^\\s*${name}\\s*=\\s*"([^"]{40})"`, 'm').exec(text);

@@ -3,6 +3,8 @@
 // request is claimed by the broker that runs it, so two brokers never run it at once (the embedded store has one
 // broker, so everything it holds is its own).
 
+import type { LogFn } from '../core/broker-core.js';
+
 /** A stored request as read back. */
 export interface Stored {
   readonly uuid: string;
@@ -95,4 +97,24 @@ export function unpackFrames(b: Buffer, at = 0): { frames: Buffer[]; end: number
     at += 4 + len;
   }
   return { frames, end: at };
+}
+
+/** An error as a log field: `CODE: message` where the error has a code (PostgreSQL's and Node's do). */
+export function describeError(err: unknown): string {
+  const e = err as { code?: string; message?: string } | null;
+  return e?.code !== undefined && e.message !== undefined ? `${e.code}: ${e.message}` : String(e?.message ?? err);
+}
+
+/**
+ * A warning about the store at most every 10 s: a store that is down fails every request and every tick, and one
+ * line says so as well as thousands.
+ */
+export function storeWarnings(log: LogFn, where: () => string | undefined): (msg: string, err: unknown) => void {
+  let last = -Infinity;
+  return (msg, err) => {
+    const now = Date.now();
+    if (now - last < 10000) return;
+    last = now;
+    log('warn', msg, { store: where(), err: describeError(err) });
+  };
 }

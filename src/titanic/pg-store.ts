@@ -22,7 +22,7 @@
 import { hostname } from 'node:os';
 import pg from 'pg';
 import type { LogFn } from '../core/broker-core.js';
-import { StoreError, packFrames, unpackFrames, type DurableStore, type StoreCounts, type Stored } from './durable-store.js';
+import { StoreError, describeError as why, packFrames, storeWarnings, unpackFrames, type DurableStore, type StoreCounts, type Stored } from './durable-store.js';
 
 /** The advisory-lock namespace of broker rows ('ti'): pg_advisory_lock(NS, broker id). */
 const NS = 0x7469;
@@ -80,11 +80,6 @@ export function redactUrl(url: string): string {
   }
 }
 
-function why(err: unknown): string {
-  const e = err as { code?: string; message?: string };
-  return e.code !== undefined && e.message !== undefined ? `${e.code}: ${e.message}` : String(e.message ?? err);
-}
-
 interface Insert {
   uuid: string;
   storedAt: number;
@@ -136,10 +131,12 @@ export class PgStore implements DurableStore {
   private readonly known: StoreCounts = { bytes: 0, records: 0, pending: 0 };
   /** Bytes this broker stored since the last count. */
   private added = 0;
-  private lastWarn = -Infinity;
   private closed = false;
-  // The writes and reads of one event-loop turn go as one statement each (one round trip, one commit): at 64
-  // requests in flight this measured <TBD> against <TBD> durable requests/s with a statement per request.
+  /** A warning at most every 10 s (a server that is down fails every tick). */
+  private readonly warn: (msg: string, err: unknown) => void;
+  // The writes and reads of one event-loop turn go as one statement each (one round trip, one commit). bench:titanic
+  // here (64 in flight, 100 B; separate runs, not alternated): a statement per request 1,327 durable requests/s at
+  // 1,101 us of server CPU each (one round); batched 1,567-1,655/s at 878-882 us (two rounds).
   private readonly inserts = new Batch<Insert, void>(async (rows) => {
     await this.pool.query(
       'INSERT INTO titanic_requests (uuid, stored_at, service, body, bytes, claimed_by) SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bytea[], $5::int[], $6::int[])',
@@ -175,7 +172,9 @@ export class PgStore implements DurableStore {
     readonly where: string,
     private readonly pool: pg.Pool,
     private readonly opts: PgStoreOptions,
-  ) {}
+  ) {
+    this.warn = storeWarnings(opts.log, () => where);
+  }
 
   /** Connects, creates the tables if they are not there, registers this broker; a StoreError says why it cannot. */
   static async open(url: string, opts: PgStoreOptions): Promise<PgStore> {
@@ -334,14 +333,6 @@ export class PgStore implements DurableStore {
     this.known.records = Number(r.rows[0].records);
     this.known.pending = Number(r.rows[0].pending);
     this.added = 0;
-  }
-
-  /** A warning at most every 10 s (a server that is down fails every tick). */
-  private warn(msg: string, err: unknown): void {
-    const now = Date.now();
-    if (now - this.lastWarn < 10000) return;
-    this.lastWarn = now;
-    this.opts.log('warn', msg, { store: this.where, err: why(err) });
   }
 
   async close(): Promise<void> {

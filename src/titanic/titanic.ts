@@ -1,12 +1,13 @@
-// Titanic (RFC 9) inside the broker (--titanic DIR): titanic.request, titanic.reply and titanic.close answered from
-// the embedded store, and every stored request executed through the broker's own queues, as a client would send it.
+// Titanic (RFC 9) inside the broker (--titanic DIR or URL): titanic.request, titanic.reply and titanic.close
+// answered from a durable store (durable-store.ts: LMDB in a directory, or PostgreSQL shared by several brokers), and
+// every stored request this broker claims executed through its own queues, as a client would send it.
 //
-// - titanic.request: the request is written durably (group commit, store.ts), then `200` + its UUID; past the
-//   store's byte budget `500` at once, nothing stored.
+// - titanic.request: the request is written durably (group commit), then `200` + its UUID; past the store's byte
+//   budget `500` at once, nothing stored.
 // - Execution: each stored request goes into the core as an MDP/0.1 request from one internal client (a Peer no
 //   connection has), at most `maxExecuting` at a time, oldest first; the same queues, retries and limits as any
 //   request. Its reply is written durably before titanic.reply can return it. A broker error (no worker in time,
-//   overloaded, workers died holding it) is not a reply: the request stays pending and runs again after a pause.
+//   overloaded, workers died holding it) is not a reply: the request is given back and runs again after a pause.
 //   After a restart on the same store every request without a reply runs again: a request runs at least once.
 // - titanic.reply: `200` + the reply, `300` while pending, `400` for a UUID the store does not hold.
 // - titanic.close: deletes request and reply, `200` whether or not it was there.
@@ -18,7 +19,7 @@ import { Peer } from '../core/peer.js';
 import { EMPTY, MDPC01 } from '../protocol/codec.js';
 import { isErrorMark } from '../protocol/errors.js';
 import { withStandIns, type FrameIO } from '../broker/frame-io.js';
-import { StoreError, type DurableStore, type Stored } from './durable-store.js';
+import { StoreError, storeWarnings, type DurableStore, type Stored } from './durable-store.js';
 import { TITANIC_CLOSE, TITANIC_REPLY, answer, isTitanic, parseAsk, type TitanicService } from './tsp.js';
 
 export interface TitanicOptions {
@@ -94,7 +95,8 @@ export class Titanic {
   private readonly held = new Map<string, { a: Asked; until: number }[]>();
   private heldCount = 0;
   private holdTimer: NodeJS.Timeout | null = null;
-  private lastWarn = -Infinity;
+  /** A warning at most every 10 s (a store that is down fails every request). */
+  private readonly warn: (msg: string, err: unknown) => void;
 
   constructor(
     private readonly opts: TitanicOptions,
@@ -102,6 +104,7 @@ export class Titanic {
   ) {
     this.maxExecuting = opts.maxExecuting ?? 1024;
     this.retryMs = opts.retryMs ?? 1000;
+    this.warn = storeWarnings(log, () => this.store?.where);
   }
 
   /** Opens the store: the embedded one in a directory, or PostgreSQL for a postgres:// URL. Throws a StoreError that says why it cannot. */
@@ -391,14 +394,6 @@ export class Titanic {
       clearInterval(this.holdTimer);
       this.holdTimer = null;
     }
-  }
-
-  /** A warning at most every 10 s (a store that is down fails every request). */
-  private warn(msg: string, err: unknown): void {
-    const now = Date.now();
-    if (now - this.lastWarn < 10000) return;
-    this.lastWarn = now;
-    this.log('warn', msg, { store: this.store?.where, err: String((err as Error)?.message ?? err) });
   }
 
   /** Stops running requests, answers what is held, waits for the writes in progress, closes the store. */

@@ -20,6 +20,8 @@ export interface PostgresServer {
   start(): Promise<void>;
   /** The postmaster and its sessions' processes now (for CPU accounting). */
   pids(): number[];
+  /** A new, empty database on this server (one per test or bench round); resolves its URL. */
+  database(name: string): Promise<string>;
 }
 
 /** The directory holding Debian's PostgreSQL binaries (the newest version installed), or null. */
@@ -87,11 +89,23 @@ export async function startPostgres(): Promise<PostgresServer> {
     await gone;
   };
   await start();
+  const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
   return {
-    url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    url,
     port,
     start,
     kill: () => exit('SIGQUIT'),
+    database: async (name) => {
+      const { default: pg } = await import('pg');
+      const c = new pg.Client({ connectionString: url });
+      await c.connect();
+      try {
+        await c.query(`CREATE DATABASE ${name}`);
+      } finally {
+        await c.end();
+      }
+      return url.replace(/\/postgres$/, `/${name}`);
+    },
     pids: () => {
       const main = postmasterPid(data);
       if (main === null) return [];
