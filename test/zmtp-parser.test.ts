@@ -4,7 +4,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { ZmtpConnection, type ByteStream, type CloseReason, type ConnectionOptions, type ConnectionOwner } from '../src/zmtp/connection.js';
-import { FLAG_COMMAND, FLAG_MORE, ROUTER_PEERS, greeting, readyCommand, writeHeader, headerBytes, command } from '../src/zmtp/wire.js';
+import { FLAG_COMMAND, FLAG_MORE, DEALER_PEERS, ROUTER_PEERS, greeting, readyCommand, writeHeader, headerBytes, command } from '../src/zmtp/wire.js';
+import { OWN_BUFFER_BYTES, READ_AHEAD_BYTES, readAheadBytes } from '../src/zmtp/decoder.js';
+import nacl from 'tweetnacl';
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20261128);
 const RUNS = Number(process.env.FUZZ_RUNS ?? 200);
@@ -201,7 +203,8 @@ test('handshake refusals: a PUB peer gets ERROR and is closed; a greeting that i
 test('a frame trickled one byte per read is kept in a few buffers of ours, not one Buffer per byte', () => {
   const { sock, owner, conn } = open({ maxFrameBytes: 1 << 20 });
   sock.receive(Buffer.concat([greeting(), readyCommand({ 'Socket-Type': 'DEALER' })]));
-  const body = Buffer.alloc(50000);
+  // Just under the size that gets a buffer of its own at its header: assembled from what arrives.
+  const body = Buffer.alloc(OWN_BUFFER_BYTES - 1);
   for (let i = 0; i < body.length; i++) body[i] = (i * 7) & 0xff;
   const bytes = frame(body, 0);
   // Each byte its own Buffer, as each TCP segment of one byte arrives from the socket.
@@ -228,4 +231,189 @@ test('paused while a message is handled, the connection stops after it: the rest
   await new Promise((r) => setImmediate(r));
   assert.deepEqual(owner.messages.map((m) => m[1].toString()), ['1', '2', '3', '4']);
   assert.ok(!sock.readingPaused);
+});
+
+// ---- Reads as the socket does them (net-stream.ts): each read lands in conn.readBuffer(), at most its length. ----
+
+/** Feeds `bytes` as the kernel would hand them over when they arrive in the pieces `cuts` makes. */
+function readAsSocket(conn: ZmtpConnection, bytes: Buffer, cuts: number[]): void {
+  const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
+  let at = 0;
+  for (const p of [...points, bytes.length]) {
+    while (at < p) {
+      const target = conn.readBuffer();
+      const n = Math.min(target.length, p - at);
+      bytes.copy(target, 0, at, at + n);
+      conn.receiveInto(n, target);
+      at += n;
+    }
+  }
+}
+
+/** A byte pipe that records what is written (copies), for a connection pair shuttled by hand. */
+class Pipe implements ByteStream {
+  out: Buffer[] = [];
+  destroyed = false;
+  writableLength = 0;
+  conn: ZmtpConnection | null = null;
+  pause(): void {}
+  resume(): void {}
+  cork(): void {}
+  uncork(): void {}
+  write(b: Buffer): boolean {
+    this.out.push(Buffer.from(b));
+    return true;
+  }
+  end(b?: Buffer): void {
+    if (b) this.write(b);
+    this.destroy();
+  }
+  destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    this.conn?.ended();
+  }
+  take(): Buffer {
+    const b = Buffer.concat(this.out);
+    this.out = [];
+    return b;
+  }
+}
+
+/** Keeps the frames it is handed as they are (views), to check later that nothing reused their memory. */
+class KeepingOwner extends Owner {
+  kept: Buffer[][] = [];
+  override onMessage(_c: ZmtpConnection, frames: Buffer[]): void {
+    this.kept.push(frames.slice());
+  }
+}
+
+const SERVER_KEYS = nacl.box.keyPair();
+const CLIENT_KEYS = nacl.box.keyPair();
+const raw = (k: nacl.BoxKeyPair) => ({ publicKey: Buffer.from(k.publicKey), secretKey: Buffer.from(k.secretKey) });
+
+/** A DEALER and a ROUTER connection (NULL, or CURVE) with the handshake done, and the ROUTER's owner. */
+function pair(curve: boolean): { client: ZmtpConnection; clientPipe: Pipe; server: ZmtpConnection; serverPipe: Pipe; owner: KeepingOwner } {
+  const clientPipe = new Pipe();
+  const serverPipe = new Pipe();
+  const owner = new KeepingOwner();
+  const server = new ZmtpConnection(serverPipe, owner, {
+    socketType: 'ROUTER', peers: ROUTER_PEERS, maxFrameBytes: 1 << 20, maxFrames: 64,
+    curve: curve ? { keys: raw(SERVER_KEYS), authorize: () => true } : undefined,
+  }, 0);
+  const client = new ZmtpConnection(clientPipe, new Owner(), {
+    socketType: 'DEALER', peers: DEALER_PEERS, maxFrameBytes: 1 << 20, maxFrames: 64,
+    curveClient: curve ? { keys: raw(CLIENT_KEYS), serverKey: Buffer.from(SERVER_KEYS.publicKey) } : undefined,
+  }, 0);
+  serverPipe.conn = server;
+  clientPipe.conn = client;
+  for (let i = 0; i < 10 && !(client.ready && server.ready); i++) {
+    const up = clientPipe.take();
+    if (up.length > 0) server.receive(up);
+    const down = serverPipe.take();
+    if (down.length > 0) client.receive(down);
+  }
+  assert.ok(client.ready && server.ready, 'handshake done');
+  client.flush();
+  const rest = clientPipe.take();
+  if (rest.length > 0) server.receive(rest);
+  return { client, clientPipe, server, serverPipe, owner };
+}
+
+/** A body of `size` bytes whose content depends on `seed` and the position (so a misplaced byte shows). */
+function patterned(size: number, seed: number): Buffer {
+  const b = Buffer.allocUnsafe(size);
+  for (let i = 0; i < size; i++) b[i] = (i * 31 + seed + (i >>> 8)) & 0xff;
+  return b;
+}
+
+const sizedFrameArb = fc.oneof(
+  { weight: 4, arbitrary: fc.uint8Array({ maxLength: 20 }).map((a) => Buffer.from(a)) },
+  { weight: 2, arbitrary: fc.integer({ min: 250, max: 700 }).map((n) => patterned(n, n)) },
+  // Around the size that gets a buffer of its own, and up to past one 64 KiB read.
+  { weight: 2, arbitrary: fc.record({ size: fc.integer({ min: OWN_BUFFER_BYTES - 2, max: 140_000 }), seed: fc.nat(255) }).map((r) => patterned(r.size, r.seed)) },
+);
+const sizedMessagesArb = fc.array(fc.array(sizedFrameArb, { minLength: 1, maxLength: 4 }), { minLength: 1, maxLength: 5 });
+
+/** Sends `messages` from the DEALER, reads them into the ROUTER as a socket would, and checks them byte for byte. */
+function roundTrip(curve: boolean, messages: Buffer[][], cuts: number[]): void {
+  const { client, clientPipe, server, owner } = pair(curve);
+  for (const m of messages) client.send(m);
+  client.flush();
+  readAsSocket(server, clientPipe.take(), cuts);
+  // The shared read buffer is reused by the next read of any connection: scribble on it, then look at what was kept.
+  server.readBuffer().fill(0xee);
+  assert.deepEqual(owner.closes, []);
+  assert.equal(owner.kept.length, messages.length);
+  owner.kept.forEach((m, k) => {
+    assert.deepEqual(m.slice(1).map((f) => f.length), messages[k].map((f) => f.length));
+    m.slice(1).forEach((f, i) => assert.ok(f.equals(messages[k][i]), `message ${k} frame ${i} (${f.length} bytes) byte for byte`));
+  });
+  assert.equal(readAheadBytes(), 0, 'no read-ahead left once every frame arrived');
+}
+
+for (const curve of [false, true]) {
+  const name = curve ? 'CURVE' : 'NULL';
+  test(`${name}: messages with large frames, read as the socket reads them at any split, arrive byte for byte and stay intact after the read buffer is reused`, () => {
+    fc.assert(
+      fc.property(sizedMessagesArb, fc.array(fc.nat(), { maxLength: 30 }), (messages, cuts) => roundTrip(curve, messages, cuts)),
+      { seed: SEED, numRuns: Math.max(20, RUNS / 4) },
+    );
+  });
+
+  test(`${name}: a large frame between small ones, split into two reads at every offset, arrives byte for byte`, () => {
+    const messages = [[Buffer.from('MDPC01'), Buffer.from('echo'), patterned(OWN_BUFFER_BYTES + 300, 7)], [Buffer.from('x')]];
+    let length = -1;
+    for (let cut = 0; cut <= length || length < 0; cut++) {
+      // A fresh pair per cut (CURVE's nonces start over with each session, so the bytes are sealed again each time).
+      const { client, clientPipe, server, owner } = pair(curve);
+      for (const m of messages) client.send(m);
+      client.flush();
+      const bytes = clientPipe.take();
+      length = bytes.length;
+      readAsSocket(server, bytes, [cut]);
+      server.readBuffer().fill(0xee);
+      assert.equal(owner.kept.length, 2, `cut ${cut}`);
+      assert.ok(owner.kept[0][3].equals(messages[0][2]), `cut ${cut}`);
+      assert.equal(owner.kept[1][1].toString(), 'x', `cut ${cut}`);
+    }
+    assert.equal(readAheadBytes(), 0);
+  });
+}
+
+test('a large frame is read into one buffer of its own size; small frames of one read share one copy of it', () => {
+  const { client, clientPipe, server, owner } = pair(false);
+  const big = patterned(1 << 20, 3);
+  client.send([Buffer.from('a'), Buffer.from('hello'), big]);
+  client.send([Buffer.from('world'), Buffer.from('again')]);
+  client.flush();
+  const bytes = clientPipe.take();
+  // As a 64 KiB socket read would see it: the header and the start of the body first, the rest read straight in.
+  readAsSocket(server, bytes, []);
+  const [first, second] = owner.kept;
+  assert.equal(first[3].buffer.byteLength, big.length, 'the 1 MiB body is its own allocation, no bigger');
+  assert.equal(first[3].byteOffset, 0);
+  assert.ok(first[3].equals(big));
+  assert.equal(second[1].buffer, second[2].buffer, 'the two small frames are views of one copy of their read');
+  assert.ok(second[1].buffer.byteLength < 1024, 'a copy the size of what was read, not of the read buffer');
+});
+
+test('read-ahead is bounded: headers announcing large frames get buffers up to the budget, then what arrives is assembled; a closed connection gives its share back', () => {
+  const size = 16 * 1024 * 1024;
+  const conns: { sock: RecordingStream; owner: Owner; conn: ZmtpConnection }[] = [];
+  const n = Math.ceil(READ_AHEAD_BYTES / size) + 2;
+  for (let i = 0; i < n; i++) {
+    const c = open({ maxFrameBytes: size });
+    c.sock.receive(Buffer.concat([greeting(), readyCommand({ 'Socket-Type': 'DEALER' })]));
+    const head = Buffer.alloc(9 + 10);
+    writeHeader(head, 0, 0, size);
+    readAsSocket(c.conn, head, []);
+    conns.push(c);
+  }
+  assert.ok(readAheadBytes() <= READ_AHEAD_BYTES, `${readAheadBytes()} bytes read ahead, budget ${READ_AHEAD_BYTES}`);
+  assert.ok(readAheadBytes() >= READ_AHEAD_BYTES - size, 'the budget was used');
+  // Past the budget a connection reads into the shared buffer, and keeps only what arrived.
+  assert.equal(conns[n - 1].conn.readBuffer().length, 65536);
+  for (const c of conns) c.sock.destroy();
+  assert.equal(readAheadBytes(), 0, 'closed connections gave their read-ahead back');
 });

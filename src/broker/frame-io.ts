@@ -10,6 +10,7 @@ import type { SendFailure } from '../core/broker-core.js';
 import { Peer, nextSerial } from '../core/peer.js';
 import { peerKey, type Key } from '../core/peer-id.js';
 import { errorCode, receiveLoop } from '../sockets/receive-loop.js';
+import { escape } from '../zmtp/frame-pool.js';
 
 export interface FrameSink {
   message(frames: Buffer[], peer: Peer): void;
@@ -32,6 +33,8 @@ export interface FrameIO {
   resume?(peer: Peer): void;
   /** CURVE role lists or key grants are in force: each Peer carries its key's Rights, and none means none. */
   readonly requireRights?: boolean;
+  /** The core is done with these frames (after sending what it sends of them): their memory may be reused. */
+  release?(frames: Buffer[]): void;
   close(): Promise<void>;
 }
 
@@ -48,7 +51,13 @@ export function withStandIns(
 ): FrameIO {
   return {
     start: (s) => io.start(sink(s)),
-    send: (msg, peer, tag) => (isStandIn(peer) ? elsewhere(msg, peer) : io.send(msg, peer, tag)),
+    send: (msg, peer, tag) => {
+      if (!isStandIn(peer)) return io.send(msg, peer, tag);
+      // Whoever takes them there may keep them: their memory is never reused.
+      for (let i = 0; i < msg.length; i++) escape(msg[i]);
+      elsewhere(msg, peer);
+    },
+    release: io.release === undefined ? undefined : (frames) => io.release?.(frames),
     peer: (serial) => io.peer(serial),
     pause: (peer) => (isStandIn(peer) ? undefined : io.pause?.(peer)),
     resume: (peer) => (isStandIn(peer) ? undefined : io.resume?.(peer)),

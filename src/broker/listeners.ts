@@ -69,6 +69,8 @@ export class Listeners {
         intern: [MDPC01, MDPC02, MDPW01, MDPW02],
         credit: opts.workerCredit,
         placement,
+        // The core releases the frames of requests and replies that have ended (BrokerCore.done).
+        pooled: true,
         curve: opts.curveKeys === null ? undefined : {
           keys: { publicKey: rawKey(opts.curveKeys.publicKey), secretKey: rawKey(opts.curveKeys.secretKey) },
           allow: hexSet(opts.allowKeys),

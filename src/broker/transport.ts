@@ -65,15 +65,23 @@ export class RouterTransport implements FrameSink {
       core.flow.length = 0;
     }
     const out = core.out;
-    if (out.length === 0) return;
-    const to = core.to;
-    const io = this.io;
-    this.flushing = true;
-    // Iterate by index: a synchronous failure below can make the core append more messages to `out`.
-    for (let i = 0; i < out.length; i++) io.send(out[i], to[i]);
-    out.length = 0;
-    to.length = 0;
-    this.flushing = false;
+    if (out.length > 0) {
+      const to = core.to;
+      const io = this.io;
+      this.flushing = true;
+      // Iterate by index: a synchronous failure below can make the core append more messages to `out`.
+      for (let i = 0; i < out.length; i++) io.send(out[i], to[i]);
+      out.length = 0;
+      to.length = 0;
+      this.flushing = false;
+    }
+    // After the sends: a transport that reuses frames' memory has counted the writes still to come.
+    const done = core.done;
+    if (done.length > 0) {
+      const release = this.io.release;
+      if (release !== undefined) for (let i = 0; i < done.length; i++) release.call(this.io, done[i]);
+      done.length = 0;
+    }
   }
 
   async close(): Promise<void> {

@@ -6,6 +6,7 @@ import type { LogFn } from '../core/broker-core.js';
 import type { Peer } from '../core/peer.js';
 import type { FrameIO, FrameSink } from './frame-io.js';
 import { KeyPolicy, type KeyLists } from './key-policy.js';
+import { release as releaseFrames } from '../zmtp/frame-pool.js';
 
 /** Close reasons that say a peer broke the protocol (logged at warn, at most once a second). */
 const HOSTILE: ReadonlySet<CloseReason> = new Set([
@@ -55,6 +56,10 @@ export class ZmtpIO implements FrameIO {
 
   peer(serial: number): Peer | null {
     return this.router.peer(serial);
+  }
+
+  release(frames: Buffer[]): void {
+    releaseFrames(frames);
   }
 
   pause(peer: Peer): void {

@@ -6,9 +6,9 @@
 // libzmq DEALER keeps it in its pipe). What was queued on a connection that then dropped is lost with it: the owner
 // hears `disconnected` and decides what to resend.
 
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { SHUTTING_DOWN, type ZmtpConnection, type CloseReason, type ConnectionOptions, type ConnectionOwner } from '../zmtp/connection.js';
-import { connectionOnSocket } from '../zmtp/net-stream.js';
+import { dialledConnection } from '../zmtp/net-stream.js';
 import { flushThisTurn } from '../zmtp/flush-turn.js';
 import { DEALER_PEERS } from '../zmtp/wire.js';
 import { parseEndpoint, type Endpoint } from '../zmtp/endpoint.js';
@@ -119,9 +119,8 @@ export class ZmtpLink implements BrokerLink, ConnectionOwner {
     this.retryTimer = null;
     if (this.closing) return;
     const ep = this.ep;
-    const sock = ep.kind === 'tcp' ? connect({ host: ep.host, port: ep.port }) : connect({ path: ep.path });
     this.silentTicks = 0;
-    this.conn = connectionOnSocket(sock, this, this.connOpts, performance.now());
+    this.conn = dialledConnection(ep.kind === 'tcp' ? { host: ep.host, port: ep.port } : { path: ep.path }, this, this.connOpts, performance.now());
   }
 
   /** Dials again after the back-off (with jitter: links that lost the same broker do not all return at once). */

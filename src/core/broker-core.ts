@@ -295,6 +295,11 @@ export class BrokerCore implements MmiSource {
   /** The connection each message in `out` is for (same index): the transport sends it there or nowhere. */
   readonly to: Peer[] = [];
   /**
+   * Frames of requests and replies that have ended, which the core keeps no more: the transport drains it after
+   * `out` and may reuse their memory once what it sent of them is written (zmtp's frame pool).
+   */
+  readonly done: Buffer[][] = [];
+  /**
    * Clients to stop reading from, and to read from again: a client whose requests hold half its --max-client-bytes
    * is paused (TCP pushes back on it) rather than refused, and resumed below a quarter. The transport drains them,
    * in order, after every call; one that cannot pause (libzmq, a shard's pipe) drops them, and such clients get
@@ -774,9 +779,8 @@ export class BrokerCore implements MmiSource {
     r.service.stats.errors[code]++;
     if (r.client.gone) {
       this.stats.droppedClientGone++;
-      return;
-    }
-    this.replyError(r.client, r.frames, r.headerAt, r.version, r.service.frame, code, why);
+    } else this.replyError(r.client, r.frames, r.headerAt, r.version, r.service.frame, code, why);
+    this.done.push(r.frames);
   }
 
   private replyError(to: Peer, frames: Buffer[], headerAt: number, version: Version, service: Buffer, code: ErrorCode, why: string): void {
@@ -839,6 +843,7 @@ export class BrokerCore implements MmiSource {
             this.stats.partials++;
             this.deliver(r, C2.PARTIAL, frames, m.bodyAt);
           }
+          this.done.push(frames);
           return;
         }
         this.release(r);
@@ -846,6 +851,7 @@ export class BrokerCore implements MmiSource {
         r.service.stats.replies++;
         r.service.stats.service.recordValue(micros(r.dispatchedAt, now));
         this.deliver(r, C2.FINAL, frames, m.bodyAt);
+        this.done.push(frames, r.frames);
         return this.workerFreed(w, slot, now);
       }
       default:

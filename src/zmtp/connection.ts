@@ -11,6 +11,7 @@ import { Decoder, type DecoderSink } from './decoder.js';
 import { encode, type Writer } from './encoder.js';
 import { CurveClientMechanism, CurveServerMechanism, NullMechanism, type Mechanism, type PeerInfo } from './mechanism.js';
 import type { Peer } from '../core/peer.js';
+import { LARGE_FRAME_BYTES, hold, unhold } from './frame-pool.js';
 
 /** Why a connection ended; each is counted by the owner. */
 export type CloseReason =
@@ -77,6 +78,11 @@ export interface ConnectionOptions {
   maxQueuedBytes?: number;
   /** Bytes of one message (all its frames) held while it is read; a bigger one closes the connection. Default: none. */
   maxMessageBytes?: number;
+  /**
+   * Large frames read from the peer come from frame-pool.ts, and the owner releases them when done (the broker's
+   * ROUTER). Without it each is a new allocation the GC takes (the client libraries: the application keeps them).
+   */
+  pooled?: boolean;
 }
 
 
@@ -89,6 +95,13 @@ export interface ByteStream extends Writer {
   readonly writableLength: number;
   readonly destroyed: boolean;
 }
+
+/**
+ * The buffer this thread's connections read into when no large frame is being read (see readBuffer()): every read is
+ * decoded before the next one lands, and what is kept of it is copied, so one buffer serves them all and an idle
+ * connection holds none. 64 KiB, as Node's own reads.
+ */
+const READ_BUFFER = Buffer.allocUnsafeSlow(65536);
 
 /** The ERROR reason a ROUTER gives a peer it closes because it is going away (a dialling peer just tries again). */
 export const SHUTTING_DOWN = 'shutting down';
@@ -218,13 +231,31 @@ export class ZmtpConnection<S extends ByteStream = ByteStream> implements Decode
 
   // The stream's side: bytes, drain, error, end.
 
-  /** Bytes from the peer. */
+  /** Bytes from the peer, in a Buffer the connection may keep views of. */
   receive(chunk: Buffer): void {
     this.heard = true;
     // Traffic after a PING that asked for a TTL: the peer's deadline is met.
     this.ttlMs = 0;
     if (this.state === State.Closed) return;
-    this.consume(chunk);
+    this.consume(chunk, false);
+  }
+
+  /**
+   * Where the stream should read next: the rest of a large frame's own buffer while one is being read (so its bytes
+   * land where they stay), else the thread's shared read buffer.
+   */
+  readBuffer(): Buffer {
+    return this.decoder.readTarget() ?? READ_BUFFER;
+  }
+
+  /** `n` bytes were read into `buf`, a Buffer readBuffer() returned. */
+  receiveInto(n: number, buf: Buffer): void {
+    this.heard = true;
+    this.ttlMs = 0;
+    if (this.state === State.Closed) return;
+    if (buf.buffer === READ_BUFFER.buffer) this.consume(buf.subarray(0, n), true);
+    else if (this.decoder.isReadTarget(buf)) this.decoder.filled(n);
+    else this.consume(buf.subarray(0, n), false);
   }
 
   /** The kernel took what was waiting: reading a peer stopped for its unwritten bytes can go on. */
@@ -240,7 +271,12 @@ export class ZmtpConnection<S extends ByteStream = ByteStream> implements Decode
   /** The stream is gone: the owner hears why, and how many queued messages were never written. */
   ended(): void {
     this.state = State.Closed;
+    this.decoder.dispose();
     const unsent = this.out.length;
+    for (let m = 0; m < unsent; m++) {
+      const msg = this.out[m];
+      for (let i = this.outFrom; i < msg.length; i++) if (msg[i].length >= LARGE_FRAME_BYTES) unhold(msg[i]);
+    }
     this.out.length = 0;
     this.outBytes = 0;
     this.owner.onClose(this, this.reason, unsent);
@@ -277,7 +313,12 @@ export class ZmtpConnection<S extends ByteStream = ByteStream> implements Decode
   /** Queues msg[from..] (from: 1 for a ROUTER's [id, ...frames], else 0). Written on the next flush(). */
   send(msg: Buffer[]): void {
     this.out.push(msg);
-    for (let i = this.outFrom; i < msg.length; i++) this.outBytes += msg[i].length + 9;
+    for (let i = this.outFrom; i < msg.length; i++) {
+      const n = msg[i].length;
+      this.outBytes += n + 9;
+      // A pooled frame is not reused while a write of it is queued (frame-pool.ts).
+      if (n >= LARGE_FRAME_BYTES) hold(msg[i]);
+    }
     if (!this.writePaused && this.outBytes + this.stream.writableLength >= this.maxQueued) this.checkWriteBudget();
     if (!this.flushQueued) this.owner.needsFlush(this);
   }
@@ -324,9 +365,12 @@ export class ZmtpConnection<S extends ByteStream = ByteStream> implements Decode
     this.checkWriteBudget();
   }
 
-  /** Decodes a chunk; a part left when reading stops mid-chunk (pause) is held until reading resumes. */
-  private consume(chunk: Buffer): void {
-    const rest = this.decoder.feed(chunk);
+  /**
+   * Decodes a chunk (`transient`: in the shared read buffer); a part left when reading stops mid-chunk (pause) is
+   * held until reading resumes.
+   */
+  private consume(chunk: Buffer, transient: boolean): void {
+    const rest = this.decoder.feed(chunk, transient);
     if (rest !== null && this.state !== State.Closed) this.held = rest;
   }
 
@@ -336,7 +380,7 @@ export class ZmtpConnection<S extends ByteStream = ByteStream> implements Decode
     if (this.state === State.Closed || this.paused) return;
     const rest = this.held;
     this.held = null;
-    if (rest !== null) this.consume(rest);
+    if (rest !== null) this.consume(rest, false);
     if (!this.closed && !this.paused && this.held === null) this.stream.resume();
   };
 

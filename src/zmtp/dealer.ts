@@ -3,10 +3,9 @@
 // measure the broker without paying for the zeromq binding in the generator (`npm run bench -- --peers zmtp`).
 // It does not reconnect: a closed connection is reported and the caller decides.
 
-import { connect } from 'node:net';
 import { ZmtpConnection, type CloseReason, type ConnectionOwner } from './connection.js';
 import { DEALER_PEERS } from './wire.js';
-import { connectionOnSocket } from './net-stream.js';
+import { dialledConnection } from './net-stream.js';
 import { flushThisTurn } from './flush-turn.js';
 import { parseEndpoint } from './endpoint.js';
 
@@ -35,12 +34,11 @@ export class ZmtpDealer implements ConnectionOwner {
   ) {
     const ep = parseEndpoint(endpoint.replace('tcp://*:', 'tcp://127.0.0.1:'));
     if (ep === null) throw new Error(`${endpoint}: ZmtpDealer connects to tcp://HOST:PORT or ipc://PATH`);
-    const sock = ep.kind === 'tcp' ? connect({ host: ep.host, port: ep.port }) : connect({ path: ep.path });
     this.ready = new Promise((resolve, reject) => {
       this.settle = (err) => (err ? reject(err) : resolve());
     });
     this.ready.catch(() => undefined);
-    this.conn = connectionOnSocket(sock, this, {
+    this.conn = dialledConnection(ep.kind === 'tcp' ? { host: ep.host, port: ep.port } : { path: ep.path }, this, {
       socketType: 'DEALER',
       peers: DEALER_PEERS,
       maxFrameBytes: opts.maxFrameBytes ?? 256 * 1024 * 1024,

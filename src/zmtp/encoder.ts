@@ -7,16 +7,21 @@
 
 import { FLAG_LONG, FLAG_MORE, headerBytes, writeHeader } from './wire.js';
 import { CURVE_COMMAND, CURVE_MORE, sealedBytes, type CurveSession } from './curve.js';
+import { LARGE_FRAME_BYTES, unhold, writtenCallback } from './frame-pool.js';
 
 /** What the encoder writes to (a node:net Socket is one). */
 export interface Writer {
-  write(b: Buffer): unknown;
+  /** `done`, when given, is called once the Writer no longer needs `b` (written, or the stream failed). */
+  write(b: Buffer, done?: () => void): unknown;
   cork(): void;
   uncork(): void;
 }
 
-/** Bodies at least this big are written as they are (no copy) instead of being encoded into the write buffer. */
-const ZERO_COPY_BYTES = 16384;
+/**
+ * Bodies at least this big are written as they are (no copy) instead of being encoded into the write buffer. Every
+ * pooled frame (frame-pool.ts) is this big, so its hold ends in its write's callback.
+ */
+const ZERO_COPY_BYTES = LARGE_FRAME_BYTES;
 
 /** Wire bytes of one frame of `size` sealed in a CURVE MESSAGE box: the frame header and the box. */
 function boxedWireBytes(size: number): number {
@@ -46,7 +51,7 @@ function encodePlain(w: Writer, cmds: readonly Buffer[], out: readonly Buffer[][
     }
   }
   if (total === 0) return;
-  if (big) return encodeWithLargeBodies(w, total, cmds, out, from);
+  if (big) return encodeWithLargeBodies(w, cmds, out, from);
   const buf = Buffer.allocUnsafe(total);
   let at = 0;
   for (let c = 0; c < cmds.length; c++) at += cmds[c].copy(buf, at);
@@ -62,10 +67,20 @@ function encodePlain(w: Writer, cmds: readonly Buffer[], out: readonly Buffer[][
   w.write(buf);
 }
 
-function encodeWithLargeBodies(w: Writer, total: number, cmds: readonly Buffer[], out: readonly Buffer[][], from: number): void {
+function encodeWithLargeBodies(w: Writer, cmds: readonly Buffer[], out: readonly Buffer[][], from: number): void {
+  // Headers and small bodies go into runs of a fresh buffer, sized for them alone; large bodies are written as they
+  // are (a buffer sized for them too would be an unused allocation as big as the bodies, for the GC to account).
+  let copied = 0;
+  for (let c = 0; c < cmds.length; c++) copied += cmds[c].length;
+  for (let m = 0; m < out.length; m++) {
+    const msg = out[m];
+    for (let i = from; i < msg.length; i++) {
+      const n = msg[i].length;
+      copied += headerBytes(n) + (n >= ZERO_COPY_BYTES ? 0 : n);
+    }
+  }
   w.cork();
-  // Headers and small bodies go into runs of a fresh buffer; large bodies are written as they are.
-  const buf = Buffer.allocUnsafe(total);
+  const buf = Buffer.allocUnsafe(copied);
   let runStart = 0;
   let at = 0;
   for (let c = 0; c < cmds.length; c++) at += cmds[c].copy(buf, at);
@@ -76,7 +91,7 @@ function encodeWithLargeBodies(w: Writer, total: number, cmds: readonly Buffer[]
       at = writeHeader(buf, at, i < last ? FLAG_MORE : 0, f.length);
       if (f.length >= ZERO_COPY_BYTES) {
         w.write(buf.subarray(runStart, at));
-        w.write(f);
+        w.write(f, writtenCallback(f));
         runStart = at;
       } else at += f.copy(buf, at);
     }
@@ -106,8 +121,11 @@ function encodeBoxed(w: Writer, cmds: readonly Buffer[], out: readonly Buffer[][
     const msg = out[m];
     const last = msg.length - 1;
     for (let i = from; i <= last; i++) {
-      at = writeHeader(buf, at, 0, sealedBytes(msg[i].length));
-      at = box.sealInto(buf, at, i < last ? CURVE_MORE : 0, msg[i]);
+      const f = msg[i];
+      at = writeHeader(buf, at, 0, sealedBytes(f.length));
+      at = box.sealInto(buf, at, i < last ? CURVE_MORE : 0, f);
+      // Sealed into our buffer: the frame itself is no longer needed for this write.
+      if (f.length >= LARGE_FRAME_BYTES) unhold(f);
     }
   }
   w.write(buf);

@@ -17,7 +17,7 @@ import { unlinkSync, statSync } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
 import { Peer, nextSerial, type Rights } from '../core/peer.js';
 import type { RawKeyPair } from './curve.js';
-import { connectionOnSocket } from './net-stream.js';
+import { acceptedConnection, descriptorConnection } from './net-stream.js';
 import { ZmtpConnection, type CloseReason, type ConnectionOwner, type ConnectionOptions } from './connection.js';
 import { ROUTER_PEERS } from './wire.js';
 import { creditOffer, grantedCredit } from '../protocol/extensions.js';
@@ -52,6 +52,8 @@ export interface ZmtpRouterOptions {
    */
   credit?: number;
   placement?: Placement;
+  /** Large frames read come from frame-pool.ts; the owner releases them (see ConnectionOptions.pooled). */
+  pooled?: boolean;
 }
 
 export interface ZmtpRouterEvents {
@@ -120,7 +122,7 @@ export class ZmtpRouter implements ConnectionOwner {
     this.connOpts = {
       socketType: 'ROUTER', peers: ROUTER_PEERS, maxFrameBytes: opts.maxFrameBytes, maxFrames: opts.maxFrames, intern: opts.intern,
       properties: creditOffer(opts.credit),
-      maxQueuedBytes: opts.maxQueuedBytes, maxMessageBytes: opts.maxMessageBytes,
+      maxQueuedBytes: opts.maxQueuedBytes, maxMessageBytes: opts.maxMessageBytes, pooled: opts.pooled,
     };
     const curve = opts.curve;
     if (curve !== undefined) {
@@ -171,7 +173,7 @@ export class ZmtpRouter implements ConnectionOwner {
     return this.servers.map(({ server }) => (server as unknown as { _handle: { fd: number } })._handle.fd);
   }
 
-  /** Serves a connection: one accepted here and kept, or one another thread accepted and handed over (--shards). */
+  /** Serves a connection accepted here and kept. */
   serve(sock: Socket): void {
     if (this.closing) {
       sock.destroy();
@@ -179,7 +181,16 @@ export class ZmtpRouter implements ConnectionOwner {
     }
     this.startTimer();
     this.counters.accepted++;
-    this.all.add(connectionOnSocket(sock, this, this.connOpts, performance.now()));
+    this.all.add(acceptedConnection(sock, this, this.connOpts, performance.now()));
+  }
+
+  /** Serves a connection another thread accepted and handed over as a descriptor (--shards); throws if it cannot. */
+  serveDescriptor(fd: number): void {
+    this.startTimer();
+    this.counters.accepted++;
+    const conn = descriptorConnection(fd, this, this.connOpts, performance.now());
+    this.all.add(conn);
+    if (this.closing) conn.stream.destroy();
   }
 
   private startTimer(): void {
@@ -189,8 +200,9 @@ export class ZmtpRouter implements ConnectionOwner {
   }
 
   private async listen(where: ListenOptions | { fd: number }): Promise<Server> {
-    // With a placement hook, a connection is not read until it is known to stay on this thread.
-    const server = createServer({ pauseOnConnect: this.opts.placement !== undefined }, (sock) => this.accept(sock));
+    // Nothing is read from an accepted socket before it is built again with our reader (net-stream.ts), and, with a
+    // placement hook, before it is known to stay on this thread.
+    const server = createServer({ pauseOnConnect: true }, (sock) => this.accept(sock));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(where as ListenOptions, () => {

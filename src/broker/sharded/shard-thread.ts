@@ -3,7 +3,6 @@
 // A request crosses to another shard only when that one can serve it and this one cannot; its reply comes back
 // here, to the client's connection. A moved request's client is a stand-in Peer there, one per remote connection.
 
-import { Socket } from 'node:net';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { LogLevel } from '../../core/broker-core.js';
 import { Peer } from '../../core/peer.js';
@@ -141,7 +140,7 @@ exchange.start((kind, from, thread, n, frames) => {
       return;
     case Rec.Handoff:
       try {
-        router.serve(new Socket({ fd: n, readable: true, writable: true }));
+        router.serveDescriptor(n);
       } catch (err) {
         closeDescriptor(n);
         board.addConnections(me, -1);
