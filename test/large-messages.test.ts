@@ -7,7 +7,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { Dealer, curveKeyPair } from 'zeromq';
 import { E, B, startBroker, until, modeOptions } from './helpers.js';
-import { framePoolStats } from '../src/zmtp/frame-pool.js';
+import { framePoolStats, freeFrameBytes } from '../src/zmtp/frame-pool.js';
 import type { BrokerOptions } from '../src/broker/options.js';
 
 const HB = { heartbeatInterval: 200, heartbeatLiveness: 5 };
@@ -161,4 +161,23 @@ test('frame pool: a released buffer is reused only once every queued write of it
   hold(plain);
   release([plain, Buffer.from('x')]);
   assert.equal(writtenCallback(plain), undefined);
+});
+
+test('after a burst of large requests, the broker lets the frame pool\'s free buffers go (with its collection after a burst)', async (t) => {
+  const o = modeOptions();
+  if (o.transport === 'libzmq' || (o as { shards?: number }).shards !== undefined) {
+    t.skip('the frame pool is this process\'s only on one zmtp thread');
+    return;
+  }
+  const endpoint = await broker(t);
+  // 40 MiB of requests wait in the queue (a burst of held bytes), then one worker serves them all.
+  const sizes = Array.from({ length: 40 }, () => 1 << 20);
+  const run = roundTrips(endpoint, {}, 4, sizes.slice(0, 10), 10);
+  await new Promise((r) => setTimeout(r, 300));
+  const w = echoWorker(endpoint, {});
+  t.after(() => w.stop());
+  assert.equal(await run, 40);
+  assert.ok(freeFrameBytes() > 0, 'the bodies\' buffers went back to the free list');
+  // Held bytes fell from 40 MiB to nothing: after a quiet second the broker collects, and lets the free list go first.
+  assert.ok(await until(() => freeFrameBytes() === 0, 5000), `free list let go (${freeFrameBytes()} bytes left)`);
 });

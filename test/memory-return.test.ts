@@ -40,3 +40,12 @@ test('memory return: by default V8\'s own full GC, then glibc\'s malloc_trim (th
   assert.equal(m.tick(1, 0), 'collected', 'a GC function was found and run');
   assert.equal(m.tick(600, 0), process.platform === 'linux' ? 'trimmed' : null);
 });
+
+test('memory return: what is kept for reuse (the frame pool\'s free buffers) is let go just before the collection', () => {
+  const order: string[] = [];
+  const m = new MemoryReturn({ collect: () => order.push('collect'), trim: () => order.push('trim'), letGo: () => order.push('let go'), burstBytes: 1, quietMs: 0, minGapMs: 0 });
+  m.tick(0, 10);
+  m.tick(1, 0);
+  m.tick(600, 0);
+  assert.deepEqual(order, ['let go', 'collect', 'trim']);
+});

@@ -4,11 +4,13 @@
 // (docs/memory.md has the measurements). So when the bytes held in queues fall from a high mark to a small part of
 // it (1/32), the broker runs one full collection, and half a second later (V8 frees Buffer memory on a background thread)
 // asks glibc to return its free pages (malloc_trim, called through koffi). At most once per `minGapMs`; the pauses
-// (tens of ms) come when the load has just fallen.
+// (tens of ms) come when the load has just fallen. The frame pool's free buffers (large bodies' memory kept for
+// reuse, zmtp/frame-pool.ts) are let go just before the collection, so they are returned too.
 
 import { createRequire } from 'node:module';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { dropFreeFrames } from '../zmtp/frame-pool.js';
 
 /** A full, synchronous collection; V8 gives it to new contexts once --expose-gc is set. */
 function fullGc(): (() => void) | null {
@@ -38,6 +40,8 @@ export interface MemoryReturnOptions {
   collect?: () => void;
   /** What returns freed memory to the system afterwards (default: glibc's malloc_trim, where there is one). */
   trim?: () => void;
+  /** Lets go of what the process keeps for reuse, just before the collection (default: the frame pool's free buffers). */
+  letGo?: () => void;
   /** Held bytes that count as a burst worth collecting after (default 16 MiB). */
   burstBytes?: number;
   /** How long the held bytes must stay low first (ms, default 1000). */
@@ -56,6 +60,7 @@ export class MemoryReturn {
   private trimAt = -1;
   private collect: (() => void) | null | undefined;
   private trim: (() => void) | null | undefined;
+  private readonly letGo: () => void;
   private readonly burstBytes: number;
   private readonly quietMs: number;
   private readonly minGapMs: number;
@@ -66,6 +71,7 @@ export class MemoryReturn {
   constructor(opts: MemoryReturnOptions = {}) {
     this.collect = opts.collect;
     this.trim = opts.trim;
+    this.letGo = opts.letGo ?? dropFreeFrames;
     this.burstBytes = opts.burstBytes ?? 16 * 1024 * 1024;
     this.quietMs = opts.quietMs ?? 1000;
     this.minGapMs = opts.minGapMs ?? 30000;
@@ -91,6 +97,7 @@ export class MemoryReturn {
     if (now - this.lowSince < this.quietMs || now - this.lastGc < this.minGapMs) return null;
     if (this.collect === undefined) this.collect = fullGc();
     if (this.collect === null) return null;
+    this.letGo();
     this.collect();
     this.collections++;
     this.lastGc = now;
