@@ -5,13 +5,17 @@
 // dropped without being counted and answered.
 
 import type { Router } from 'zeromq';
-import { LRUCacheWithDelete } from 'mnemonist';
+import { createRequire } from 'node:module';
+import type * as LRUCacheWithDeleteModule from 'mnemonist/lru-cache-with-delete';
 import type { SendFailure } from '../core/broker-core.js';
 import { Peer, nextSerial } from '../core/peer.js';
 import { peerKey, type Key } from '../core/peer-id.js';
 import { errorCode, receiveLoop } from '../sockets/receive-loop.js';
 import { escape } from '../zmtp/frame-pool.js';
 
+
+// The one module, not mnemonist's index (which loads every structure it has: 7 MiB of RSS).
+const LRUCacheWithDelete = createRequire(import.meta.url)('mnemonist/lru-cache-with-delete') as typeof LRUCacheWithDeleteModule.default.default;
 export interface FrameSink {
   message(frames: Buffer[], peer: Peer): void;
   /** A send failed; `tag` is what the sender passed to send(). */

@@ -2,7 +2,11 @@
 // and handlers at any time, so every send goes through this FIFO, which keeps at most one send in flight.
 
 import type { Dealer } from 'zeromq';
-import { Queue } from 'mnemonist';
+import { createRequire } from 'node:module';
+import type * as QueueModule from 'mnemonist/queue';
+
+// The one module, not mnemonist's index (which loads every structure it has: 7 MiB of RSS).
+const Queue = createRequire(import.meta.url)('mnemonist/queue') as typeof QueueModule.default.default;
 
 export class Sender {
   private readonly queue = new Queue<Buffer[]>();
