@@ -141,6 +141,14 @@ test('decoder refusals: old versions, reserved flags, oversized frames and messa
   const { d: d2, sink: s2 } = established({ maxFrameBytes: 1000, maxFrames: 100, maxMessageBytes: 1500 });
   d2.feed(Buffer.concat([frame(Buffer.alloc(800), FLAG_MORE), frame(Buffer.alloc(800), 0)]));
   assert.equal(s2.failures[0].reason, 'message-too-large');
+  // A large frame that would pass the message limit is refused at its header, before its buffer is allocated.
+  const { d: d4, sink: s4 } = established({ maxFrameBytes: 1 << 20, maxFrames: 100, maxMessageBytes: 100_000 });
+  const head = Buffer.alloc(9);
+  head[0] = 0x02;
+  head.writeUInt32BE(200_000, 5);
+  d4.feed(head);
+  assert.equal(s4.failures[0]?.reason, 'message-too-large');
+  assert.equal(d4.readTarget(), null, 'no buffer taken for it');
 
   // Past maxFrames the frames are dropped, one more is kept so the owner can refuse, and the message ends where it ends.
   const { d: d3, sink: s3 } = established();

@@ -331,7 +331,8 @@ export class Decoder {
       const have = len - o - hdr;
       if (size >= OWN_BUFFER_BYTES && (have < size || this.transient)) {
         // A large frame: into a buffer of its own, if the read-ahead budget has room for what has not arrived.
-        if (!isCommand && box === null && this.messageBytes + size > this.maxMessage) {
+        // Under CURVE the frame is a box: what it holds is its size less the box's own bytes.
+        if (!isCommand && this.messageBytes + size - (box === null ? 0 : sealedBytes(0)) > this.maxMessage) {
           return this.fail('message-too-large', 'message too large');
         }
         const missing = have < size ? size - have : 0;
