@@ -250,34 +250,11 @@ function readAsSocket(conn: ZmtpConnection, bytes: Buffer, cuts: number[]): void
   }
 }
 
-/** A byte pipe that records what is written (copies), for a connection pair shuttled by hand. */
-class Pipe implements ByteStream {
-  out: Buffer[] = [];
-  destroyed = false;
-  writableLength = 0;
-  conn: ZmtpConnection | null = null;
-  pause(): void {}
-  resume(): void {}
-  cork(): void {}
-  uncork(): void {}
-  write(b: Buffer): boolean {
-    this.out.push(Buffer.from(b));
-    return true;
-  }
-  end(b?: Buffer): void {
-    if (b) this.write(b);
-    this.destroy();
-  }
-  destroy(): void {
-    if (this.destroyed) return;
-    this.destroyed = true;
-    this.conn?.ended();
-  }
-  take(): Buffer {
-    const b = Buffer.concat(this.out);
-    this.out = [];
-    return b;
-  }
+/** What a RecordingStream has written since the last call (a connection pair is shuttled by hand). */
+function take(sock: RecordingStream): Buffer {
+  const b = Buffer.concat(sock.written);
+  sock.written = [];
+  return b;
 }
 
 /** Keeps the frames it is handed as they are (views), to check later that nothing reused their memory. */
@@ -293,9 +270,9 @@ const CLIENT_KEYS = nacl.box.keyPair();
 const raw = (k: nacl.BoxKeyPair) => ({ publicKey: Buffer.from(k.publicKey), secretKey: Buffer.from(k.secretKey) });
 
 /** A DEALER and a ROUTER connection (NULL, or CURVE) with the handshake done, and the ROUTER's owner. */
-function pair(curve: boolean): { client: ZmtpConnection; clientPipe: Pipe; server: ZmtpConnection; serverPipe: Pipe; owner: KeepingOwner } {
-  const clientPipe = new Pipe();
-  const serverPipe = new Pipe();
+function pair(curve: boolean): { client: ZmtpConnection; clientPipe: RecordingStream; server: ZmtpConnection; serverPipe: RecordingStream; owner: KeepingOwner } {
+  const clientPipe = new RecordingStream();
+  const serverPipe = new RecordingStream();
   const owner = new KeepingOwner();
   const server = new ZmtpConnection(serverPipe, owner, {
     socketType: 'ROUTER', peers: ROUTER_PEERS, maxFrameBytes: 1 << 20, maxFrames: 64,
@@ -308,14 +285,14 @@ function pair(curve: boolean): { client: ZmtpConnection; clientPipe: Pipe; serve
   serverPipe.conn = server;
   clientPipe.conn = client;
   for (let i = 0; i < 10 && !(client.ready && server.ready); i++) {
-    const up = clientPipe.take();
+    const up = take(clientPipe);
     if (up.length > 0) server.receive(up);
-    const down = serverPipe.take();
+    const down = take(serverPipe);
     if (down.length > 0) client.receive(down);
   }
   assert.ok(client.ready && server.ready, 'handshake done');
   client.flush();
-  const rest = clientPipe.take();
+  const rest = take(clientPipe);
   if (rest.length > 0) server.receive(rest);
   return { client, clientPipe, server, serverPipe, owner };
 }
@@ -340,7 +317,7 @@ function roundTrip(curve: boolean, messages: Buffer[][], cuts: number[]): void {
   const { client, clientPipe, server, owner } = pair(curve);
   for (const m of messages) client.send(m);
   client.flush();
-  readAsSocket(server, clientPipe.take(), cuts);
+  readAsSocket(server, take(clientPipe), cuts);
   // The shared read buffer is reused by the next read of any connection: scribble on it, then look at what was kept.
   server.readBuffer().fill(0xee);
   assert.deepEqual(owner.closes, []);
@@ -369,7 +346,7 @@ for (const curve of [false, true]) {
       const { client, clientPipe, server, owner } = pair(curve);
       for (const m of messages) client.send(m);
       client.flush();
-      const bytes = clientPipe.take();
+      const bytes = take(clientPipe);
       length = bytes.length;
       readAsSocket(server, bytes, [cut]);
       server.readBuffer().fill(0xee);
@@ -387,7 +364,7 @@ test('a large frame is read into one buffer of its own size; small frames of one
   client.send([Buffer.from('a'), Buffer.from('hello'), big]);
   client.send([Buffer.from('world'), Buffer.from('again')]);
   client.flush();
-  const bytes = clientPipe.take();
+  const bytes = take(clientPipe);
   // As a 64 KiB socket read would see it: the header and the start of the body first, the rest read straight in.
   readAsSocket(server, bytes, []);
   const [first, second] = owner.kept;
