@@ -9,6 +9,8 @@ import { Dealer, curveKeyPair } from 'zeromq';
 import { E, B, startBroker, until, modeOptions } from './helpers.js';
 import { framePoolStats, freeFrameBytes } from '../src/zmtp/frame-pool.js';
 import type { BrokerOptions } from '../src/broker/options.js';
+import { RawZmtp, rawFrame } from './support/raw-zmtp.js';
+import { FLAG_MORE } from '../src/zmtp/wire.js';
 
 const HB = { heartbeatInterval: 200, heartbeatLiveness: 5 };
 type Curve = { curveServerKey?: string; curvePublicKey?: string; curveSecretKey?: string };
@@ -180,4 +182,29 @@ test('after a burst of large requests, the broker lets the frame pool\'s free bu
   assert.ok(freeFrameBytes() > 0, 'the bodies\' buffers went back to the free list');
   // Held bytes fell from 40 MiB to nothing: after a quiet second the broker collects, and lets the free list go first.
   assert.ok(await until(() => freeFrameBytes() === 0, 5000), `free list let go (${freeFrameBytes()} bytes left)`);
+});
+
+test('a peer that announces a 4 MiB body and stalls: the read-ahead gauge shows what the broker allocated ahead, and its close gives it back', async (t) => {
+  const o = modeOptions();
+  if (o.transport === 'libzmq' || (o as { shards?: number }).shards !== undefined) {
+    t.skip('the gauge is read from this process on one zmtp thread');
+    return;
+  }
+  const { broker: b, endpoint } = await startBroker({ ...HB });
+  t.after(() => b.close());
+  const gauge = async (key: string) => (await b.aggregateStats()).report.global[key] ?? 0;
+  const p = await RawZmtp.open(Number(new URL(endpoint).port));
+  t.after(() => p.close());
+  const body = rawFrame(Buffer.alloc(4 << 20, 0x61), 0);
+  // The request's first frames, then the body's header and its first 1,000 bytes: the rest never comes.
+  p.write(rawFrame(Buffer.alloc(0), FLAG_MORE), rawFrame(Buffer.from('MDPC01'), FLAG_MORE), rawFrame(Buffer.from('echo'), FLAG_MORE), body.subarray(0, 9 + 1000));
+  /** The gauge once `ok` says so, or its value after 3 s. */
+  const settled = async (key: string, ok: (v: number) => boolean) => {
+    let v = await gauge(key);
+    for (const end = Date.now() + 3000; !ok(v) && Date.now() < end; v = await gauge(key)) await new Promise((r) => setTimeout(r, 20));
+    return v;
+  };
+  assert.equal(await settled('readAheadBytes', (v) => v > 0), (4 << 20) - 1000, 'the body\'s buffer, less what arrived, counted as read ahead');
+  p.close();
+  assert.equal(await settled('readAheadBytes', (v) => v === 0), 0, 'the closed connection gave its read-ahead back');
 });

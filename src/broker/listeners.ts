@@ -15,6 +15,8 @@ import { MDPC01, MDPC02, MDPW01, MDPW02 } from '../protocol/codec.js';
 import { secureRouter, zap } from './security.js';
 import type { BrokerOptions, SecurityLists, Transport } from './options.js';
 import { ConfigError } from './config-error.js';
+import { readAheadBytes } from '../zmtp/decoder.js';
+import { freeFrameBytes } from '../zmtp/frame-pool.js';
 import type { StatsSnapshot } from '../core/stats.js';
 
 /** Which transport serves these options, and why when it is not the one asked for. */
@@ -118,7 +120,12 @@ export class Listeners {
 
   counters(): Record<string, number> {
     if (this.zmtp === null) return {};
-    const out: Record<string, number> = { connections: this.zmtp.router.connections, unwrittenBytes: this.zmtp.router.unwrittenBytes() };
+    const out: Record<string, number> = {
+      connections: this.zmtp.router.connections,
+      unwrittenBytes: this.zmtp.router.unwrittenBytes(),
+      readAheadBytes: readAheadBytes(),
+      freeFrameBytes: freeFrameBytes(),
+    };
     for (const [k, v] of Object.entries(this.zmtp.router.counters)) out[`zmtp_${k}`] = v;
     return out;
   }

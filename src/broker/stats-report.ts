@@ -215,6 +215,8 @@ const FAMILIES: Record<string, Family> = {
   heldBytes: gauge('mdbroker_held_request_bytes', 'Bytes of requests held now (queued or at a worker)'),
   connections: gauge('mdbroker_zmtp_connections', 'ZMTP connections open now'),
   unwrittenBytes: gauge('mdbroker_zmtp_unwritten_bytes', 'Bytes queued for peers that are not reading fast enough'),
+  readAheadBytes: gauge('mdbroker_zmtp_read_ahead_bytes', 'Bytes allocated for large frames whose rest has not arrived yet (at most 128 MiB per thread)'),
+  freeFrameBytes: gauge('mdbroker_zmtp_free_frame_bytes', 'Bytes of large frames\' buffers kept free for reuse (at most 32 MiB per thread)'),
   zmtp_accepted: counter('mdbroker_zmtp_accepted_total', 'TCP/IPC connections accepted'),
   zmtp_handshakes: counter('mdbroker_zmtp_handshakes_total', 'ZMTP handshakes completed'),
   zmtp_unsent: counter('mdbroker_zmtp_unsent_messages_total', 'Messages still queued for a connection when it closed'),
