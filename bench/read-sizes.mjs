@@ -1,6 +1,6 @@
 // Read sizes on loopback when each read lands in a 64 KiB buffer (the shared read buffer) or in a 1 MiB one (the rest of
 // a large frame's own buffer): 64 MiB sent in 1 MiB writes. `node bench/read-sizes.mjs`. Measured for issue 22 (docs/architecture.md).
-// Read sizes when reads land in a 1 MiB buffer (as a large frame's rest does) vs a 64 KiB one, loopback, 64 MiB sent.
+import net from 'node:net';
 for (const cap of [65536, 1 << 20]) {
   const sizes = [];
   await new Promise((done) => {
