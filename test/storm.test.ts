@@ -86,7 +86,10 @@ test(`storm: ${COUNT} mutated, junk and large messages from ${PEERS} peers; serv
   // second later, on its 1 s clock ticks): allow it a few seconds.
   const drainedAt = Date.now();
   let after = statusKiB(pid, 'VmRSS');
-  const nearIdleKiB = (100 * 1000 * 1000) / 1024; // 100 MB
+  // 100 MB; 120 MB on Node 24, which keeps more after the same collection and trim: measured 95-98 MiB above idle
+  // on both transports there, before issue 22's changes too (Node 20: 56-67 MiB). docs/memory.md.
+  const nodeMajor = Number(process.versions.node.split('.')[0]);
+  const nearIdleKiB = ((nodeMajor >= 24 ? 120 : 100) * 1000 * 1000) / 1024;
   while (after - idle >= nearIdleKiB && Date.now() - drainedAt < 8000) {
     await new Promise((r) => setTimeout(r, 250));
     after = statusKiB(pid, 'VmRSS');
@@ -100,7 +103,7 @@ test(`storm: ${COUNT} mutated, junk and large messages from ${PEERS} peers; serv
   // 386 MiB (2 shards) and 449 MiB (4); with --offload all (each request is also copied to the pool for validation)
   // ~450 MiB: reported, not asserted.
   if (modeFlags().length === 0) assert.ok(peak < 400 * 1024, `peak RSS ${mib(peak)} MiB`);
-  // Back near idle: within 100 MB of the idle RSS once the queues drained (memory-return.ts: a full GC, then
+  // Back near idle: within 100 MB (Node 24: 120) of the idle RSS once the queues drained (memory-return.ts: a full GC, then
   // malloc_trim). Asserted where the peak is (default flags, either transport); with shards measured 102-104 MiB above
   // idle (2 and 4 shards), with offload 84-88: reported.
   if (!process.env.MDBROKER_TEST_SHARDS && !process.env.MDBROKER_TEST_OFFLOAD) {
