@@ -13,9 +13,9 @@ import { peerKey, type Key } from '../core/peer-id.js';
 import { errorCode, receiveLoop } from '../sockets/receive-loop.js';
 import { escape } from '../zmtp/frame-pool.js';
 
-
 // The one module, not mnemonist's index (which loads every structure it has: 7 MiB of RSS).
 const LRUCacheWithDelete = createRequire(import.meta.url)('mnemonist/lru-cache-with-delete') as typeof LRUCacheWithDeleteModule.default.default;
+
 export interface FrameSink {
   message(frames: Buffer[], peer: Peer): void;
   /** A send failed; `tag` is what the sender passed to send(). */
@@ -61,7 +61,7 @@ export function withStandIns(
       for (let i = 0; i < msg.length; i++) escape(msg[i]);
       elsewhere(msg, peer);
     },
-    release: io.release === undefined ? undefined : (frames) => io.release?.(frames),
+    release: io.release?.bind(io),
     peer: (serial) => io.peer(serial),
     pause: (peer) => (isStandIn(peer) ? undefined : io.pause?.(peer)),
     resume: (peer) => (isStandIn(peer) ? undefined : io.resume?.(peer)),
