@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { ZmtpConnection, type ByteStream, type CloseReason, type ConnectionOptions, type ConnectionOwner } from '../src/zmtp/connection.js';
 import { FLAG_COMMAND, FLAG_MORE, DEALER_PEERS, ROUTER_PEERS, greeting, readyCommand, writeHeader, headerBytes, command } from '../src/zmtp/wire.js';
-import { OWN_BUFFER_BYTES, READ_AHEAD_BYTES, readAheadBytes } from '../src/zmtp/decoder.js';
+import { READ_AHEAD_BYTES, readAheadBytes } from '../src/zmtp/decoder.js';
+import { LARGE_FRAME_BYTES } from '../src/zmtp/frame-pool.js';
 import nacl from 'tweetnacl';
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20261128);
@@ -204,7 +205,7 @@ test('a frame trickled one byte per read is kept in a few buffers of ours, not o
   const { sock, owner, conn } = open({ maxFrameBytes: 1 << 20 });
   sock.receive(Buffer.concat([greeting(), readyCommand({ 'Socket-Type': 'DEALER' })]));
   // Just under the size that gets a buffer of its own at its header: assembled from what arrives.
-  const body = Buffer.alloc(OWN_BUFFER_BYTES - 1);
+  const body = Buffer.alloc(LARGE_FRAME_BYTES - 1);
   for (let i = 0; i < body.length; i++) body[i] = (i * 7) & 0xff;
   const bytes = frame(body, 0);
   // Each byte its own Buffer, as each TCP segment of one byte arrives from the socket.
@@ -308,7 +309,7 @@ const sizedFrameArb = fc.oneof(
   { weight: 4, arbitrary: fc.uint8Array({ maxLength: 20 }).map((a) => Buffer.from(a)) },
   { weight: 2, arbitrary: fc.integer({ min: 250, max: 700 }).map((n) => patterned(n, n)) },
   // Around the size that gets a buffer of its own, and up to past one 64 KiB read.
-  { weight: 2, arbitrary: fc.record({ size: fc.integer({ min: OWN_BUFFER_BYTES - 2, max: 140_000 }), seed: fc.nat(255) }).map((r) => patterned(r.size, r.seed)) },
+  { weight: 2, arbitrary: fc.record({ size: fc.integer({ min: LARGE_FRAME_BYTES - 2, max: 140_000 }), seed: fc.nat(255) }).map((r) => patterned(r.size, r.seed)) },
 );
 const sizedMessagesArb = fc.array(fc.array(sizedFrameArb, { minLength: 1, maxLength: 4 }), { minLength: 1, maxLength: 5 });
 
@@ -339,7 +340,7 @@ for (const curve of [false, true]) {
   });
 
   test(`${name}: a large frame between small ones, split into two reads at every offset, arrives byte for byte`, () => {
-    const messages = [[Buffer.from('MDPC01'), Buffer.from('echo'), patterned(OWN_BUFFER_BYTES + 300, 7)], [Buffer.from('x')]];
+    const messages = [[Buffer.from('MDPC01'), Buffer.from('echo'), patterned(LARGE_FRAME_BYTES + 300, 7)], [Buffer.from('x')]];
     let length = -1;
     for (let cut = 0; cut <= length || length < 0; cut++) {
       // A fresh pair per cut (CURVE's nonces start over with each session, so the bytes are sealed again each time).

@@ -2,7 +2,7 @@
 //
 // Bytes come two ways. feed() takes a chunk: one the caller owns (frames are delivered as views of it), or one in a
 // read buffer the caller reuses (`transient`): then each run of small complete frames is copied once into a buffer
-// of its own size and delivered as views of that copy. A large frame (OWN_BUFFER_BYTES and up) gets a buffer of its
+// of its own size and delivered as views of that copy. A large frame (LARGE_FRAME_BYTES and up) gets a buffer of its
 // own size as soon as its header is read; what of it arrived is copied there once, and readTarget() names the rest of
 // that buffer, so the caller's next reads land in it and filled() completes it: a 1 MiB body costs one allocation and
 // no assembly. Only small units (a header, a small frame, the greeting) split across reads are assembled from pieces.
@@ -67,8 +67,6 @@ const MAX_COMMAND_BYTES = 65536;
  * would hold hundreds of times its size. Larger pieces cost at most a few percent kept as they are.
  */
 const SMALL_PIECE = 4096;
-/** Frames at least this big are read into a buffer of their own (see the header and frame-pool.ts). */
-export const OWN_BUFFER_BYTES = LARGE_FRAME_BYTES;
 /**
  * Bytes allocated for large frames and not yet arrived, at most, across this thread's connections. A frame's buffer
  * is taken at its header, so a peer that announces a 16 MiB frame and trickles it would otherwise make us hold 16 MiB
@@ -104,7 +102,7 @@ function smallRunEnd(b: Buffer, o: number): number {
       size = b[o + 1];
       hdr = 2;
     }
-    if (size >= OWN_BUFFER_BYTES || len - o - hdr < size) return o;
+    if (size >= LARGE_FRAME_BYTES || len - o - hdr < size) return o;
     o += hdr + size;
   }
 }
@@ -329,7 +327,7 @@ export class Decoder {
         return this.fail('frame-too-large', 'frame too large');
       }
       const have = len - o - hdr;
-      if (size >= OWN_BUFFER_BYTES && (have < size || this.transient)) {
+      if (size >= LARGE_FRAME_BYTES && (have < size || this.transient)) {
         // A large frame: into a buffer of its own, if the read-ahead budget has room for what has not arrived.
         // Under CURVE the frame is a box: what it holds is its size less the box's own bytes.
         if (!isCommand && this.messageBytes + size - (box === null ? 0 : sealedBytes(0)) > this.maxMessage) {

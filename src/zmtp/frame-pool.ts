@@ -1,4 +1,4 @@
-// Buffers for large frames (OWN_BUFFER_BYTES and up) that the broker reads, reused once they are done with.
+// Buffers for large frames (LARGE_FRAME_BYTES and up) that the broker reads, reused once they are done with.
 //
 // Why: a broker moving 1 MiB bodies allocates 2 MiB per request (request and reply), ~1 GB/s. V8 counts that memory
 // and, every 64 MB or so of it, runs a scavenge and starts a full collection: measured at 1 MiB x 40 in flight, ~10
